@@ -1,0 +1,82 @@
+//! Who is calling: a tenant key (`Principal`) or the master key.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::AppState;
+use crate::auth::{Principal, authenticate, constant_time_eq};
+use crate::error::{Code, Error};
+
+fn bearer(parts: &Parts) -> Result<&str, Error> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        Error::user(Code::MissingApiKey, "send your API key as `Authorization: Bearer KEY`")
+    })?;
+    let value = header.to_str().map_err(|_| {
+        Error::user(Code::MissingApiKey, "the Authorization header is not plain text; send `Bearer KEY`")
+    })?;
+    match value.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => Ok(key.trim()),
+        _ => Err(Error::user(Code::MissingApiKey, "the Authorization header must read `Bearer KEY`")),
+    }
+}
+
+fn is_master(state: &AppState, key: &str) -> bool {
+    state.cfg.master_key.as_deref().is_some_and(|m| constant_time_eq(m.as_bytes(), key.as_bytes()))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let key = bearer(parts)?;
+        if is_master(state, key) {
+            return Err(Error::user(
+                Code::Forbidden,
+                "the master key only creates tenants and keys; use a key of the tenant",
+            ));
+        }
+        authenticate(&state.pool, key).await
+    }
+}
+
+/// The caller holds `CRMSEARCH_MASTER_KEY`.
+pub struct Master;
+
+impl FromRequestParts<AppState> for Master {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let key = bearer(parts)?;
+        if state.cfg.master_key.is_none() {
+            return Err(Error::user(
+                Code::Forbidden,
+                "no master key is configured; set CRMSEARCH_MASTER_KEY or use `crmsearch tenant create`",
+            ));
+        }
+        if is_master(state, key) {
+            return Ok(Master);
+        }
+        // a valid tenant key is authenticated but not allowed here
+        authenticate(&state.pool, key).await?;
+        Err(Error::user(Code::Forbidden, "creating tenants needs the master key"))
+    }
+}
+
+/// Either kind of caller, for routes both may use.
+pub enum Caller {
+    Master,
+    Tenant(Principal),
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let key = bearer(parts)?;
+        if is_master(state, key) {
+            return Ok(Caller::Master);
+        }
+        authenticate(&state.pool, key).await.map(Caller::Tenant)
+    }
+}

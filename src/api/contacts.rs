@@ -1,0 +1,130 @@
+//! Contact writes and reads: `/v1/contacts`, `/v1/contacts/{id}`, `/v1/contacts/bulk`.
+
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Router, body::Bytes};
+use indexer::Lsn;
+use schema::{Contact, ContactFields};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::AppState;
+use super::extract::{Id, Json, body_bytes};
+use crate::auth::{Principal, Role};
+use crate::error::{Code, Error, Result};
+use crate::ingest::{self, Format};
+use crate::store::contacts;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/contacts", post(create))
+        .route("/v1/contacts/{id}", get(read).patch(update).delete(remove))
+}
+
+/// The bulk route, with its own (larger) body limit.
+pub fn bulk_router() -> Router<AppState> {
+    Router::new().route("/v1/contacts/bulk", post(bulk))
+}
+
+/// A written record and the position to pass back as `min_lsn`.
+#[derive(Serialize)]
+pub struct Written<T> {
+    #[serde(flatten)]
+    pub record: T,
+    pub lsn: Lsn,
+}
+
+async fn create(
+    State(st): State<AppState>,
+    p: Principal,
+    Json(fields): Json<ContactFields>,
+) -> Result<impl IntoResponse> {
+    p.require(Role::Write)?;
+    let (record, lsn) = contacts::create(&st.pool, p.tenant_id, fields).await?;
+    Ok((StatusCode::CREATED, axum::Json(Written { record, lsn })))
+}
+
+async fn read(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<axum::Json<Contact>> {
+    p.require(Role::Search)?;
+    Ok(axum::Json(contacts::get(&st.pool, p.tenant_id, id).await?))
+}
+
+async fn update(
+    State(st): State<AppState>,
+    p: Principal,
+    Id(id): Id,
+    Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<axum::Json<Written<Contact>>> {
+    p.require(Role::Write)?;
+    let (record, lsn) = contacts::patch(&st.pool, p.tenant_id, id, patch).await?;
+    Ok(axum::Json(Written { record, lsn }))
+}
+
+async fn remove(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<impl IntoResponse> {
+    p.require(Role::Write)?;
+    let lsn = contacts::delete(&st.pool, p.tenant_id, id).await?;
+    Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkParams {
+    /// `ndjson` or `csv`; else taken from Content-Type (NDJSON by default).
+    format: Option<String>,
+}
+
+fn bulk_format(params: &BulkParams, content_type: Option<&str>) -> Result<Format> {
+    let pick = |s: &str| -> Option<Format> {
+        let s = s.to_ascii_lowercase();
+        if s.contains("csv") {
+            Some(Format::Csv)
+        } else if s.contains("ndjson") || s.contains("jsonl") || s.contains("json") || s.starts_with("text/plain") {
+            Some(Format::Ndjson)
+        } else {
+            None
+        }
+    };
+    match (&params.format, content_type) {
+        (Some(f), _) => pick(f).ok_or_else(|| {
+            Error::user(Code::InvalidQuery, format!("`format` must be `ndjson` or `csv`, not `{f}`"))
+        }),
+        (None, Some(ct)) => pick(ct).ok_or_else(|| {
+            Error::user(
+                Code::UnsupportedMediaType,
+                format!("bulk takes application/x-ndjson or text/csv, not `{ct}`"),
+            )
+        }),
+        (None, None) => Ok(Format::Ndjson),
+    }
+}
+
+async fn bulk(
+    State(st): State<AppState>,
+    p: Principal,
+    params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<impl IntoResponse> {
+    p.require(Role::Write)?;
+    let Query(params) = params.map_err(|e| Error::user(Code::InvalidQuery, e.body_text()))?;
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let format = bulk_format(&params, content_type.as_deref())?;
+    let body: Bytes = body_bytes(req, &st).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::user(Code::InvalidBody, "the body is empty; send one contact per line"));
+    }
+    let (good, bad) = tokio::task::spawn_blocking(move || ingest::parse(format, &body))
+        .await
+        .map_err(anyhow::Error::from)??;
+    let outcome = contacts::bulk_upsert(&st.pool, p.tenant_id, good, bad).await?;
+    tracing::info!(
+        tenant = %p.tenant_id,
+        inserted = outcome.inserted,
+        updated = outcome.updated,
+        failed = outcome.failed.len(),
+        "bulk load"
+    );
+    Ok(axum::Json(outcome))
+}

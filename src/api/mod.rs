@@ -1,0 +1,72 @@
+//! The HTTP API: one file per resource, each with its `router()`, merged
+//! here. Handlers translate HTTP to calls into `store` (and later `search`);
+//! they never touch SQL or the index themselves.
+
+pub mod auth;
+pub mod companies;
+pub mod contacts;
+pub mod extract;
+pub mod health;
+pub mod memories;
+pub mod tenants;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, Response};
+use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::config::Config;
+use crate::error::{Code, error_response};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub cfg: Arc<Config>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, cfg: Config) -> Self {
+        Self { pool, cfg: Arc::new(cfg) }
+    }
+}
+
+/// The whole application, ready to serve or to test with `oneshot`.
+pub fn app(state: AppState) -> Router {
+    let bulk_limit = state.cfg.bulk_body_limit_bytes;
+    let body_limit = state.cfg.body_limit_bytes;
+    Router::new()
+        .merge(health::router())
+        .merge(tenants::router())
+        .merge(contacts::router())
+        .merge(contacts::bulk_router().layer(DefaultBodyLimit::max(bulk_limit)))
+        .merge(companies::router())
+        .merge(memories::router())
+        .fallback(|| async {
+            error_response(Code::RouteNotFound, "no such route; see /openapi.json for the API")
+        })
+        .method_not_allowed_fallback(|| async {
+            error_response(Code::MethodNotAllowed, "this route does not take this HTTP method")
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a handler panicked");
+            error_response(Code::Internal, "an internal error occurred; it has been logged")
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(|resp: &Response<_>, latency: Duration, _span: &Span| {
+                    tracing::debug!(status = resp.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
+                }),
+        )
+        .with_state(state)
+}

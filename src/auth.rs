@@ -1,0 +1,182 @@
+//! API keys: minting, hashing, checking, and the roles they carry.
+//!
+//! A key reads `crm_<8 public chars>_<32 secret chars>` (base62, 190 bits of
+//! secret). Its first part, `crm_<8 chars>`, is the public prefix: stored in
+//! clear to name the key (list, revoke). The whole key is stored only as its
+//! SHA-256: keys are long random strings, not passwords, so a fast hash
+//! suffices (as for GitHub or Stripe tokens) and keeps the check cheap on
+//! every request.
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{Code, Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Search,
+    Agent,
+    Write,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Search => "search",
+            Role::Agent => "agent",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "search" => Some(Role::Search),
+            "agent" => Some(Role::Agent),
+            "write" => Some(Role::Write),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The caller behind a tenant key. The tenant of every request comes from here.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant_id: Uuid,
+    pub role: Role,
+    pub key_prefix: String,
+}
+
+impl Principal {
+    /// Refuses the request unless the key's role is `min` or above.
+    pub fn require(&self, min: Role) -> Result<()> {
+        if self.role >= min {
+            Ok(())
+        } else {
+            Err(Error::user(
+                Code::Forbidden,
+                format!(
+                    "this key has the role `{}`; this request needs `{}` or higher",
+                    self.role.as_str(),
+                    min.as_str()
+                ),
+            ))
+        }
+    }
+}
+
+pub const PREFIX_LEN: usize = 12; // "crm_" + 8
+
+/// A new random key and its public prefix.
+pub fn mint_key() -> (String, String) {
+    let mut rng = rand::rng();
+    let mut part = |n: usize| -> String { (&mut rng).sample_iter(Alphanumeric).take(n).map(char::from).collect() };
+    let prefix = format!("crm_{}", part(8));
+    let key = format!("{prefix}_{}", part(32));
+    (key, prefix)
+}
+
+pub fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Stores a new key for the tenant and returns it (the only time it is seen).
+pub async fn create_key(pool: &PgPool, tenant_id: Uuid, role: Role) -> Result<(String, String)> {
+    loop {
+        let (key, prefix) = mint_key();
+        let res = sqlx::query(
+            "INSERT INTO api_keys (prefix, tenant_id, role, key_hash) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (prefix) DO NOTHING",
+        )
+        .bind(&prefix)
+        .bind(tenant_id)
+        .bind(role.as_str())
+        .bind(hash_key(&key))
+        .execute(pool)
+        .await
+        .map_err(|e| match e.as_database_error().map(|d| d.is_foreign_key_violation()) {
+            Some(true) => Error::user(Code::NotFound, format!("no tenant with id {tenant_id}")),
+            _ => e.into(),
+        })?;
+        if res.rows_affected() == 1 {
+            return Ok((key, prefix));
+        }
+        // a prefix collision (47 bits): draw again
+    }
+}
+
+/// Revokes a key of the tenant by its prefix; false if the tenant has none.
+pub async fn revoke_key(pool: &PgPool, tenant_id: Uuid, prefix: &str) -> Result<bool> {
+    let res = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND tenant_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(prefix)
+    .bind(tenant_id)
+    .execute(pool)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Checks a presented key; the same error whatever is wrong with it.
+pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Principal> {
+    let invalid = || Error::user(Code::InvalidApiKey, "the API key is unknown or revoked");
+    if key.len() != PREFIX_LEN + 33 || !key.starts_with("crm_") || !key.is_ascii() {
+        return Err(invalid());
+    }
+    let prefix = &key[..PREFIX_LEN];
+    let row: Option<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+    )
+    .bind(prefix)
+    .fetch_optional(pool)
+    .await?;
+    let Some((tenant_id, role, stored)) = row else { return Err(invalid()) };
+    if !constant_time_eq(&hash_key(key), &stored) {
+        return Err(invalid());
+    }
+    let role = Role::parse(&role).ok_or_else(|| Error::Internal(anyhow::anyhow!("bad role {role} in api_keys")))?;
+    Ok(Principal { tenant_id, role, key_prefix: prefix.to_owned() })
+}
+
+/// Creates a tenant and its first `admin` key.
+pub async fn create_tenant(pool: &PgPool, name: &str) -> Result<(Uuid, String)> {
+    let name = schema::validate::required_text("name", Some(name.to_owned()), 200)?;
+    let id: Uuid = sqlx::query_scalar("INSERT INTO tenants (name) VALUES ($1) RETURNING id")
+        .bind(&name)
+        .fetch_one(pool)
+        .await?;
+    let (key, _) = create_key(pool, id, Role::Admin).await?;
+    Ok((id, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_long_random_and_prefixed() {
+        let (key, prefix) = mint_key();
+        assert_eq!(key.len(), PREFIX_LEN + 33);
+        assert!(key.starts_with(&prefix));
+        assert_ne!(mint_key().0, key);
+        assert!(constant_time_eq(&hash_key(&key), &hash_key(&key)));
+        assert!(!constant_time_eq(&hash_key(&key), &hash_key(&mint_key().0)));
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin > Role::Write && Role::Write > Role::Agent && Role::Agent > Role::Search);
+    }
+}

@@ -1,0 +1,120 @@
+//! Configuration: defaults < TOML file (`--config`) < environment < flags.
+//! The environment and flags are read by clap (see `cli.rs`); the file fills
+//! whatever neither set.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The settings a file may hold. Unknown keys are refused by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub addr: Option<String>,
+    pub redis_url: Option<String>,
+    pub master_key: Option<String>,
+    pub model_dir: Option<PathBuf>,
+    pub pg_bin: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub body_limit_bytes: Option<usize>,
+    pub bulk_body_limit_bytes: Option<usize>,
+    pub db_pool_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The settings in force, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    pub redis_url: Option<String>,
+    pub master_key: Option<String>,
+    pub model_dir: Option<PathBuf>,
+    pub pg_bin: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub body_limit_bytes: usize,
+    pub bulk_body_limit_bytes: usize,
+    pub db_pool_size: u32,
+}
+
+impl Config {
+    pub const DEFAULT_ADDR: &str = "127.0.0.1:7070";
+    pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+    pub const DEFAULT_BULK_BODY_LIMIT: usize = 64 << 20;
+    /// Shortest master key accepted: it creates tenants.
+    pub const MIN_MASTER_KEY_LEN: usize = 16;
+
+    /// Layers `over` (env and flags, already merged by clap) on the file.
+    pub fn resolve(over: FileConfig, file: Option<&Path>) -> Result<Self> {
+        let base: FileConfig = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let addr_text = over.addr.or(base.addr).unwrap_or_else(|| Self::DEFAULT_ADDR.into());
+        let addr = addr_text
+            .parse()
+            .with_context(|| format!("addr (CRMSEARCH_ADDR) `{addr_text}` is not an address like 127.0.0.1:7070"))?;
+        let cfg = Self {
+            database_url: over.database_url.or(base.database_url).filter(|u| !u.is_empty()),
+            data_dir: over.data_dir.or(base.data_dir).unwrap_or_else(|| "./data".into()),
+            addr,
+            redis_url: over.redis_url.or(base.redis_url).filter(|u| !u.is_empty()),
+            master_key: over.master_key.or(base.master_key).filter(|k| !k.is_empty()),
+            model_dir: over.model_dir.or(base.model_dir),
+            pg_bin: over.pg_bin.or(base.pg_bin),
+            log_format: over.log_format.or(base.log_format).unwrap_or_default(),
+            body_limit_bytes: over
+                .body_limit_bytes
+                .or(base.body_limit_bytes)
+                .unwrap_or(Self::DEFAULT_BODY_LIMIT),
+            bulk_body_limit_bytes: over
+                .bulk_body_limit_bytes
+                .or(base.bulk_body_limit_bytes)
+                .unwrap_or(Self::DEFAULT_BULK_BODY_LIMIT),
+            db_pool_size: over.db_pool_size.or(base.db_pool_size).unwrap_or(16),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(k) = &self.master_key
+            && k.len() < Self::MIN_MASTER_KEY_LEN
+        {
+            bail!(
+                "master_key (CRMSEARCH_MASTER_KEY) is shorter than {} characters; use a long random value",
+                Self::MIN_MASTER_KEY_LEN
+            );
+        }
+        if self.body_limit_bytes < 1024 || self.bulk_body_limit_bytes < 1024 {
+            bail!("body_limit_bytes and bulk_body_limit_bytes must be at least 1024");
+        }
+        if self.db_pool_size == 0 {
+            bail!("db_pool_size must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Settings for tests and embedding: defaults with the given data folder.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        let mut cfg = Self::resolve(FileConfig::default(), None).expect("defaults are valid");
+        cfg.data_dir = data_dir;
+        cfg
+    }
+}

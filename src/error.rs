@@ -1,0 +1,187 @@
+//! One error type for the whole service, and one table from its codes to
+//! HTTP statuses. User errors carry a sentence a person can act on; internal
+//! errors are logged in full and answered with none of their details.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use schema::FieldError;
+use serde::Serialize;
+
+/// Every error code the API can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    MalformedJson,
+    InvalidBody,
+    UnknownField,
+    MissingField,
+    InvalidValue,
+    InvalidId,
+    InvalidQuery,
+    InvalidEncoding,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    MissingApiKey,
+    InvalidApiKey,
+    Forbidden,
+    NotFound,
+    RouteNotFound,
+    MethodNotAllowed,
+    Conflict,
+    RateLimited,
+    IndexBehind,
+    Unavailable,
+    Internal,
+}
+
+impl Code {
+    /// The one table from code to status. Exhaustive on purpose: a new code
+    /// does not compile until it has a status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::MalformedJson
+            | Code::InvalidBody
+            | Code::UnknownField
+            | Code::MissingField
+            | Code::InvalidId
+            | Code::InvalidQuery
+            | Code::InvalidEncoding => StatusCode::BAD_REQUEST,
+            Code::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::MissingApiKey | Code::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::NotFound | Code::RouteNotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Conflict => StatusCode::CONFLICT,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::IndexBehind | Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::MalformedJson => "malformed_json",
+            Code::InvalidBody => "invalid_body",
+            Code::UnknownField => "unknown_field",
+            Code::MissingField => "missing_field",
+            Code::InvalidValue => "invalid_value",
+            Code::InvalidId => "invalid_id",
+            Code::InvalidQuery => "invalid_query",
+            Code::InvalidEncoding => "invalid_encoding",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::MissingApiKey => "missing_api_key",
+            Code::InvalidApiKey => "invalid_api_key",
+            Code::Forbidden => "forbidden",
+            Code::NotFound => "not_found",
+            Code::RouteNotFound => "route_not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::Conflict => "conflict",
+            Code::RateLimited => "rate_limited",
+            Code::IndexBehind => "index_behind",
+            Code::Unavailable => "unavailable",
+            Code::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Something the caller can fix.
+    #[error("{message}")]
+    User { code: Code, message: String, retry_after_secs: Option<u64> },
+    /// Something we must fix; the caller learns only that it happened.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn user(code: Code, message: impl Into<String>) -> Self {
+        Error::User { code, message: message.into(), retry_after_secs: None }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::user(Code::NotFound, format!("no {what} with this id in your tenant"))
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Error::User { code, .. } => *code,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(e: FieldError) -> Self {
+        Error::user(Code::InvalidValue, e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error() {
+            // a unique key: name the field the way the client sent it
+            if db.is_unique_violation() {
+                let field = match db.constraint() {
+                    Some(c) if c.contains("external_id") => "external_id",
+                    _ => "id",
+                };
+                return Error::user(
+                    Code::Conflict,
+                    format!("another record of your tenant already has this `{field}`"),
+                );
+            }
+            if db.is_foreign_key_violation() {
+                return Error::user(
+                    Code::InvalidValue,
+                    "`company_id` names no company of your tenant".to_string(),
+                );
+            }
+        }
+        if matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) {
+            tracing::warn!(error = %e, "postgres unavailable");
+            return Error::user(Code::Unavailable, "the database is unavailable; retry shortly");
+        }
+        Error::Internal(e.into())
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// The JSON error body, for callers outside the `Error` type (fallbacks).
+pub fn error_response(code: Code, message: &str) -> Response {
+    let body = Body { error: Inner { code: code.as_str(), message } };
+    (code.status(), axum::Json(body)).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Error::User { code, message, retry_after_secs } => {
+                let mut resp = error_response(code, &message);
+                if let Some(secs) = retry_after_secs {
+                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                resp
+            }
+            Error::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                error_response(Code::Internal, "an internal error occurred; it has been logged")
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! crmsearch: search and vector retrieval for CRM data. Postgres is the
+//! source of truth; the index follows it by logical replication.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod embedded_pg;
+pub mod error;
+pub mod ingest;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,363 @@
+//! Contacts in Postgres: single-row writes, reads and the bulk upsert.
+
+use std::collections::{HashMap, HashSet};
+
+use indexer::Lsn;
+use schema::contact::ValidContact;
+use schema::{Contact, ContactFields};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use super::copy::CopyRow;
+use crate::db::write_position;
+use crate::error::{Code, Error, Result};
+
+/// The columns every read returns, in the order of [`from_row`].
+pub const COLUMNS: &str = "id, external_id, first_name, last_name, emails, phones, phones_normalized, \
+    title, company_id, company_name, city, region, country, lifecycle_stage, owner_id, tags, notes, \
+    custom, created_at, updated_at";
+
+/// The columns a write sets (all but id, tenant, derived and timestamps).
+const WRITE_COLUMNS: [&str; 16] = [
+    "external_id",
+    "first_name",
+    "last_name",
+    "emails",
+    "phones",
+    "phones_normalized",
+    "title",
+    "company_id",
+    "city",
+    "region",
+    "country",
+    "lifecycle_stage",
+    "owner_id",
+    "tags",
+    "notes",
+    "custom",
+];
+
+pub fn from_row(row: &PgRow) -> Result<Contact, sqlx::Error> {
+    Ok(Contact {
+        id: row.try_get(0)?,
+        external_id: row.try_get(1)?,
+        first_name: row.try_get(2)?,
+        last_name: row.try_get(3)?,
+        emails: row.try_get(4)?,
+        phones: row.try_get(5)?,
+        phones_normalized: row.try_get(6)?,
+        title: row.try_get(7)?,
+        company_id: row.try_get(8)?,
+        company_name: row.try_get(9)?,
+        city: row.try_get(10)?,
+        region: row.try_get(11)?,
+        country: row.try_get(12)?,
+        lifecycle_stage: row.try_get(13)?,
+        owner_id: row.try_get(14)?,
+        tags: row.try_get(15)?,
+        notes: row.try_get(16)?,
+        custom: row.try_get(17)?,
+        created_at: row.try_get(18)?,
+        updated_at: row.try_get(19)?,
+    })
+}
+
+/// Resolves `company_external_id` to the id of the tenant's company.
+async fn resolve_company(conn: &mut PgConnection, tenant: Uuid, c: &mut ValidContact) -> Result<()> {
+    if let Some(ext) = c.company_external_id.take() {
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM companies WHERE tenant_id = $1 AND external_id = $2")
+                .bind(tenant)
+                .bind(&ext)
+                .fetch_optional(&mut *conn)
+                .await?;
+        c.company_id = Some(id.ok_or_else(|| {
+            Error::user(Code::InvalidValue, format!("`company_external_id` `{ext}` names no company of your tenant"))
+        })?);
+    }
+    Ok(())
+}
+
+fn bind_contact<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    c: &'q ValidContact,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&c.external_id)
+        .bind(&c.first_name)
+        .bind(&c.last_name)
+        .bind(&c.emails)
+        .bind(&c.phones)
+        .bind(&c.phones_normalized)
+        .bind(&c.title)
+        .bind(c.company_id)
+        .bind(&c.city)
+        .bind(&c.region)
+        .bind(&c.country)
+        .bind(&c.lifecycle_stage)
+        .bind(&c.owner_id)
+        .bind(&c.tags)
+        .bind(&c.notes)
+        .bind(&c.custom)
+}
+
+pub async fn create(pool: &PgPool, tenant: Uuid, fields: ContactFields) -> Result<(Contact, Lsn)> {
+    let mut c = fields.validate()?;
+    let mut tx = pool.begin().await?;
+    resolve_company(&mut tx, tenant, &mut c).await?;
+    let placeholders: Vec<String> = (2..=WRITE_COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "INSERT INTO contacts (tenant_id, {}) VALUES ($1, {}) RETURNING {COLUMNS}",
+        WRITE_COLUMNS.join(", "),
+        placeholders.join(", ")
+    );
+    let row = bind_contact(sqlx::query(&sql).bind(tenant), &c).fetch_one(&mut *tx).await?;
+    let contact = from_row(&row)?;
+    tx.commit().await?;
+    Ok((contact, write_position(pool).await?))
+}
+
+pub async fn get(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Contact> {
+    super::get_row(pool, "contacts", COLUMNS, tenant, id, "contact", from_row).await
+}
+
+/// Applies a JSON merge patch to the contact, under a row lock.
+pub async fn patch(
+    pool: &PgPool,
+    tenant: Uuid,
+    id: Uuid,
+    patch: serde_json::Map<String, serde_json::Value>,
+) -> Result<(Contact, Lsn)> {
+    let mut tx = pool.begin().await?;
+    let sql = format!("SELECT {COLUMNS} FROM contacts WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
+    let row = sqlx::query(&sql).bind(id).bind(tenant).fetch_optional(&mut *tx).await?;
+    let current = row.as_ref().map(from_row).transpose()?.ok_or_else(|| Error::not_found("contact"))?;
+    let mut doc = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
+    if patch.contains_key("company_external_id")
+        && let Some(map) = doc.as_object_mut()
+    {
+        map.remove("company_id");
+    }
+    super::merge_record(&mut doc, patch);
+    let fields: ContactFields = serde_path_to_error::deserialize(doc).map_err(value_error)?;
+    let mut c = fields.validate()?;
+    resolve_company(&mut tx, tenant, &mut c).await?;
+    let sets: Vec<String> =
+        WRITE_COLUMNS.iter().enumerate().map(|(i, col)| format!("{col} = ${}", i + 3)).collect();
+    let sql = format!(
+        "UPDATE contacts SET {} WHERE id = $1 AND tenant_id = $2 RETURNING {COLUMNS}",
+        sets.join(", ")
+    );
+    let row = bind_contact(sqlx::query(&sql).bind(id).bind(tenant), &c).fetch_one(&mut *tx).await?;
+    let contact = from_row(&row)?;
+    tx.commit().await?;
+    Ok((contact, write_position(pool).await?))
+}
+
+/// Maps an error from deserialising a merged document the way the JSON
+/// extractor maps body errors.
+pub fn value_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    crate::api::extract::json_error(e)
+}
+
+pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Lsn> {
+    super::delete_row(pool, "contacts", tenant, id, "contact").await
+}
+
+/// One line of a bulk load that could not be loaded.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LineError {
+    pub line: u64,
+    pub code: &'static str,
+    pub error: String,
+}
+
+impl LineError {
+    pub fn new(line: u64, e: &Error) -> Self {
+        let error = match e {
+            Error::User { message, .. } => message.clone(),
+            Error::Internal(_) => "internal error".to_owned(),
+        };
+        Self { line, code: e.code().as_str(), error }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BulkOutcome {
+    pub inserted: u64,
+    pub updated: u64,
+    pub failed: Vec<LineError>,
+    pub lsn: Option<Lsn>,
+}
+
+/// Upserts validated lines by `external_id` in one transaction: COPY into a
+/// staging table, then one `INSERT ... ON CONFLICT DO UPDATE`. Lines that
+/// name an unknown company are reported and left out; the rest load. When
+/// the same `external_id` appears twice, the later line wins (as if the lines
+/// were applied in order) and the earlier counts as an update.
+pub async fn bulk_upsert(
+    pool: &PgPool,
+    tenant: Uuid,
+    lines: Vec<(u64, ValidContact)>,
+    mut failed: Vec<LineError>,
+) -> Result<BulkOutcome> {
+    let mut conn = pool.acquire().await?;
+    let (lines, duplicates) = dedupe_external_ids(lines);
+    let lines = resolve_companies(&mut conn, tenant, lines, &mut failed).await?;
+    failed.sort_by_key(|f| f.line);
+    if lines.is_empty() {
+        return Ok(BulkOutcome { inserted: 0, updated: duplicates, failed, lsn: None });
+    }
+
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query(
+        "CREATE TEMP TABLE contacts_stage (
+            ord int, external_id text, first_name text, last_name text, emails text[],
+            phones text[], phones_normalized text[], title text, company_id uuid, city text,
+            region text, country text, lifecycle_stage text, owner_id text, tags text[],
+            notes text, custom jsonb) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut copy = tx.copy_in_raw("COPY contacts_stage FROM STDIN").await?;
+    let mut buf = String::with_capacity(1 << 20);
+    for (ord, (_, c)) in lines.iter().enumerate() {
+        let mut row = CopyRow::new(buf);
+        row.display(ord)
+            .text(c.external_id.as_deref())
+            .text(c.first_name.as_deref())
+            .text(c.last_name.as_deref())
+            .array(&c.emails)
+            .array(&c.phones)
+            .array(&c.phones_normalized)
+            .text(c.title.as_deref());
+        match c.company_id {
+            Some(id) => row.display(id),
+            None => row.null(),
+        };
+        row.text(c.city.as_deref())
+            .text(c.region.as_deref())
+            .text(c.country.as_deref())
+            .text(c.lifecycle_stage.as_deref())
+            .text(c.owner_id.as_deref())
+            .array(&c.tags)
+            .text(c.notes.as_deref())
+            .json(&c.custom);
+        buf = row.finish();
+        if buf.len() > (1 << 20) {
+            copy.send(buf.as_bytes()).await?;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(buf.as_bytes()).await?;
+    }
+    copy.finish().await?;
+
+    let cols = WRITE_COLUMNS.join(", ");
+    let updates: Vec<String> = WRITE_COLUMNS
+        .iter()
+        .filter(|c| **c != "external_id")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let sql = format!(
+        "WITH up AS (
+            INSERT INTO contacts (tenant_id, {cols})
+            SELECT $1, {cols} FROM contacts_stage ORDER BY ord
+            ON CONFLICT (tenant_id, external_id) DO UPDATE SET {}
+            RETURNING (xmax = 0) AS inserted)
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
+        updates.join(", ")
+    );
+    let (inserted, updated): (i64, i64) = sqlx::query_as(&sql).bind(tenant).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    let lsn = write_position(&mut *conn).await?;
+    Ok(BulkOutcome {
+        inserted: inserted as u64,
+        updated: updated as u64 + duplicates,
+        failed,
+        lsn: Some(lsn),
+    })
+}
+
+/// Keeps the last line of each `external_id`; returns how many were dropped.
+fn dedupe_external_ids(lines: Vec<(u64, ValidContact)>) -> (Vec<(u64, ValidContact)>, u64) {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, (_, c)) in lines.iter().enumerate() {
+        if let Some(ext) = c.external_id.as_deref() {
+            last.insert(ext, i);
+        }
+    }
+    let keep: Vec<bool> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| c.external_id.as_deref().is_none_or(|ext| last[ext] == i))
+        .collect();
+    let dropped = keep.iter().filter(|k| !**k).count() as u64;
+    let kept = lines.into_iter().zip(keep).filter_map(|(l, k)| k.then_some(l)).collect();
+    (kept, dropped)
+}
+
+/// Checks `company_id`s and resolves `company_external_id`s against the
+/// tenant's companies in two queries; lines naming none are reported.
+async fn resolve_companies(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    lines: Vec<(u64, ValidContact)>,
+    failed: &mut Vec<LineError>,
+) -> Result<Vec<(u64, ValidContact)>> {
+    let ids: HashSet<Uuid> = lines.iter().filter_map(|(_, c)| c.company_id).collect();
+    let exts: HashSet<&str> = lines.iter().filter_map(|(_, c)| c.company_external_id.as_deref()).collect();
+    let known_ids: HashSet<Uuid> = if ids.is_empty() {
+        HashSet::new()
+    } else {
+        let ids: Vec<Uuid> = ids.into_iter().collect();
+        sqlx::query_scalar("SELECT id FROM companies WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let by_ext: HashMap<String, Uuid> = if exts.is_empty() {
+        HashMap::new()
+    } else {
+        let exts: Vec<&str> = exts.into_iter().collect();
+        sqlx::query_as::<_, (String, Uuid)>(
+            "SELECT external_id, id FROM companies WHERE tenant_id = $1 AND external_id = ANY($2)",
+        )
+        .bind(tenant)
+        .bind(&exts)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    let mut out = Vec::with_capacity(lines.len());
+    for (line, mut c) in lines {
+        if let Some(id) = c.company_id
+            && !known_ids.contains(&id)
+        {
+            let e = Error::user(Code::InvalidValue, format!("`company_id` {id} names no company of your tenant"));
+            failed.push(LineError::new(line, &e));
+            continue;
+        }
+        if let Some(ext) = c.company_external_id.take() {
+            match by_ext.get(&ext) {
+                Some(id) => c.company_id = Some(*id),
+                None => {
+                    let e = Error::user(
+                        Code::InvalidValue,
+                        format!("`company_external_id` `{ext}` names no company of your tenant"),
+                    );
+                    failed.push(LineError::new(line, &e));
+                    continue;
+                }
+            }
+        }
+        out.push((line, c));
+    }
+    Ok(out)
+}
