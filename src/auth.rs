@@ -16,7 +16,19 @@ use uuid::Uuid;
 
 use crate::error::{Code, Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Search,
@@ -77,7 +89,13 @@ pub const PREFIX_LEN: usize = 12; // "crm_" + 8
 /// A new random key and its public prefix.
 pub fn mint_key() -> (String, String) {
     let mut rng = rand::rng();
-    let mut part = |n: usize| -> String { (&mut rng).sample_iter(Alphanumeric).take(n).map(char::from).collect() };
+    let mut part = |n: usize| -> String {
+        (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(n)
+            .map(char::from)
+            .collect()
+    };
     let prefix = format!("crm_{}", part(8));
     let key = format!("{prefix}_{}", part(32));
     (key, prefix)
@@ -106,9 +124,11 @@ pub async fn create_key(pool: &PgPool, tenant_id: Uuid, role: Role) -> Result<(S
         .bind(hash_key(&key))
         .execute(pool)
         .await
-        .map_err(|e| match e.as_database_error().map(|d| d.is_foreign_key_violation()) {
-            Some(true) => Error::user(Code::NotFound, format!("no tenant with id {tenant_id}")),
-            _ => e.into(),
+        .map_err(|e| {
+            match e.as_database_error().map(|d| d.is_foreign_key_violation()) {
+                Some(true) => Error::user(Code::NotFound, format!("no tenant with id {tenant_id}")),
+                _ => e.into(),
+            }
         })?;
         if res.rows_affected() == 1 {
             return Ok((key, prefix));
@@ -142,12 +162,19 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Principal> {
     .bind(prefix)
     .fetch_optional(pool)
     .await?;
-    let Some((tenant_id, role, stored)) = row else { return Err(invalid()) };
+    let Some((tenant_id, role, stored)) = row else {
+        return Err(invalid());
+    };
     if !constant_time_eq(&hash_key(key), &stored) {
         return Err(invalid());
     }
-    let role = Role::parse(&role).ok_or_else(|| Error::Internal(anyhow::anyhow!("bad role {role} in api_keys")))?;
-    Ok(Principal { tenant_id, role, key_prefix: prefix.to_owned() })
+    let role = Role::parse(&role)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("bad role {role} in api_keys")))?;
+    Ok(Principal {
+        tenant_id,
+        role,
+        key_prefix: prefix.to_owned(),
+    })
 }
 
 /// Creates a tenant and its first `admin` key.
@@ -177,6 +204,8 @@ mod tests {
 
     #[test]
     fn roles_are_ordered() {
-        assert!(Role::Admin > Role::Write && Role::Write > Role::Agent && Role::Agent > Role::Search);
+        assert!(
+            Role::Admin > Role::Write && Role::Write > Role::Agent && Role::Agent > Role::Search
+        );
     }
 }

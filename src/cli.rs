@@ -12,7 +12,11 @@ use crate::db::Database;
 use crate::server;
 
 #[derive(Parser, Debug)]
-#[command(name = "crmsearch", version, about = "Search and vector retrieval for CRM data")]
+#[command(
+    name = "crmsearch",
+    version,
+    about = "Search and vector retrieval for CRM data"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -39,7 +43,12 @@ pub struct Global {
     #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Key that may create tenants and keys over HTTP.
-    #[arg(long, global = true, env = "CRMSEARCH_MASTER_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CRMSEARCH_MASTER_KEY",
+        hide_env_values = true
+    )]
     pub master_key: Option<String>,
     /// Folder of the all-MiniLM-L6-v2 model.
     #[arg(long, global = true, env = "CRMSEARCH_MODEL_DIR")]
@@ -186,7 +195,9 @@ where
     F: FnOnce(sqlx::PgPool) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let db = Database::open(cfg).await.context("cannot open the database")?;
+    let db = Database::open(cfg)
+        .await
+        .context("cannot open the database")?;
     let result = tokio::select! {
         r = f(db.pool.clone()) => r,
         () = server::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),

@@ -66,16 +66,28 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        let addr_text = over.addr.or(base.addr).unwrap_or_else(|| Self::DEFAULT_ADDR.into());
-        let addr = addr_text
-            .parse()
-            .with_context(|| format!("addr (CRMSEARCH_ADDR) `{addr_text}` is not an address like 127.0.0.1:7070"))?;
+        let addr_text = over
+            .addr
+            .or(base.addr)
+            .unwrap_or_else(|| Self::DEFAULT_ADDR.into());
+        let addr = addr_text.parse().with_context(|| {
+            format!("addr (CRMSEARCH_ADDR) `{addr_text}` is not an address like 127.0.0.1:7070")
+        })?;
         let cfg = Self {
-            database_url: over.database_url.or(base.database_url).filter(|u| !u.is_empty()),
-            data_dir: over.data_dir.or(base.data_dir).unwrap_or_else(|| "./data".into()),
+            database_url: over
+                .database_url
+                .or(base.database_url)
+                .filter(|u| !u.is_empty()),
+            data_dir: over
+                .data_dir
+                .or(base.data_dir)
+                .unwrap_or_else(|| "./data".into()),
             addr,
             redis_url: over.redis_url.or(base.redis_url).filter(|u| !u.is_empty()),
-            master_key: over.master_key.or(base.master_key).filter(|k| !k.is_empty()),
+            master_key: over
+                .master_key
+                .or(base.master_key)
+                .filter(|k| !k.is_empty()),
             model_dir: over.model_dir.or(base.model_dir),
             pg_bin: over.pg_bin.or(base.pg_bin),
             log_format: over.log_format.or(base.log_format).unwrap_or_default(),

@@ -36,7 +36,11 @@ impl Database {
         let pool = connect(&url, cfg.db_pool_size).await?;
         check_wal_level(&pool).await?;
         migrate(&pool).await?;
-        Ok(Self { pool, url, embedded })
+        Ok(Self {
+            pool,
+            url,
+            embedded,
+        })
     }
 
     /// Closes the pool, then leaves the embedded server (stopping it if no
@@ -65,15 +69,17 @@ pub async fn start_embedded(data_dir: &Path, bin: Option<&Path>) -> Result<Embed
 /// Creates `name` on the server of `admin_url` unless it exists.
 pub async fn ensure_database(admin_url: &str, name: &str) -> Result<()> {
     let mut conn = admin_url.parse::<PgConnectOptions>()?.connect().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         if let Err(e) = conn.execute(sql.as_str()).await {
             // created meanwhile by another process
-            let duplicate = e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04");
+            let duplicate =
+                e.as_database_error().and_then(|d| d.code()).as_deref() == Some("42P04");
             if !duplicate {
                 return Err(e.into());
             }
@@ -83,7 +89,9 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> Result<()> {
 }
 
 pub async fn connect(url: &str, size: u32) -> Result<PgPool> {
-    let opts: PgConnectOptions = url.parse().context("DATABASE_URL is not a valid postgres:// URL")?;
+    let opts: PgConnectOptions = url
+        .parse()
+        .context("DATABASE_URL is not a valid postgres:// URL")?;
     let opts = opts.application_name("crmsearch");
     PgPoolOptions::new()
         .max_connections(size)
@@ -107,7 +115,10 @@ pub async fn check_wal_level(pool: &PgPool) -> Result<()> {
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR.run(pool).await.context("cannot apply the migrations")?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("cannot apply the migrations")?;
     Ok(())
 }
 
@@ -127,5 +138,6 @@ pub async fn write_position<'e, E: sqlx::PgExecutor<'e>>(executor: E) -> Result<
     let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(executor)
         .await?;
-    lsn.parse::<Lsn>().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    lsn.parse::<Lsn>()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }

@@ -19,8 +19,13 @@ pub const SAMPLE_CONTACTS: &str = include_str!("../fixtures/contacts.ndjson");
 const DEMO_TENANT: &str = "demo";
 
 pub async fn run(mut cfg: Config) -> Result<()> {
-    let master = cfg.master_key.get_or_insert_with(|| format!("mk_{}", random_hex(24))).clone();
-    let db = Database::open(&cfg).await.context("cannot open the database")?;
+    let master = cfg
+        .master_key
+        .get_or_insert_with(|| format!("mk_{}", random_hex(24)))
+        .clone();
+    let db = Database::open(&cfg)
+        .await
+        .context("cannot open the database")?;
     let setup = setup(&db.pool).await;
     let (tenant, keys) = match setup {
         Ok(s) => s,
@@ -37,7 +42,7 @@ pub async fn run(mut cfg: Config) -> Result<()> {
             println!("  {:<13} {key}", format!("{} key", role.as_str()));
         }
         let write = &keys[1].1;
-        println!("\ntry:\n  curl -s -H 'Authorization: Bearer {write}' -d '{{\"first_name\":\"Ada\",\"last_name\":\"Lovelace\"}}' {url}/v1/contacts");
+        println!("\ntry:\n  curl -s -H 'Authorization: Bearer {write}' -H 'Content-Type: application/json' -d '{{\"first_name\":\"Ada\",\"last_name\":\"Lovelace\"}}' {url}/v1/contacts");
         println!("(keys are shown only now; each start mints new ones. Ctrl-C stops.)\n");
     })
     .await
@@ -54,14 +59,18 @@ pub async fn setup(pool: &PgPool) -> Result<(Uuid, Vec<(Role, String)>)> {
     let tenant = match existing {
         Some(id) => id,
         None => {
-            let (id, _) = auth::create_tenant(pool, DEMO_TENANT).await.map_err(anyhow_of)?;
+            let (id, _) = auth::create_tenant(pool, DEMO_TENANT)
+                .await
+                .map_err(anyhow_of)?;
             load_sample(pool, id).await?;
             id
         }
     };
     let mut keys = Vec::new();
     for role in [Role::Admin, Role::Write, Role::Agent, Role::Search] {
-        let (key, _) = auth::create_key(pool, tenant, role).await.map_err(anyhow_of)?;
+        let (key, _) = auth::create_key(pool, tenant, role)
+            .await
+            .map_err(anyhow_of)?;
         keys.push((role, key));
     }
     Ok((tenant, keys))
@@ -71,12 +80,23 @@ pub async fn setup(pool: &PgPool) -> Result<(Uuid, Vec<(Role, String)>)> {
 pub async fn load_sample(pool: &PgPool, tenant: Uuid) -> Result<()> {
     for line in SAMPLE_COMPANIES.lines().filter(|l| !l.trim().is_empty()) {
         let fields = serde_json::from_str(line).context("fixtures/companies.ndjson")?;
-        companies::create(pool, tenant, fields).await.map_err(anyhow_of)?;
+        companies::create(pool, tenant, fields)
+            .await
+            .map_err(anyhow_of)?;
     }
     let (good, bad) = ingest::parse_ndjson(SAMPLE_CONTACTS.as_bytes());
-    anyhow::ensure!(bad.is_empty(), "fixtures/contacts.ndjson has bad lines: {bad:?}");
-    let outcome = contacts::bulk_upsert(pool, tenant, good, bad).await.map_err(anyhow_of)?;
-    anyhow::ensure!(outcome.failed.is_empty(), "sample contacts failed: {:?}", outcome.failed);
+    anyhow::ensure!(
+        bad.is_empty(),
+        "fixtures/contacts.ndjson has bad lines: {bad:?}"
+    );
+    let outcome = contacts::bulk_upsert(pool, tenant, good, bad)
+        .await
+        .map_err(anyhow_of)?;
+    anyhow::ensure!(
+        outcome.failed.is_empty(),
+        "sample contacts failed: {:?}",
+        outcome.failed
+    );
     tracing::info!(contacts = outcome.inserted, "loaded the sample data");
     Ok(())
 }

@@ -68,7 +68,11 @@ impl EmbeddedPostgres {
                 );
             }
         }
-        let run_as = if is_root()? { Some(service_user()?) } else { None };
+        let run_as = if is_root()? {
+            Some(service_user()?)
+        } else {
+            None
+        };
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(&root, Some(uid), Some(gid))?;
         }
@@ -130,9 +134,18 @@ impl EmbeddedPostgres {
             .context("the embedded cluster has no password file; remove its pgdata folder")?;
         let port = free_port()?;
         self.pg_ctl_start(port)?;
-        self.admin_url = format!("postgres://{DB_USER}:{}@127.0.0.1:{port}/postgres", password.trim());
-        let instance = Instance { admin_url: self.admin_url.clone(), port };
-        write_private(&self.root.join("instance.json"), &serde_json::to_vec_pretty(&instance)?)?;
+        self.admin_url = format!(
+            "postgres://{DB_USER}:{}@127.0.0.1:{port}/postgres",
+            password.trim()
+        );
+        let instance = Instance {
+            admin_url: self.admin_url.clone(),
+            port,
+        };
+        write_private(
+            &self.root.join("instance.json"),
+            &serde_json::to_vec_pretty(&instance)?,
+        )?;
         self.started_here = true;
         Ok(())
     }
@@ -142,7 +155,9 @@ impl EmbeddedPostgres {
     /// something else) is removed.
     fn running_postmaster(&self) -> Result<Option<u32>> {
         let pidfile = self.pgdata().join("postmaster.pid");
-        let Ok(text) = fs::read_to_string(&pidfile) else { return Ok(None) };
+        let Ok(text) = fs::read_to_string(&pidfile) else {
+            return Ok(None);
+        };
         let pid: Option<u32> = text.lines().next().and_then(|l| l.trim().parse().ok());
         if let Some(pid) = pid {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -173,16 +188,28 @@ impl EmbeddedPostgres {
             .command("initdb")
             .arg("-D")
             .arg(&pgdata)
-            .args(["-U", DB_USER, "-E", "UTF8", "--no-locale", "--auth=scram-sha-256"])
+            .args([
+                "-U",
+                DB_USER,
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--auth=scram-sha-256",
+            ])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output()
             .context("cannot run initdb")?;
         let _ = fs::remove_file(&pwfile);
         if !out.status.success() {
-            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         // Reachable only on 127.0.0.1, with a password; logical replication on.
-        let mut conf = OpenOptions::new().append(true).open(pgdata.join("postgresql.conf"))?;
+        let mut conf = OpenOptions::new()
+            .append(true)
+            .open(pgdata.join("postgresql.conf"))?;
         conf.write_all(
             b"\n# crmsearch embedded defaults\n\
               listen_addresses = '127.0.0.1'\n\
@@ -226,13 +253,18 @@ impl EmbeddedPostgres {
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
-            bail!("the embedded postgres did not start: {}\n{tail}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "the embedded postgres did not start: {}\n{tail}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
     }
 
     fn command(&self, tool: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(tool));
-        cmd.current_dir(&self.root).env("LC_ALL", "C").env_remove("PGDATA");
+        cmd.current_dir(&self.root)
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA");
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid).env("HOME", &self.root);
         }
@@ -243,7 +275,11 @@ impl EmbeddedPostgres {
     /// (after a crash left it running, or at the end of a test run).
     pub fn stop_if_unused(data_dir: &Path, bin: &Path) -> Result<bool> {
         let root = absolute(&data_dir.join("postgres"))?;
-        let run_as = if is_root()? { Some(service_user()?) } else { None };
+        let run_as = if is_root()? {
+            Some(service_user()?)
+        } else {
+            None
+        };
         let start_lock = lock_file(&root.join("start.lock"))?;
         start_lock.lock()?;
         let mut pg = Self {
@@ -266,13 +302,17 @@ impl EmbeddedPostgres {
 
     /// Leaves the server: stops it unless another process still uses it.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(users) = self.users_lock.take() else { return Ok(()) };
+        let Some(users) = self.users_lock.take() else {
+            return Ok(());
+        };
         let start_lock = lock_file(&self.root.join("start.lock"))?;
         start_lock.lock()?;
         drop(users);
         let users = lock_file(&self.root.join("users.lock"))?;
         if users.try_lock().is_err() || self.running_postmaster()?.is_none() {
-            tracing::info!("the embedded postgres stays up for the other crmsearch processes using it");
+            tracing::info!(
+                "the embedded postgres stays up for the other crmsearch processes using it"
+            );
             return Ok(());
         }
         let out = self
@@ -283,7 +323,10 @@ impl EmbeddedPostgres {
             .output()
             .context("cannot run pg_ctl stop")?;
         if !out.status.success() && self.running_postmaster()?.is_some() {
-            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         let _ = fs::remove_file(self.root.join("instance.json"));
         tracing::info!("stopped the embedded postgres");
@@ -317,28 +360,49 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
-    Ok(if p.is_absolute() { p.to_owned() } else { std::env::current_dir()?.join(p) })
+    Ok(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
 }
 
 fn is_root() -> Result<bool> {
-    Ok(fs::metadata("/proc/self").context("cannot read /proc/self")?.uid() == 0)
+    Ok(fs::metadata("/proc/self")
+        .context("cannot read /proc/self")?
+        .uid()
+        == 0)
 }
 
 fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
 /// uid and gid of [`SERVICE_USER`], created as a system user if missing.
 fn service_user() -> Result<(u32, u32)> {
     let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, SERVICE_USER]).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())?
+        let out = Command::new("id")
+            .args([flag, SERVICE_USER])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().parse().ok())?
     };
     if id("-u").is_none() {
         let out = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"])
+            .args([
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+            ])
             .args(["--shell", "/usr/sbin/nologin", SERVICE_USER])
             .output()
             .context("cannot run useradd to create the postgres service user")?;
@@ -368,7 +432,12 @@ fn lock_file(path: &Path) -> Result<File> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;

@@ -91,7 +91,11 @@ impl Code {
 pub enum Error {
     /// Something the caller can fix.
     #[error("{message}")]
-    User { code: Code, message: String, retry_after_secs: Option<u64> },
+    User {
+        code: Code,
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
     /// Something we must fix; the caller learns only that it happened.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -101,11 +105,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn user(code: Code, message: impl Into<String>) -> Self {
-        Error::User { code, message: message.into(), retry_after_secs: None }
+        Error::User {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::user(Code::NotFound, format!("no {what} with this id in your tenant"))
+        Self::user(
+            Code::NotFound,
+            format!("no {what} with this id in your tenant"),
+        )
     }
 
     pub fn code(&self) -> Code {
@@ -143,9 +154,15 @@ impl From<sqlx::Error> for Error {
                 );
             }
         }
-        if matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) {
+        if matches!(
+            e,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+        ) {
             tracing::warn!(error = %e, "postgres unavailable");
-            return Error::user(Code::Unavailable, "the database is unavailable; retry shortly");
+            return Error::user(
+                Code::Unavailable,
+                "the database is unavailable; retry shortly",
+            );
         }
         Error::Internal(e.into())
     }
@@ -164,23 +181,36 @@ struct Inner<'a> {
 
 /// The JSON error body, for callers outside the `Error` type (fallbacks).
 pub fn error_response(code: Code, message: &str) -> Response {
-    let body = Body { error: Inner { code: code.as_str(), message } };
+    let body = Body {
+        error: Inner {
+            code: code.as_str(),
+            message,
+        },
+    };
     (code.status(), axum::Json(body)).into_response()
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match self {
-            Error::User { code, message, retry_after_secs } => {
+            Error::User {
+                code,
+                message,
+                retry_after_secs,
+            } => {
                 let mut resp = error_response(code, &message);
                 if let Some(secs) = retry_after_secs {
-                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 }
                 resp
             }
             Error::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
-                error_response(Code::Internal, "an internal error occurred; it has been logged")
+                error_response(
+                    Code::Internal,
+                    "an internal error occurred; it has been logged",
+                )
             }
         }
     }

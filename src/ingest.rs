@@ -73,14 +73,22 @@ pub fn parse_csv(body: &[u8]) -> Result<Parsed> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(body);
     let headers = reader
         .headers()
-        .map_err(|e| Error::user(Code::InvalidBody, format!("cannot read the CSV header row: {e}")))?
+        .map_err(|e| {
+            Error::user(
+                Code::InvalidBody,
+                format!("cannot read the CSV header row: {e}"),
+            )
+        })?
         .clone();
     for h in &headers {
         let h = h.trim();
         if !(CSV_COLUMNS.contains(&h) || h.strip_prefix("custom.").is_some_and(|k| !k.is_empty())) {
             return Err(Error::user(
                 Code::UnknownField,
-                format!("unknown CSV column `{h}`; known columns: {}, custom.KEY", CSV_COLUMNS.join(", ")),
+                format!(
+                    "unknown CSV column `{h}`; known columns: {}, custom.KEY",
+                    CSV_COLUMNS.join(", ")
+                ),
             ));
         }
     }
@@ -93,7 +101,8 @@ pub fn parse_csv(body: &[u8]) -> Result<Parsed> {
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(line, |p| p.line());
-                match csv_record(&headers, &record).and_then(|f| f.validate().map_err(Error::from)) {
+                match csv_record(&headers, &record).and_then(|f| f.validate().map_err(Error::from))
+                {
                     Ok(c) => good.push((line, c)),
                     Err(e) => bad.push(LineError::new(line, &e)),
                 }
@@ -102,13 +111,18 @@ pub fn parse_csv(body: &[u8]) -> Result<Parsed> {
                 let line = e.position().map_or(line, |p| p.line());
                 let msg = match e.kind() {
                     csv::ErrorKind::Utf8 { .. } => "the line is not valid UTF-8".to_owned(),
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => {
                         format!("the line has {len} fields, the header {expected_len}")
                     }
                     _ => format!("cannot read the line: {e}"),
                 };
                 bad.push(LineError::new(line, &Error::user(Code::InvalidBody, msg)));
-                if !matches!(e.kind(), csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }) {
+                if !matches!(
+                    e.kind(),
+                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
+                ) {
                     break;
                 }
             }
@@ -129,7 +143,10 @@ fn csv_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result
     let list = |v: &str| -> Vec<String> { v.split(';').map(str::to_owned).collect() };
     for (h, v) in headers.iter().zip(record.iter()) {
         if v.contains('\0') {
-            return Err(Error::user(Code::InvalidValue, format!("`{h}` contains a NUL character")));
+            return Err(Error::user(
+                Code::InvalidValue,
+                format!("`{h}` contains a NUL character"),
+            ));
         }
         if v.trim().is_empty() {
             continue;
@@ -144,7 +161,10 @@ fn csv_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result
             "title" => f.title = s,
             "company_id" => {
                 f.company_id = Some(uuid::Uuid::parse_str(v.trim()).map_err(|_| {
-                    Error::user(Code::InvalidValue, format!("`company_id` `{v}` is not a UUID"))
+                    Error::user(
+                        Code::InvalidValue,
+                        format!("`company_id` `{v}` is not a UUID"),
+                    )
                 })?)
             }
             "company_external_id" => f.company_external_id = s,
@@ -177,7 +197,10 @@ mod tests {
         let body = b"{\"last_name\":\"A\"}\n\n{\"last_name\":1}\n{\"emails\":[\"nope\"]}\n{\"first_name\":\"B\"}\r\n";
         let (good, bad) = parse_ndjson(body);
         assert_eq!(good.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 5]);
-        assert_eq!(bad.iter().map(|b| (b.line, b.code)).collect::<Vec<_>>(), vec![(3, "invalid_body"), (4, "invalid_value")]);
+        assert_eq!(
+            bad.iter().map(|b| (b.line, b.code)).collect::<Vec<_>>(),
+            vec![(3, "invalid_body"), (4, "invalid_value")]
+        );
     }
 
     #[test]

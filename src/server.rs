@@ -29,7 +29,9 @@ pub async fn shutdown_signal() {
 
 /// `crmsearch serve`: opens the database and serves.
 pub async fn serve(cfg: Config) -> Result<()> {
-    let db = Database::open(&cfg).await.context("cannot open the database")?;
+    let db = Database::open(&cfg)
+        .await
+        .context("cannot open the database")?;
     run(db, cfg, |_| {}).await
 }
 
@@ -40,14 +42,17 @@ pub async fn run(db: Database, cfg: Config, on_listening: impl FnOnce(&str)) -> 
         Ok(l) => l,
         Err(e) => {
             db.close().await;
-            return Err(e).with_context(|| format!("cannot listen on {} (CRMSEARCH_ADDR)", cfg.addr));
+            return Err(e)
+                .with_context(|| format!("cannot listen on {} (CRMSEARCH_ADDR)", cfg.addr));
         }
     };
     let url = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(db.pool.clone(), cfg);
     tracing::info!(%url, "listening");
     on_listening(&url);
-    let result = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await;
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     db.close().await;
     result.context("the HTTP server failed")
 }

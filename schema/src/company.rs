@@ -55,7 +55,10 @@ impl CompanyFields {
         if let Some(d) = &domain
             && (d.contains(char::is_whitespace) || d.contains('@') || !d.contains('.'))
         {
-            return Err(FieldError::new("domain", format!("`{d}` is not a domain name like example.com")));
+            return Err(FieldError::new(
+                "domain",
+                format!("`{d}` is not a domain name like example.com"),
+            ));
         }
         Ok(ValidCompany {
             external_id: text("external_id", self.external_id, MAX_SHORT)?,

@@ -184,7 +184,10 @@ mod tests {
     #[test]
     fn a_contact_needs_something_to_find_it_by() {
         assert!(ContactFields::default().validate().is_err());
-        let ok = ContactFields { last_name: Some(" Müller ".into()), ..Default::default() };
+        let ok = ContactFields {
+            last_name: Some(" Müller ".into()),
+            ..Default::default()
+        };
         assert_eq!(ok.validate().unwrap().last_name.as_deref(), Some("Müller"));
     }
 

@@ -2,8 +2,8 @@
 //! validation and normalisation rules that hold wherever a row is written.
 //! No IO lives here.
 
-pub mod contact;
 pub mod company;
+pub mod contact;
 pub mod memory;
 pub mod validate;
 

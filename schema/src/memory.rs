@@ -83,7 +83,10 @@ pub fn check_embedding(field: &str, v: &[f32]) -> Result<(), FieldError> {
         ));
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(FieldError::new(format!("{field}[{i}]"), "must be a finite number"));
+        return Err(FieldError::new(
+            format!("{field}[{i}]"),
+            "must be a finite number",
+        ));
     }
     Ok(())
 }

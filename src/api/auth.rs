@@ -10,19 +10,34 @@ use crate::error::{Code, Error};
 
 fn bearer(parts: &Parts) -> Result<&str, Error> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-        Error::user(Code::MissingApiKey, "send your API key as `Authorization: Bearer KEY`")
+        Error::user(
+            Code::MissingApiKey,
+            "send your API key as `Authorization: Bearer KEY`",
+        )
     })?;
     let value = header.to_str().map_err(|_| {
-        Error::user(Code::MissingApiKey, "the Authorization header is not plain text; send `Bearer KEY`")
+        Error::user(
+            Code::MissingApiKey,
+            "the Authorization header is not plain text; send `Bearer KEY`",
+        )
     })?;
     match value.split_once(' ') {
-        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => Ok(key.trim()),
-        _ => Err(Error::user(Code::MissingApiKey, "the Authorization header must read `Bearer KEY`")),
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
+            Ok(key.trim())
+        }
+        _ => Err(Error::user(
+            Code::MissingApiKey,
+            "the Authorization header must read `Bearer KEY`",
+        )),
     }
 }
 
 fn is_master(state: &AppState, key: &str) -> bool {
-    state.cfg.master_key.as_deref().is_some_and(|m| constant_time_eq(m.as_bytes(), key.as_bytes()))
+    state
+        .cfg
+        .master_key
+        .as_deref()
+        .is_some_and(|m| constant_time_eq(m.as_bytes(), key.as_bytes()))
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -59,7 +74,10 @@ impl FromRequestParts<AppState> for Master {
         }
         // a valid tenant key is authenticated but not allowed here
         authenticate(&state.pool, key).await?;
-        Err(Error::user(Code::Forbidden, "creating tenants needs the master key"))
+        Err(Error::user(
+            Code::Forbidden,
+            "creating tenants needs the master key",
+        ))
     }
 }
 
@@ -80,3 +98,47 @@ impl FromRequestParts<AppState> for Caller {
         authenticate(&state.pool, key).await.map(Caller::Tenant)
     }
 }
+
+/// Extractors that authenticate and check the role before anything else of
+/// the request (its body included) is looked at. A handler's signature says
+/// which role it needs.
+macro_rules! role_extractor {
+    ($name:ident, $role:expr, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name(pub Principal);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = Error;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Error> {
+                let p = Principal::from_request_parts(parts, state).await?;
+                p.require($role)?;
+                Ok($name(p))
+            }
+        }
+    };
+}
+
+role_extractor!(
+    SearchKey,
+    crate::auth::Role::Search,
+    "A key with the `search` role or above."
+);
+role_extractor!(
+    AgentKey,
+    crate::auth::Role::Agent,
+    "A key with the `agent` role or above."
+);
+role_extractor!(
+    WriteKey,
+    crate::auth::Role::Write,
+    "A key with the `write` role or above."
+);
+role_extractor!(
+    AdminKey,
+    crate::auth::Role::Admin,
+    "A key with the `admin` role."
+);

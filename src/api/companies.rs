@@ -9,9 +9,9 @@ use schema::{Company, CompanyFields};
 use serde_json::json;
 
 use super::AppState;
+use super::auth::{SearchKey, WriteKey};
 use super::contacts::Written;
 use super::extract::{Id, Json};
-use crate::auth::{Principal, Role};
 use crate::error::Result;
 use crate::store::companies;
 
@@ -23,32 +23,36 @@ pub fn router() -> Router<AppState> {
 
 async fn create(
     State(st): State<AppState>,
-    p: Principal,
+    WriteKey(p): WriteKey,
     Json(fields): Json<CompanyFields>,
 ) -> Result<impl IntoResponse> {
-    p.require(Role::Write)?;
     let (record, lsn) = companies::create(&st.pool, p.tenant_id, fields).await?;
     Ok((StatusCode::CREATED, axum::Json(Written { record, lsn })))
 }
 
-async fn read(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<axum::Json<Company>> {
-    p.require(Role::Search)?;
+async fn read(
+    State(st): State<AppState>,
+    SearchKey(p): SearchKey,
+    Id(id): Id,
+) -> Result<axum::Json<Company>> {
     Ok(axum::Json(companies::get(&st.pool, p.tenant_id, id).await?))
 }
 
 async fn update(
     State(st): State<AppState>,
-    p: Principal,
+    WriteKey(p): WriteKey,
     Id(id): Id,
     Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<axum::Json<Written<Company>>> {
-    p.require(Role::Write)?;
     let (record, lsn) = companies::patch(&st.pool, p.tenant_id, id, patch).await?;
     Ok(axum::Json(Written { record, lsn }))
 }
 
-async fn remove(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<impl IntoResponse> {
-    p.require(Role::Write)?;
+async fn remove(
+    State(st): State<AppState>,
+    WriteKey(p): WriteKey,
+    Id(id): Id,
+) -> Result<impl IntoResponse> {
     let lsn = companies::delete(&st.pool, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }

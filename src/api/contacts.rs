@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
+use super::auth::{SearchKey, WriteKey};
 use super::extract::{Id, Json, body_bytes};
-use crate::auth::{Principal, Role};
 use crate::error::{Code, Error, Result};
 use crate::ingest::{self, Format};
 use crate::store::contacts;
@@ -39,32 +39,36 @@ pub struct Written<T> {
 
 async fn create(
     State(st): State<AppState>,
-    p: Principal,
+    WriteKey(p): WriteKey,
     Json(fields): Json<ContactFields>,
 ) -> Result<impl IntoResponse> {
-    p.require(Role::Write)?;
     let (record, lsn) = contacts::create(&st.pool, p.tenant_id, fields).await?;
     Ok((StatusCode::CREATED, axum::Json(Written { record, lsn })))
 }
 
-async fn read(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<axum::Json<Contact>> {
-    p.require(Role::Search)?;
+async fn read(
+    State(st): State<AppState>,
+    SearchKey(p): SearchKey,
+    Id(id): Id,
+) -> Result<axum::Json<Contact>> {
     Ok(axum::Json(contacts::get(&st.pool, p.tenant_id, id).await?))
 }
 
 async fn update(
     State(st): State<AppState>,
-    p: Principal,
+    WriteKey(p): WriteKey,
     Id(id): Id,
     Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<axum::Json<Written<Contact>>> {
-    p.require(Role::Write)?;
     let (record, lsn) = contacts::patch(&st.pool, p.tenant_id, id, patch).await?;
     Ok(axum::Json(Written { record, lsn }))
 }
 
-async fn remove(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<impl IntoResponse> {
-    p.require(Role::Write)?;
+async fn remove(
+    State(st): State<AppState>,
+    WriteKey(p): WriteKey,
+    Id(id): Id,
+) -> Result<impl IntoResponse> {
     let lsn = contacts::delete(&st.pool, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }
@@ -81,7 +85,11 @@ fn bulk_format(params: &BulkParams, content_type: Option<&str>) -> Result<Format
         let s = s.to_ascii_lowercase();
         if s.contains("csv") {
             Some(Format::Csv)
-        } else if s.contains("ndjson") || s.contains("jsonl") || s.contains("json") || s.starts_with("text/plain") {
+        } else if s.contains("ndjson")
+            || s.contains("jsonl")
+            || s.contains("json")
+            || s.starts_with("text/plain")
+        {
             Some(Format::Ndjson)
         } else {
             None
@@ -89,7 +97,10 @@ fn bulk_format(params: &BulkParams, content_type: Option<&str>) -> Result<Format
     };
     match (&params.format, content_type) {
         (Some(f), _) => pick(f).ok_or_else(|| {
-            Error::user(Code::InvalidQuery, format!("`format` must be `ndjson` or `csv`, not `{f}`"))
+            Error::user(
+                Code::InvalidQuery,
+                format!("`format` must be `ndjson` or `csv`, not `{f}`"),
+            )
         }),
         (None, Some(ct)) => pick(ct).ok_or_else(|| {
             Error::user(
@@ -103,17 +114,23 @@ fn bulk_format(params: &BulkParams, content_type: Option<&str>) -> Result<Format
 
 async fn bulk(
     State(st): State<AppState>,
-    p: Principal,
+    WriteKey(p): WriteKey,
     params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
     req: Request,
 ) -> Result<impl IntoResponse> {
-    p.require(Role::Write)?;
     let Query(params) = params.map_err(|e| Error::user(Code::InvalidQuery, e.body_text()))?;
-    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let format = bulk_format(&params, content_type.as_deref())?;
     let body: Bytes = body_bytes(req, &st).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::user(Code::InvalidBody, "the body is empty; send one contact per line"));
+        return Err(Error::user(
+            Code::InvalidBody,
+            "the body is empty; send one contact per line",
+        ));
     }
     let (good, bad) = tokio::task::spawn_blocking(move || ingest::parse(format, &body))
         .await

@@ -37,7 +37,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             if !(ct.starts_with("application/json") || ct.contains("+json")) {
                 return Err(Error::user(
                     Code::UnsupportedMediaType,
-                    format!("this endpoint takes application/json, not `{ct}`"),
+                    format!(
+                        "this endpoint takes JSON: send the header `Content-Type: application/json` (got `{ct}`)"
+                    ),
                 ));
             }
         }
@@ -49,14 +51,41 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 /// Parses one JSON document with the same rules as the [`Json`] extractor.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        Error::user(Code::InvalidEncoding, format!("the body is not valid UTF-8 ({e})"))
+        Error::user(
+            Code::InvalidEncoding,
+            format!("the body is not valid UTF-8 ({e})"),
+        )
     })?;
     if text.trim().is_empty() {
-        return Err(Error::user(Code::MalformedJson, "the body is empty; send a JSON object"));
+        return Err(Error::user(
+            Code::MalformedJson,
+            "the body is empty; send a JSON object",
+        ));
+    }
+    if !text.trim_start().starts_with('{') {
+        // serde would read a struct from an array; every body here is an object
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Error::user(
+                Code::InvalidBody,
+                "the body must be a JSON object (`{...}`)",
+            ),
+            Err(e) => Error::user(
+                Code::MalformedJson,
+                format!("the body is not valid JSON: {e}"),
+            ),
+        });
     }
     reject_nul(text)?;
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(json_error)
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
+    // nothing but whitespace may follow the document
+    de.end().map_err(|e| {
+        Error::user(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// Postgres cannot store NUL characters; refuse them up front, by their JSON
@@ -82,7 +111,9 @@ fn contains_nul(v: &serde_json::Value) -> bool {
         serde_json::Value::String(s) => s.contains('\0'),
         serde_json::Value::Array(a) => a.iter().any(contains_nul),
         serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => false,
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {
+            false
+        }
     }
 }
 
@@ -95,11 +126,16 @@ pub fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
     // serde_json appends " at line 1 column 9": keep it for syntax errors only
     let short = msg.split(" at line ").next().unwrap_or(&msg).to_string();
     match inner.classify() {
-        Category::Syntax | Category::Eof | Category::Io => {
-            Error::user(Code::MalformedJson, format!("the body is not valid JSON: {msg}"))
-        }
+        Category::Syntax | Category::Eof | Category::Io => Error::user(
+            Code::MalformedJson,
+            format!("the body is not valid JSON: {msg}"),
+        ),
         Category::Data => {
-            let at = if path == "." { String::new() } else { format!(" (at `{path}`)") };
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(" (at `{path}`)")
+            };
             let code = if short.starts_with("unknown field") {
                 Code::UnknownField
             } else if short.starts_with("missing field") {

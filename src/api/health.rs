@@ -12,7 +12,9 @@ use serde_json::json;
 use super::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -24,11 +26,20 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&st.pool);
     match tokio::time::timeout(Duration::from_secs(1), ping).await {
-        Ok(Ok(_)) => (StatusCode::OK, axum::Json(json!({"status": "ready", "postgres": "ok"}))),
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ready", "postgres": "ok"})),
+        ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readyz: postgres unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "not_ready", "postgres": "unreachable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "not_ready", "postgres": "unreachable"})),
+            )
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "not_ready", "postgres": "timeout"}))),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "postgres": "timeout"})),
+        ),
     }
 }

@@ -9,9 +9,9 @@ use schema::{Memory, MemoryFields};
 use serde_json::json;
 
 use super::AppState;
+use super::auth::AgentKey;
 use super::contacts::Written;
 use super::extract::{Id, Json};
-use crate::auth::{Principal, Role};
 use crate::error::Result;
 use crate::store::memories;
 
@@ -23,21 +23,26 @@ pub fn router() -> Router<AppState> {
 
 async fn create(
     State(st): State<AppState>,
-    p: Principal,
+    AgentKey(p): AgentKey,
     Json(fields): Json<MemoryFields>,
 ) -> Result<impl IntoResponse> {
-    p.require(Role::Agent)?;
     let (record, lsn) = memories::create(&st.pool, p.tenant_id, fields).await?;
     Ok((StatusCode::CREATED, axum::Json(Written { record, lsn })))
 }
 
-async fn read(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<axum::Json<Memory>> {
-    p.require(Role::Agent)?;
+async fn read(
+    State(st): State<AppState>,
+    AgentKey(p): AgentKey,
+    Id(id): Id,
+) -> Result<axum::Json<Memory>> {
     Ok(axum::Json(memories::get(&st.pool, p.tenant_id, id).await?))
 }
 
-async fn remove(State(st): State<AppState>, p: Principal, Id(id): Id) -> Result<impl IntoResponse> {
-    p.require(Role::Agent)?;
+async fn remove(
+    State(st): State<AppState>,
+    AgentKey(p): AgentKey,
+    Id(id): Id,
+) -> Result<impl IntoResponse> {
     let lsn = memories::delete(&st.pool, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }

@@ -33,7 +33,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, cfg: Config) -> Self {
-        Self { pool, cfg: Arc::new(cfg) }
+        Self {
+            pool,
+            cfg: Arc::new(cfg),
+        }
     }
 }
 

@@ -9,9 +9,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::AdminKey;
 use super::auth::{Caller, Master};
 use super::extract::Json;
-use crate::auth::{self, Principal, Role};
+use crate::auth::{self, Role};
 use crate::error::{Code, Error, Result};
 
 pub fn router() -> Router<AppState> {
@@ -34,7 +35,10 @@ async fn create_tenant(
 ) -> Result<impl IntoResponse> {
     let (id, key) = auth::create_tenant(&st.pool, &body.name).await?;
     tracing::info!(tenant = %id, "tenant created");
-    Ok((StatusCode::CREATED, axum::Json(json!({"id": id, "name": body.name.trim(), "keys": {"admin": key}}))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id, "name": body.name.trim(), "keys": {"admin": key}})),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -55,26 +59,37 @@ async fn create_key(
         Caller::Tenant(p) => {
             p.require(Role::Admin)?;
             if body.tenant_id.is_some_and(|t| t != p.tenant_id) {
-                return Err(Error::user(Code::Forbidden, "a tenant key can only create keys of its own tenant"));
+                return Err(Error::user(
+                    Code::Forbidden,
+                    "a tenant key can only create keys of its own tenant",
+                ));
             }
             p.tenant_id
         }
         Caller::Master => body.tenant_id.ok_or_else(|| {
-            Error::user(Code::MissingField, "with the master key, name the tenant in `tenant_id`")
+            Error::user(
+                Code::MissingField,
+                "with the master key, name the tenant in `tenant_id`",
+            )
         })?,
     };
     let (key, prefix) = auth::create_key(&st.pool, tenant, body.role).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"key": key, "prefix": prefix, "role": body.role, "tenant_id": tenant}))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"key": key, "prefix": prefix, "role": body.role, "tenant_id": tenant})),
+    ))
 }
 
 async fn revoke_key(
     State(st): State<AppState>,
-    p: Principal,
+    AdminKey(p): AdminKey,
     Path(prefix): Path<String>,
 ) -> Result<impl IntoResponse> {
-    p.require(Role::Admin)?;
     if !auth::revoke_key(&st.pool, p.tenant_id, &prefix).await? {
-        return Err(Error::user(Code::NotFound, "your tenant has no active key with this prefix"));
+        return Err(Error::user(
+            Code::NotFound,
+            "your tenant has no active key with this prefix",
+        ));
     }
     Ok(axum::Json(json!({"prefix": prefix, "revoked": true})))
 }

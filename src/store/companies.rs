@@ -11,11 +11,20 @@ use uuid::Uuid;
 use crate::db::write_position;
 use crate::error::{Error, Result};
 
-pub const COLUMNS: &str =
-    "id, external_id, name, domain, industry, city, region, country, tags, notes, custom, created_at, updated_at";
+pub const COLUMNS: &str = "id, external_id, name, domain, industry, city, region, country, tags, notes, custom, created_at, updated_at";
 
-const WRITE_COLUMNS: [&str; 10] =
-    ["external_id", "name", "domain", "industry", "city", "region", "country", "tags", "notes", "custom"];
+const WRITE_COLUMNS: [&str; 10] = [
+    "external_id",
+    "name",
+    "domain",
+    "industry",
+    "city",
+    "region",
+    "country",
+    "tags",
+    "notes",
+    "custom",
+];
 
 pub fn from_row(row: &PgRow) -> Result<Company, sqlx::Error> {
     Ok(Company {
@@ -53,13 +62,17 @@ fn bind<'q>(
 
 pub async fn create(pool: &PgPool, tenant: Uuid, fields: CompanyFields) -> Result<(Company, Lsn)> {
     let c = fields.validate()?;
-    let placeholders: Vec<String> = (2..=WRITE_COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
+    let placeholders: Vec<String> = (2..=WRITE_COLUMNS.len() + 1)
+        .map(|i| format!("${i}"))
+        .collect();
     let sql = format!(
         "INSERT INTO companies (tenant_id, {}) VALUES ($1, {}) RETURNING {COLUMNS}",
         WRITE_COLUMNS.join(", "),
         placeholders.join(", ")
     );
-    let row = bind(sqlx::query(&sql).bind(tenant), &c).fetch_one(pool).await?;
+    let row = bind(sqlx::query(&sql).bind(tenant), &c)
+        .fetch_one(pool)
+        .await?;
     Ok((from_row(&row)?, write_position(pool).await?))
 }
 
@@ -74,21 +87,35 @@ pub async fn patch(
     patch: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(Company, Lsn)> {
     let mut tx = pool.begin().await?;
-    let sql = format!("SELECT {COLUMNS} FROM companies WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
-    let row = sqlx::query(&sql).bind(id).bind(tenant).fetch_optional(&mut *tx).await?;
-    let current = row.as_ref().map(from_row).transpose()?.ok_or_else(|| Error::not_found("company"))?;
+    let sql =
+        format!("SELECT {COLUMNS} FROM companies WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let current = row
+        .as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("company"))?;
     let mut doc = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
     super::merge_record(&mut doc, patch);
     let fields: CompanyFields =
         serde_path_to_error::deserialize(doc).map_err(crate::api::extract::json_error)?;
     let c = fields.validate()?;
-    let sets: Vec<String> =
-        WRITE_COLUMNS.iter().enumerate().map(|(i, col)| format!("{col} = ${}", i + 3)).collect();
+    let sets: Vec<String> = WRITE_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, col)| format!("{col} = ${}", i + 3))
+        .collect();
     let sql = format!(
         "UPDATE companies SET {} WHERE id = $1 AND tenant_id = $2 RETURNING {COLUMNS}",
         sets.join(", ")
     );
-    let row = bind(sqlx::query(&sql).bind(id).bind(tenant), &c).fetch_one(&mut *tx).await?;
+    let row = bind(sqlx::query(&sql).bind(id).bind(tenant), &c)
+        .fetch_one(&mut *tx)
+        .await?;
     let company = from_row(&row)?;
     tx.commit().await?;
     Ok((company, write_position(pool).await?))

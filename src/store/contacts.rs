@@ -65,16 +65,24 @@ pub fn from_row(row: &PgRow) -> Result<Contact, sqlx::Error> {
 }
 
 /// Resolves `company_external_id` to the id of the tenant's company.
-async fn resolve_company(conn: &mut PgConnection, tenant: Uuid, c: &mut ValidContact) -> Result<()> {
+async fn resolve_company(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    c: &mut ValidContact,
+) -> Result<()> {
     if let Some(ext) = c.company_external_id.take() {
-        let id: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM companies WHERE tenant_id = $1 AND external_id = $2")
-                .bind(tenant)
-                .bind(&ext)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM companies WHERE tenant_id = $1 AND external_id = $2",
+        )
+        .bind(tenant)
+        .bind(&ext)
+        .fetch_optional(&mut *conn)
+        .await?;
         c.company_id = Some(id.ok_or_else(|| {
-            Error::user(Code::InvalidValue, format!("`company_external_id` `{ext}` names no company of your tenant"))
+            Error::user(
+                Code::InvalidValue,
+                format!("`company_external_id` `{ext}` names no company of your tenant"),
+            )
         })?);
     }
     Ok(())
@@ -106,13 +114,17 @@ pub async fn create(pool: &PgPool, tenant: Uuid, fields: ContactFields) -> Resul
     let mut c = fields.validate()?;
     let mut tx = pool.begin().await?;
     resolve_company(&mut tx, tenant, &mut c).await?;
-    let placeholders: Vec<String> = (2..=WRITE_COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
+    let placeholders: Vec<String> = (2..=WRITE_COLUMNS.len() + 1)
+        .map(|i| format!("${i}"))
+        .collect();
     let sql = format!(
         "INSERT INTO contacts (tenant_id, {}) VALUES ($1, {}) RETURNING {COLUMNS}",
         WRITE_COLUMNS.join(", "),
         placeholders.join(", ")
     );
-    let row = bind_contact(sqlx::query(&sql).bind(tenant), &c).fetch_one(&mut *tx).await?;
+    let row = bind_contact(sqlx::query(&sql).bind(tenant), &c)
+        .fetch_one(&mut *tx)
+        .await?;
     let contact = from_row(&row)?;
     tx.commit().await?;
     Ok((contact, write_position(pool).await?))
@@ -131,8 +143,16 @@ pub async fn patch(
 ) -> Result<(Contact, Lsn)> {
     let mut tx = pool.begin().await?;
     let sql = format!("SELECT {COLUMNS} FROM contacts WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
-    let row = sqlx::query(&sql).bind(id).bind(tenant).fetch_optional(&mut *tx).await?;
-    let current = row.as_ref().map(from_row).transpose()?.ok_or_else(|| Error::not_found("contact"))?;
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let current = row
+        .as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("contact"))?;
     let mut doc = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
     if patch.contains_key("company_external_id")
         && let Some(map) = doc.as_object_mut()
@@ -143,13 +163,18 @@ pub async fn patch(
     let fields: ContactFields = serde_path_to_error::deserialize(doc).map_err(value_error)?;
     let mut c = fields.validate()?;
     resolve_company(&mut tx, tenant, &mut c).await?;
-    let sets: Vec<String> =
-        WRITE_COLUMNS.iter().enumerate().map(|(i, col)| format!("{col} = ${}", i + 3)).collect();
+    let sets: Vec<String> = WRITE_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, col)| format!("{col} = ${}", i + 3))
+        .collect();
     let sql = format!(
         "UPDATE contacts SET {} WHERE id = $1 AND tenant_id = $2 RETURNING {COLUMNS}",
         sets.join(", ")
     );
-    let row = bind_contact(sqlx::query(&sql).bind(id).bind(tenant), &c).fetch_one(&mut *tx).await?;
+    let row = bind_contact(sqlx::query(&sql).bind(id).bind(tenant), &c)
+        .fetch_one(&mut *tx)
+        .await?;
     let contact = from_row(&row)?;
     tx.commit().await?;
     Ok((contact, write_position(pool).await?))
@@ -179,7 +204,11 @@ impl LineError {
             Error::User { message, .. } => message.clone(),
             Error::Internal(_) => "internal error".to_owned(),
         };
-        Self { line, code: e.code().as_str(), error }
+        Self {
+            line,
+            code: e.code().as_str(),
+            error,
+        }
     }
 }
 
@@ -207,7 +236,12 @@ pub async fn bulk_upsert(
     let lines = resolve_companies(&mut conn, tenant, lines, &mut failed).await?;
     failed.sort_by_key(|f| f.line);
     if lines.is_empty() {
-        return Ok(BulkOutcome { inserted: 0, updated: duplicates, failed, lsn: None });
+        return Ok(BulkOutcome {
+            inserted: 0,
+            updated: duplicates,
+            failed,
+            lsn: None,
+        });
     }
 
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -270,7 +304,10 @@ pub async fn bulk_upsert(
          SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
         updates.join(", ")
     );
-    let (inserted, updated): (i64, i64) = sqlx::query_as(&sql).bind(tenant).fetch_one(&mut *tx).await?;
+    let (inserted, updated): (i64, i64) = sqlx::query_as(&sql)
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     let lsn = write_position(&mut *conn).await?;
     Ok(BulkOutcome {
@@ -295,7 +332,11 @@ fn dedupe_external_ids(lines: Vec<(u64, ValidContact)>) -> (Vec<(u64, ValidConta
         .map(|(i, (_, c))| c.external_id.as_deref().is_none_or(|ext| last[ext] == i))
         .collect();
     let dropped = keep.iter().filter(|k| !**k).count() as u64;
-    let kept = lines.into_iter().zip(keep).filter_map(|(l, k)| k.then_some(l)).collect();
+    let kept = lines
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(l, k)| k.then_some(l))
+        .collect();
     (kept, dropped)
 }
 
@@ -308,7 +349,10 @@ async fn resolve_companies(
     failed: &mut Vec<LineError>,
 ) -> Result<Vec<(u64, ValidContact)>> {
     let ids: HashSet<Uuid> = lines.iter().filter_map(|(_, c)| c.company_id).collect();
-    let exts: HashSet<&str> = lines.iter().filter_map(|(_, c)| c.company_external_id.as_deref()).collect();
+    let exts: HashSet<&str> = lines
+        .iter()
+        .filter_map(|(_, c)| c.company_external_id.as_deref())
+        .collect();
     let known_ids: HashSet<Uuid> = if ids.is_empty() {
         HashSet::new()
     } else {
@@ -340,7 +384,10 @@ async fn resolve_companies(
         if let Some(id) = c.company_id
             && !known_ids.contains(&id)
         {
-            let e = Error::user(Code::InvalidValue, format!("`company_id` {id} names no company of your tenant"));
+            let e = Error::user(
+                Code::InvalidValue,
+                format!("`company_id` {id} names no company of your tenant"),
+            );
             failed.push(LineError::new(line, &e));
             continue;
         }

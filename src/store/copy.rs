@@ -11,7 +11,10 @@ pub struct CopyRow {
 
 impl CopyRow {
     pub fn new(out: String) -> Self {
-        Self { buf: out, first: true }
+        Self {
+            buf: out,
+            first: true,
+        }
     }
 
     fn sep(&mut self) {
@@ -94,7 +97,12 @@ mod tests {
     #[test]
     fn escapes_text_arrays_and_nulls() {
         let mut row = CopyRow::new(String::new());
-        row.text(Some("a\tb\\c\nd")).null().array(&["x\"y".into(), "z\\".into()]);
-        assert_eq!(row.finish(), "a\\tb\\\\c\\nd\t\\N\t{\"x\\\\\"y\",\"z\\\\\\\\\"}\n");
+        row.text(Some("a\tb\\c\nd"))
+            .null()
+            .array(&["x\"y".into(), "z\\".into()]);
+        assert_eq!(
+            row.finish(),
+            "a\\tb\\\\c\\nd\t\\N\t{\"x\\\\\"y\",\"z\\\\\\\\\"}\n"
+        );
     }
 }

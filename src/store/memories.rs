@@ -20,7 +20,8 @@ pub fn from_row(row: &PgRow) -> Result<Memory, sqlx::Error> {
         agent_id: row.try_get(1)?,
         subject_id: row.try_get(2)?,
         session_id: row.try_get(3)?,
-        kind: MemoryKind::parse(&kind).ok_or_else(|| sqlx::Error::Decode(format!("memory kind {kind}").into()))?,
+        kind: MemoryKind::parse(&kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("memory kind {kind}").into()))?,
         content: row.try_get(5)?,
         importance: row.try_get(6)?,
         has_embedding: row.try_get(7)?,

@@ -24,14 +24,31 @@ pub async fn get_row<T>(
     from_row: fn(&PgRow) -> Result<T, sqlx::Error>,
 ) -> Result<T> {
     let sql = format!("SELECT {columns} FROM {table} WHERE id = $1 AND tenant_id = $2");
-    let row = sqlx::query(&sql).bind(id).bind(tenant).fetch_optional(pool).await?;
-    row.as_ref().map(from_row).transpose()?.ok_or_else(|| Error::not_found(what))
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or_else(|| Error::not_found(what))
 }
 
 /// Deletes one row of a tenant's table by id; 404 when the tenant has none.
-pub async fn delete_row(pool: &PgPool, table: &str, tenant: Uuid, id: Uuid, what: &str) -> Result<Lsn> {
+pub async fn delete_row(
+    pool: &PgPool,
+    table: &str,
+    tenant: Uuid,
+    id: Uuid,
+    what: &str,
+) -> Result<Lsn> {
     let sql = format!("DELETE FROM {table} WHERE id = $1 AND tenant_id = $2");
-    let res = sqlx::query(&sql).bind(id).bind(tenant).execute(pool).await?;
+    let res = sqlx::query(&sql)
+        .bind(id)
+        .bind(tenant)
+        .execute(pool)
+        .await?;
     if res.rows_affected() == 0 {
         return Err(Error::not_found(what));
     }
@@ -61,7 +78,10 @@ pub fn merge_patch(base: &mut serde_json::Value, patch: serde_json::Value) {
 
 /// Like [`merge_patch`] but for the nested objects below the top level,
 /// where a `null` member is removed rather than kept as a value.
-pub fn merge_record(base: &mut serde_json::Value, patch: serde_json::Map<String, serde_json::Value>) {
+pub fn merge_record(
+    base: &mut serde_json::Value,
+    patch: serde_json::Map<String, serde_json::Value>,
+) {
     use serde_json::Value;
     let Value::Object(target) = base else { return };
     for (key, value) in patch {
@@ -93,6 +113,9 @@ mod tests {
         let mut base = json!({"a": 1, "l": [1, 2], "custom": {"x": 1, "y": 2}});
         let patch = json!({"a": null, "l": [3], "custom": {"y": null, "z": 3}});
         super::merge_record(&mut base, patch.as_object().unwrap().clone());
-        assert_eq!(base, json!({"a": null, "l": [3], "custom": {"x": 1, "z": 3}}));
+        assert_eq!(
+            base,
+            json!({"a": null, "l": [3], "custom": {"x": 1, "z": 3}})
+        );
     }
 }

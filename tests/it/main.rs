@@ -1,1 +1,11 @@
-fn main(){}
+//! The one integration-test binary: every module runs against a real
+//! Postgres with pgvector (the embedded one, shared by the whole run, each
+//! test in its own database).
+
+mod common;
+
+mod api;
+mod auth_matrix;
+mod bad_input;
+mod bulk;
+mod embedded;

@@ -1,0 +1,228 @@
+//! The embedded Postgres, through the real binary: first start, stop on
+//! exit, a second process reusing a running server, SIGTERM, and recovery
+//! from a crash that leaves a stale postmaster.pid.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::pg_bin;
+
+const BIN: &str = env!("CARGO_BIN_EXE_crmsearch");
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("embedded-{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn crmsearch(data: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(data)
+        .env_remove("DATABASE_URL")
+        .env("CRMSEARCH_PG_BIN", pg_bin());
+    cmd
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The pid in postmaster.pid if that process is alive.
+fn postmaster(data: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(data.join("postgres/pgdata/postmaster.pid")).ok()?;
+    let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Starts `serve` on a free port; returns the child and its address.
+fn serve(data: &Path) -> (Child, String) {
+    let mut child = crmsearch(data)
+        .args(["--addr", "127.0.0.1:0", "--log-format", "json", "serve"])
+        .env("CRMSEARCH_MASTER_KEY", crate::common::MASTER_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "serve did not start");
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "listening" {
+            break v["url"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("http://")
+                .to_owned();
+        }
+    };
+    // keep draining the log so the child never blocks on a full pipe
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn first_start_second_process_reuse_and_sigterm() {
+    let data = data_dir("reuse");
+    // a one-shot command starts the server, migrates and stops it on exit
+    assert!(run_ok(crmsearch(&data).arg("migrate")).contains("migrations applied"));
+    assert!(data.join("postgres/pgdata/PG_VERSION").is_file());
+    assert_eq!(postmaster(&data), None, "stopped on exit");
+
+    let (mut server, addr) = serve(&data);
+    let pid = postmaster(&data).expect("serve runs postgres");
+    // only 127.0.0.1 and no socket in the data folder
+    let conf = std::fs::read_to_string(data.join("postgres/pgdata/postgresql.conf")).unwrap();
+    assert!(conf.contains("listen_addresses = '127.0.0.1'"));
+
+    // a second command reuses the running server, and leaves it running
+    let out = run_ok(crmsearch(&data).args(["tenant", "create", "acme", "--json"]));
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        postmaster(&data),
+        Some(pid),
+        "the same postgres, never a second one"
+    );
+    let admin = created["keys"]["admin"].as_str().unwrap();
+    // ... and the server sees what the second process wrote: the same database
+    let (status, body) = http(&addr, "POST", "/v1/keys", admin, r#"{"role":"search"}"#);
+    assert_eq!(status, 201, "{body}");
+    let key_out = run_ok(crmsearch(&data).args([
+        "key",
+        "create",
+        "--tenant",
+        created["id"].as_str().unwrap(),
+        "--role",
+        "write",
+    ]));
+    let write_key = key_out.split_whitespace().nth(2).unwrap();
+    let (status, body) = http(
+        &addr,
+        "POST",
+        "/v1/contacts",
+        write_key,
+        r#"{"first_name":"Ada"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+
+    // SIGTERM: a clean exit that stops postgres
+    signal(server.id(), "-TERM");
+    assert!(wait_exit(&mut server).success());
+    assert_eq!(postmaster(&data), None);
+    assert!(!data.join("postgres/pgdata/postmaster.pid").exists());
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn recovers_from_a_crash_and_a_stale_pid_file() {
+    let data = data_dir("crash");
+    let (mut server, _) = serve(&data);
+    let pid = postmaster(&data).unwrap();
+
+    // crmsearch dies hard: postgres survives and the next command reuses it
+    signal(server.id(), "-KILL");
+    wait_exit(&mut server);
+    assert_eq!(postmaster(&data), Some(pid));
+    run_ok(crmsearch(&data).args(["tenant", "create", "after-crash"]));
+    assert_eq!(postmaster(&data), None, "the last user stopped it");
+
+    // postgres itself dies hard: a stale postmaster.pid is left behind
+    let (mut server, _) = serve(&data);
+    let pid = postmaster(&data).unwrap();
+    signal(server.id(), "-KILL");
+    wait_exit(&mut server);
+    signal(pid, "-KILL");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while postmaster(&data).is_some() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        data.join("postgres/pgdata/postmaster.pid").exists(),
+        "the crash left a stale pid file"
+    );
+    let out = run_ok(crmsearch(&data).args(["tenant", "create", "after-postgres-crash", "--json"]));
+    assert!(out.contains("after-postgres-crash"));
+    // the data written before the crash is still there
+    assert_eq!(postmaster(&data), None);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_server_without_logical_wal_is_refused() {
+    // crmsearch follows Postgres by logical replication: a server running
+    // with `replica` is refused with a sentence naming the setting
+    let data = data_dir("wal");
+    assert!(run_ok(crmsearch(&data).arg("migrate")).contains("migrations applied"));
+    let conf = data.join("postgres/pgdata/postgresql.conf");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("wal_level = logical", "wal_level = replica");
+    std::fs::write(&conf, text).unwrap();
+    let out = crmsearch(&data).arg("migrate").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wal_level = replica") && err.contains("logical"),
+        "{err}"
+    );
+    assert_eq!(postmaster(&data), None, "stopped after refusing");
+    let _ = std::fs::remove_dir_all(&data);
+}
