@@ -140,7 +140,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve => server::serve(cfg).await,
         Command::Demo => crate::demo::run(cfg).await,
-        Command::Migrate => with_db(&cfg, |_| async { Ok(println!("migrations applied")) }).await,
+        Command::Migrate => with_db(&cfg, |_| async {
+                println!("migrations applied");
+                Ok(())
+            })
+            .await,
         Command::Postgres(PostgresCmd::Stop) => {
             let bin = match cfg.pg_bin.clone().or_else(crate::embedded_pg::find_bin_dir) {
                 Some(b) => b,

@@ -109,6 +109,10 @@ pub fn parse_csv(body: &[u8]) -> Result<Parsed> {
             }
             Err(e) => {
                 let line = e.position().map_or(line, |p| p.line());
+                #[allow(
+                    clippy::wildcard_enum_match_arm,
+                    reason = "csv::ErrorKind is non-exhaustive"
+                )]
                 let msg = match e.kind() {
                     csv::ErrorKind::Utf8 { .. } => "the line is not valid UTF-8".to_owned(),
                     csv::ErrorKind::UnequalLengths {

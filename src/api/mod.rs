@@ -52,7 +52,7 @@ pub fn app(state: AppState) -> Router {
         .merge(companies::router())
         .merge(memories::router())
         .fallback(|| async {
-            error_response(Code::RouteNotFound, "no such route; see /openapi.json for the API")
+            error_response(Code::RouteNotFound, "no such route; check the method and path against the API reference (API.md)")
         })
         .method_not_allowed_fallback(|| async {
             error_response(Code::MethodNotAllowed, "this route does not take this HTTP method")

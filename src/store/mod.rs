@@ -72,7 +72,11 @@ pub fn merge_patch(base: &mut serde_json::Value, patch: serde_json::Value) {
                 }
             }
         }
-        other => *base = other,
+        other @ (Value::Null
+        | Value::Bool(_)
+        | Value::Number(_)
+        | Value::String(_)
+        | Value::Array(_)) => *base = other,
     }
 }
 
