@@ -1,6 +1,13 @@
-//! The CDC consumer and the index writer. For now: the replication
-//! positions (`Lsn`) that the write API hands out and searches wait for.
+//! The CDC consumer and the index writer: logical replication (pgoutput)
+//! into tantivy, with the applied LSN committed inside the index.
 
+pub mod directory;
 pub mod lsn;
+pub mod pgoutput;
+pub mod pipeline;
+pub mod rows;
+pub mod store;
 
 pub use lsn::Lsn;
+pub use pipeline::{Indexer, IndexerConfig, Status};
+pub use store::IndexStore;

@@ -4,7 +4,9 @@
 
 pub mod company;
 pub mod contact;
+pub mod index;
 pub mod memory;
+pub mod pgtext;
 pub mod validate;
 
 pub use company::{Company, CompanyFields};

@@ -1,0 +1,781 @@
+//! The CDC pipeline: source → mapper → committer, joined by bounded
+//! channels, each message carrying the LSN it brings the index to.
+//!
+//! - **source**: streams the publication `crmsearch` from the slot
+//!   `crmsearch_<node>` (pgoutput over the replication protocol), decodes it,
+//!   and sends whole transactions; keepalives and heartbeat messages become
+//!   progress markers. Reconnects with backoff.
+//! - **mapper**: turns row changes into index operations; rows with
+//!   unchanged TOAST values are re-read from Postgres.
+//! - **committer**: the one writer. Applies operations, makes them visible
+//!   with a soft commit as soon as the channel is drained, and makes them
+//!   durable (fsync, LSN in the commit payload) on its own trigger. Postgres
+//!   is acknowledged only up to the last durable commit.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use schema::index::DocType;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::Lsn;
+use crate::pgoutput::{Decoder, Message, Tuple};
+use crate::rows::{self, Table};
+use crate::store::{IndexStore, Op};
+
+/// The prefix of the logical messages that move the applied LSN forward
+/// when nothing else does (see [`Indexer::wait_for`]).
+pub const HEARTBEAT_PREFIX: &str = "crmsearch_heartbeat";
+pub const PUBLICATION: &str = "crmsearch";
+
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    pub database_url: String,
+    pub index_dir: std::path::PathBuf,
+    /// Names the slot: `crmsearch_<node>`.
+    pub node: String,
+    /// Longest time between durable commits while changes are pending.
+    pub durable_interval: Duration,
+    /// Durable commit after this many documents even before the interval.
+    pub durable_docs: usize,
+}
+
+impl IndexerConfig {
+    pub fn slot(&self) -> String {
+        let node: String = self
+            .node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("crmsearch_{node}")
+    }
+}
+
+/// What the pipeline has reached, shared with searches and status.
+#[derive(Debug)]
+pub struct Progress {
+    visible: watch::Sender<Lsn>,
+    durable: AtomicU64,
+    /// Commit time of the last applied transaction.
+    last_commit: Mutex<Option<DateTime<Utc>>>,
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    bootstrapped: AtomicBool,
+}
+
+impl Progress {
+    fn new(lsn: Lsn) -> Self {
+        Self {
+            visible: watch::Sender::new(lsn),
+            durable: AtomicU64::new(lsn.0),
+            last_commit: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            bootstrapped: AtomicBool::new(false),
+        }
+    }
+
+    pub fn visible(&self) -> Lsn {
+        *self.visible.borrow()
+    }
+
+    pub fn durable(&self) -> Lsn {
+        Lsn(self.durable.load(Ordering::Acquire))
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn bootstrapped(&self) -> bool {
+        self.bootstrapped.load(Ordering::Acquire)
+    }
+
+    pub fn last_commit(&self) -> Option<DateTime<Utc>> {
+        *self.last_commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_visible(&self, lsn: Lsn) {
+        self.visible.send_if_modified(|v| {
+            let moved = lsn > *v;
+            if moved {
+                *v = lsn;
+            }
+            moved
+        });
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+}
+
+/// A transaction (or a bare progress marker) on its way to the index.
+#[derive(Debug)]
+enum SourceMsg {
+    Txn {
+        end_lsn: Lsn,
+        commit_time: Option<DateTime<Utc>>,
+        changes: Vec<Change>,
+    },
+    Progress(Lsn),
+}
+
+#[derive(Debug)]
+enum Change {
+    Upsert(Table, Tuple),
+    Delete(Uuid),
+    Truncate(Vec<Table>),
+}
+
+#[derive(Debug)]
+struct Batch {
+    ops: Vec<Op>,
+    lsn: Lsn,
+    commit_time: Option<DateTime<Utc>>,
+}
+
+/// The running indexer.
+pub struct Indexer {
+    pub store: Arc<IndexStore>,
+    pub progress: Arc<Progress>,
+    pub slot: String,
+    pool: PgPool,
+    heartbeat_at: Mutex<Option<Instant>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Indexer {
+    /// Opens the index, bootstraps it from a snapshot when it has no usable
+    /// position (first start, a missing or invalidated slot, an index behind
+    /// its slot), then starts streaming.
+    pub async fn start(cfg: IndexerConfig, pool: PgPool) -> Result<Arc<Self>> {
+        let dir = cfg.index_dir.clone();
+        let store = Arc::new(tokio::task::spawn_blocking(move || IndexStore::open(&dir)).await??);
+        let slot = cfg.slot();
+        let start = prepare_slot(&pool, &store, &slot).await?;
+        let progress = Arc::new(Progress::new(start));
+        progress.bootstrapped.store(true, Ordering::Release);
+        let (shutdown, _) = watch::channel(false);
+        let indexer = Arc::new(Self {
+            store: store.clone(),
+            progress: progress.clone(),
+            slot,
+            pool: pool.clone(),
+            heartbeat_at: Mutex::new(None),
+            shutdown,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let (src_tx, src_rx) = mpsc::channel::<SourceMsg>(1024);
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(64);
+        let tasks = vec![
+            tokio::spawn(run_source(
+                cfg.clone(),
+                progress.clone(),
+                src_tx,
+                indexer.shutdown.subscribe(),
+            )),
+            tokio::spawn(run_mapper(store.clone(), pool, src_rx, batch_tx)),
+            tokio::spawn(run_committer(cfg, store, progress, batch_rx)),
+        ];
+        *indexer.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        tracing::info!(slot = %indexer.slot, lsn = %start, "indexer streaming");
+        Ok(indexer)
+    }
+
+    /// Waits until the index has applied `lsn` (visible to searches), at most
+    /// `timeout`. A heartbeat written to the WAL moves the stream past `lsn`
+    /// even when no later change to the followed tables comes.
+    pub async fn wait_for(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let mut rx = self.progress.visible.subscribe();
+        if *rx.borrow() >= lsn {
+            return true;
+        }
+        self.heartbeat().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let wait = rx.wait_for(|v| *v >= lsn);
+            match tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(250)),
+                wait,
+            )
+            .await
+            {
+                Ok(Ok(_)) => return true,
+                Ok(Err(_)) => return false,
+                Err(_) if tokio::time::Instant::now() >= deadline => return false,
+                // still behind: the stream may have reconnected; beat again
+                Err(_) => self.heartbeat().await,
+            }
+        }
+    }
+
+    /// Writes a non-transactional logical message: the stream delivers it
+    /// after every transaction that committed before it.
+    async fn heartbeat(&self) {
+        {
+            let mut at = self.heartbeat_at.lock().unwrap_or_else(|e| e.into_inner());
+            if at.is_some_and(|t| t.elapsed() < Duration::from_millis(20)) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        let sql = "SELECT pg_logical_emit_message(false, $1, '')::text";
+        if let Err(e) = sqlx::query_scalar::<_, String>(sql)
+            .bind(HEARTBEAT_PREFIX)
+            .fetch_one(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+    }
+
+    /// Stops the stream and waits for the committer's last durable commit.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Positions and counts for `/v1/admin/status`.
+    pub async fn status(&self) -> Result<Status> {
+        let current: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await?;
+        let current: Lsn = current.parse()?;
+        // let the stream pass the current position if it is idle
+        self.wait_for(current, Duration::from_millis(300)).await;
+        let slot: Option<(Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status
+               FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.slot)
+        .fetch_optional(&self.pool)
+        .await?;
+        let visible = self.progress.visible();
+        let lag_bytes = current.0.saturating_sub(visible.0);
+        let lag_ms = if lag_bytes == 0 {
+            0
+        } else {
+            self.progress
+                .last_commit()
+                .map_or(0, |t| (Utc::now() - t).num_milliseconds().max(0) as u64)
+        };
+        let store = self.store.clone();
+        let (contacts, companies, segments) = tokio::task::spawn_blocking(move || {
+            (
+                store.count(DocType::Contact),
+                store.count(DocType::Company),
+                store.segments(),
+            )
+        })
+        .await?;
+        let (confirmed, retained, wal_status) = slot.unwrap_or((None, None, None));
+        metrics::gauge!("crmsearch_cdc_lag_bytes").set(lag_bytes as f64);
+        Ok(Status {
+            slot: self.slot.clone(),
+            applied_lsn: visible,
+            durable_lsn: self.progress.durable(),
+            server_lsn: current,
+            lag_bytes,
+            lag_ms,
+            connected: self.progress.connected(),
+            last_error: self.progress.last_error(),
+            slot_confirmed_lsn: confirmed,
+            slot_retained_wal_bytes: retained,
+            slot_wal_status: wal_status,
+            documents: Documents {
+                contacts,
+                companies,
+            },
+            segments,
+        })
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Documents {
+    pub contacts: u64,
+    pub companies: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub slot: String,
+    /// Searches see everything up to here.
+    pub applied_lsn: Lsn,
+    /// Survives a crash; Postgres is acknowledged up to here.
+    pub durable_lsn: Lsn,
+    pub server_lsn: Lsn,
+    pub lag_bytes: u64,
+    pub lag_ms: u64,
+    pub connected: bool,
+    pub last_error: Option<String>,
+    pub slot_confirmed_lsn: Option<String>,
+    pub slot_retained_wal_bytes: Option<i64>,
+    pub slot_wal_status: Option<String>,
+    pub documents: Documents,
+    pub segments: usize,
+}
+
+/// Decides where to stream from; rebuilds from a snapshot when needed.
+async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Result<Lsn> {
+    let indexed = store.committed_lsn()?;
+    let row: Option<(Option<String>, Option<String>, Option<i32>)> = sqlx::query_as(
+        "SELECT confirmed_flush_lsn::text, wal_status, active_pid FROM pg_replication_slots
+          WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(pool)
+    .await?;
+    if let Some((_, _, Some(pid))) = &row {
+        bail!(
+            "the replication slot {slot} is in use by the Postgres backend {pid}: is another crmsearch \
+             running with the same CRMSEARCH_NODE?"
+        );
+    }
+    let reason = match (&row, indexed) {
+        (None, _) => Some("no replication slot yet"),
+        (Some((_, Some(status), _)), _) if status == "lost" => {
+            Some("the replication slot was invalidated")
+        }
+        (Some(_), None) => Some("the index is empty"),
+        (Some((Some(confirmed), _, _)), Some(at))
+            if confirmed.parse::<Lsn>().is_ok_and(|c| c > at) =>
+        {
+            Some("the index is behind its replication slot")
+        }
+        _ => None,
+    };
+    let Some(reason) = reason else {
+        let at = indexed.unwrap_or_default();
+        tracing::info!(%slot, lsn = %at, "resuming from the index's durable position");
+        return Ok(at);
+    };
+    tracing::warn!(%slot, reason, "rebuilding the index from a snapshot");
+    if row.is_some() {
+        sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(slot)
+            .execute(pool)
+            .await?;
+    }
+    let consistent: String = sqlx::query_scalar(
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+    )
+    .bind(slot)
+    .fetch_one(pool)
+    .await
+    .context("cannot create the replication slot")?;
+    let consistent: Lsn = consistent.parse()?;
+    snapshot(pool, store, consistent).await?;
+    Ok(consistent)
+}
+
+/// Indexes every row as of a snapshot taken after the slot's consistent
+/// point; the stream then replays from that point, idempotently.
+async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Result<()> {
+    use futures_util::TryStreamExt;
+    let started = Instant::now();
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.clear()).await??;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let mut total = 0u64;
+    for table in [Table::Companies, Table::Contacts] {
+        let sql = table.select_text();
+        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+        let mut ops = Vec::with_capacity(4096);
+        let mut n = 0u64;
+        while let Some(row) = rows.try_next().await? {
+            let map = rows::to_map(table, &row)?;
+            match table.upsert(&store.schema, &map) {
+                Ok(op) => ops.push(op),
+                Err(e) => tracing::error!(table = table.name(), error = %e, "cannot index a row"),
+            }
+            n += 1;
+            if ops.len() == 4096 {
+                let s = store.clone();
+                let batch = std::mem::replace(&mut ops, Vec::with_capacity(4096));
+                tokio::task::spawn_blocking(move || s.apply(batch)).await??;
+            }
+            if n % 50_000 == 0 {
+                let rate = n as f64 / started.elapsed().as_secs_f64();
+                tracing::info!(
+                    table = table.name(),
+                    rows = n,
+                    rows_per_s = rate as u64,
+                    "snapshot progress"
+                );
+            }
+        }
+        drop(rows);
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.apply(ops)).await??;
+        tracing::info!(table = table.name(), rows = n, "snapshot table indexed");
+        total += n;
+    }
+    tx.commit().await?;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.commit(consistent, true)).await??;
+    tracing::info!(rows = total, lsn = %consistent, secs = started.elapsed().as_secs_f64(), "snapshot indexed");
+    Ok(())
+}
+
+fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<ReplicationConfig> {
+    let url = url::Url::parse(&cfg.database_url).context("DATABASE_URL is not a URL")?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let user = decode(url.username());
+    let password = url.password().map(decode).unwrap_or_default();
+    let database = url.path().trim_start_matches('/').to_owned();
+    Ok(
+        ReplicationConfig::new(host, user, password, database, cfg.slot(), PUBLICATION)
+            .with_port(url.port().unwrap_or(5432))
+            .with_tls(TlsConfig::disabled())
+            .with_start_lsn(pgwire_replication::Lsn::from_u64(start.0))
+            .with_ack_lsn(pgwire_replication::Lsn::from_u64(ack.0))
+            .with_status_interval(Duration::from_secs(1))
+            .with_wakeup_interval(Duration::from_secs(1))
+            .with_application_name(format!("crmsearch {}", cfg.node))
+            .with_options("-c TimeZone=UTC"),
+    )
+}
+
+async fn run_source(
+    cfg: IndexerConfig,
+    progress: Arc<Progress>,
+    tx: mpsc::Sender<SourceMsg>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let start = progress.visible();
+        match stream_once(&cfg, start, &progress, &tx, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                progress.connected.store(false, Ordering::Release);
+                progress.set_error(Some(format!("{e:#}")));
+                tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "replication stream lost");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// One replication session, until it fails or shutdown.
+async fn stream_once(
+    cfg: &IndexerConfig,
+    start: Lsn,
+    progress: &Arc<Progress>,
+    tx: &mpsc::Sender<SourceMsg>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut client =
+        ReplicationClient::connect(replication_config(cfg, start, progress.durable())?).await?;
+    client.wait_started().await?;
+    progress.connected.store(true, Ordering::Release);
+    progress.set_error(None);
+    tracing::info!(lsn = %start, "replication stream connected");
+    let mut decoder = Decoder::default();
+    let mut txn: Option<Vec<Change>> = None;
+    let mut ack = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            ev = client.recv() => {
+                let Some(ev) = ev? else { bail!("the replication stream ended") };
+                if let Some(msg) = on_event(ev, &mut decoder, &mut txn)? {
+                    if tx.send(msg).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            _ = ack.tick() => client.update_applied_lsn(pgwire_replication::Lsn::from_u64(progress.durable().0)),
+            _ = shutdown.changed() => {
+                client.update_applied_lsn(pgwire_replication::Lsn::from_u64(progress.durable().0));
+                let _ = client.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn micros_to_time(pg_micros: i64) -> Option<DateTime<Utc>> {
+    // Postgres counts from 2000-01-01
+    DateTime::from_timestamp_micros(pg_micros + 946_684_800_000_000)
+}
+
+fn on_event(
+    ev: ReplicationEvent,
+    decoder: &mut Decoder,
+    txn: &mut Option<Vec<Change>>,
+) -> Result<Option<SourceMsg>> {
+    Ok(match ev {
+        ReplicationEvent::Begin { .. } => {
+            *txn = Some(Vec::new());
+            None
+        }
+        ReplicationEvent::XLogData { data, .. } => {
+            let msg = decoder.decode(&data)?;
+            let table_of =
+                |rel: u32, d: &Decoder| d.relation(rel).and_then(|r| Table::from_name(&r.name));
+            let change = match msg {
+                Message::Relation(_) | Message::Ignored => None,
+                Message::Insert { relation, new } | Message::Update { relation, new } => {
+                    table_of(relation, decoder).map(|t| Change::Upsert(t, new))
+                }
+                Message::Delete { relation, old } => match table_of(relation, decoder) {
+                    Some(_) => {
+                        let id = schema::pgtext::uuid(&old, "id")
+                            .map_err(|e| anyhow::anyhow!("delete: {e}"))?;
+                        Some(Change::Delete(id))
+                    }
+                    None => None,
+                },
+                Message::Truncate { relations } => {
+                    let tables: Vec<Table> = relations
+                        .iter()
+                        .filter_map(|r| table_of(*r, decoder))
+                        .collect();
+                    (!tables.is_empty()).then_some(Change::Truncate(tables))
+                }
+            };
+            if let (Some(c), Some(t)) = (change, txn.as_mut()) {
+                t.push(c);
+            }
+            None
+        }
+        ReplicationEvent::Commit {
+            end_lsn,
+            commit_time_micros,
+            ..
+        } => Some(SourceMsg::Txn {
+            end_lsn: Lsn(end_lsn.as_u64()),
+            commit_time: micros_to_time(commit_time_micros),
+            changes: txn.take().unwrap_or_default(),
+        }),
+        ReplicationEvent::KeepAlive { wal_end, .. } if txn.is_none() => {
+            Some(SourceMsg::Progress(Lsn(wal_end.as_u64())))
+        }
+        ReplicationEvent::Message {
+            transactional: false,
+            lsn,
+            prefix,
+            ..
+        } if prefix == HEARTBEAT_PREFIX && txn.is_none() => {
+            Some(SourceMsg::Progress(Lsn(lsn.as_u64())))
+        }
+        ReplicationEvent::KeepAlive { .. }
+        | ReplicationEvent::Message { .. }
+        | ReplicationEvent::StoppedAt { .. } => None,
+    })
+}
+
+async fn run_mapper(
+    store: Arc<IndexStore>,
+    pool: PgPool,
+    mut rx: mpsc::Receiver<SourceMsg>,
+    tx: mpsc::Sender<Batch>,
+) {
+    while let Some(msg) = rx.recv().await {
+        let batch = match msg {
+            SourceMsg::Progress(lsn) => Batch {
+                ops: Vec::new(),
+                lsn,
+                commit_time: None,
+            },
+            SourceMsg::Txn {
+                end_lsn,
+                commit_time,
+                changes,
+            } => {
+                let mut ops = Vec::with_capacity(changes.len());
+                for change in changes {
+                    match map_change(&store, &pool, change).await {
+                        Ok(op) => ops.extend(op),
+                        Err(e) => {
+                            metrics::counter!("crmsearch_cdc_map_errors_total").increment(1);
+                            tracing::error!(error = %format!("{e:#}"), lsn = %end_lsn, "cannot index a change");
+                        }
+                    }
+                }
+                Batch {
+                    ops,
+                    lsn: end_lsn,
+                    commit_time,
+                }
+            }
+        };
+        if tx.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn map_change(store: &IndexStore, pool: &PgPool, change: Change) -> Result<Vec<Op>> {
+    Ok(match change {
+        Change::Upsert(table, tuple) if tuple.has_unchanged_toast() => {
+            // the stream left out a large value that did not change: read
+            // the row as it is now (later changes replay on top of it)
+            let id = schema::pgtext::uuid(&tuple, "id").map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut backoff = Duration::from_millis(50);
+            let row = loop {
+                match rows::read_row(pool, table, id).await {
+                    Ok(row) => break row,
+                    Err(e) if backoff < Duration::from_secs(5) => {
+                        tracing::warn!(error = %e, "re-reading a row failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            match row {
+                Some(row) => vec![table.upsert(&store.schema, &row)?],
+                None => vec![Op::Delete { id }],
+            }
+        }
+        Change::Upsert(table, tuple) => vec![table.upsert(&store.schema, &tuple)?],
+        Change::Delete(id) => vec![Op::Delete { id }],
+        Change::Truncate(tables) => tables
+            .into_iter()
+            .map(|t| Op::DeleteAll(t.doc_type()))
+            .collect(),
+    })
+}
+
+async fn run_committer(
+    cfg: IndexerConfig,
+    store: Arc<IndexStore>,
+    progress: Arc<Progress>,
+    mut rx: mpsc::Receiver<Batch>,
+) {
+    let mut applied = progress.visible();
+    let mut uncommitted_ops = 0usize;
+    let mut docs_since_durable = 0usize;
+    let mut last_durable = Instant::now();
+    let mut last_commit_time = None;
+    loop {
+        let durable_due = last_durable + cfg.durable_interval;
+        let first = tokio::select! {
+            b = rx.recv() => b,
+            () = tokio::time::sleep_until(durable_due.into()) => None,
+        };
+        let closed = first.is_none() && rx.is_closed() && rx.is_empty();
+        // take whatever else is ready: one commit for all of it
+        let mut batches: Vec<Batch> = first.into_iter().collect();
+        while batches.iter().map(|b| b.ops.len()).sum::<usize>() < 20_000 {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let mut ops = Vec::new();
+        for b in batches {
+            ops.extend(b.ops);
+            applied = applied.max(b.lsn);
+            last_commit_time = b.commit_time.or(last_commit_time);
+        }
+        let n = ops.len();
+        if n > 0 {
+            metrics::histogram!("crmsearch_batch_ops").record(n as f64);
+            let s = store.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || s.apply(ops))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+            {
+                tracing::error!(error = %format!("{e:#}"), "applying to the index failed");
+                progress.set_error(Some(format!("index: {e:#}")));
+                return;
+            }
+            uncommitted_ops += n;
+            docs_since_durable += n;
+        }
+        if let Some(t) = last_commit_time {
+            *progress
+                .last_commit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(t);
+        }
+        let durable = closed
+            || docs_since_durable >= cfg.durable_docs
+            || (Instant::now() >= durable_due && progress.durable() < applied);
+        if uncommitted_ops > 0 || durable {
+            if uncommitted_ops == 0 && !durable {
+                progress.set_visible(applied);
+                continue;
+            }
+            let s = store.clone();
+            let lsn = applied;
+            match tokio::task::spawn_blocking(move || s.commit(lsn, durable))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+            {
+                Ok(took) => {
+                    let kind = if durable { "durable" } else { "visible" };
+                    metrics::histogram!("crmsearch_commit_seconds", "kind" => kind)
+                        .record(took.as_secs_f64());
+                    tracing::debug!(%lsn, ops = uncommitted_ops, kind, ms = took.as_secs_f64() * 1e3, "committed");
+                    uncommitted_ops = 0;
+                    progress.set_visible(lsn);
+                    if durable {
+                        progress.durable.fetch_max(lsn.0, Ordering::AcqRel);
+                        docs_since_durable = 0;
+                        last_durable = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "index commit failed");
+                    progress.set_error(Some(format!("index commit: {e:#}")));
+                    return;
+                }
+            }
+        } else {
+            // nothing to write: progress markers move the position at once
+            progress.set_visible(applied);
+            if Instant::now() >= durable_due {
+                last_durable = Instant::now();
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}

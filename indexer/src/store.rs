@@ -1,0 +1,154 @@
+//! The tantivy index on disk: one writer, one reader, commits that carry the
+//! applied LSN in their payload.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use schema::INDEX_FORMAT_VERSION;
+use schema::index::{DocType, IndexSchema};
+use tantivy::collector::Count;
+use tantivy::query::TermQuery;
+use tantivy::schema::IndexRecordOption;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use uuid::Uuid;
+
+use crate::Lsn;
+use crate::directory::SoftDirectory;
+
+/// One change to the index.
+#[derive(Debug)]
+pub enum Op {
+    /// Replace the document with this id (delete by id, then add).
+    Upsert {
+        id: Uuid,
+        doc: Box<TantivyDocument>,
+    },
+    Delete {
+        id: Uuid,
+    },
+    /// Every document of a type (TRUNCATE).
+    DeleteAll(DocType),
+}
+
+pub struct IndexStore {
+    pub schema: IndexSchema,
+    pub index: Index,
+    pub reader: IndexReader,
+    dir: SoftDirectory,
+    writer: Mutex<IndexWriter<TantivyDocument>>,
+}
+
+const FORMAT_FILE: &str = "crmsearch-format";
+const WRITER_HEAP: usize = 128 << 20;
+
+impl IndexStore {
+    /// Opens the index under `path`, or creates it. An index written with
+    /// another [`INDEX_FORMAT_VERSION`] is removed: it is derived data and
+    /// the indexer rebuilds it from Postgres.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let schema = IndexSchema::new();
+        let format_path = path.join(FORMAT_FILE);
+        let format = std::fs::read_to_string(&format_path).ok();
+        if path.exists()
+            && format.as_deref().map(str::trim) != Some(&INDEX_FORMAT_VERSION.to_string())
+        {
+            tracing::warn!(path = %path.display(), found = ?format, want = INDEX_FORMAT_VERSION, "index format changed; rebuilding the index");
+            std::fs::remove_dir_all(path)?;
+        }
+        let dir = SoftDirectory::open(path)?;
+        let index = if Index::exists(&dir)? {
+            Index::open(dir.clone())?
+        } else {
+            let index = Index::create(dir.clone(), schema.schema.clone(), Default::default())?;
+            std::fs::write(&format_path, INDEX_FORMAT_VERSION.to_string())?;
+            index
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let writer = index.writer_with_num_threads(threads, WRITER_HEAP)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            schema,
+            index,
+            reader,
+            dir,
+            writer: Mutex::new(writer),
+        })
+    }
+
+    fn writer(&self) -> MutexGuard<'_, IndexWriter<TantivyDocument>> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The LSN of the last commit (durable at open; the last soft commit
+    /// afterwards).
+    pub fn committed_lsn(&self) -> anyhow::Result<Option<Lsn>> {
+        let meta = self.index.load_metas()?;
+        Ok(meta.payload.as_deref().and_then(|p| p.parse().ok()))
+    }
+
+    pub fn apply(&self, ops: Vec<Op>) -> anyhow::Result<()> {
+        let w = self.writer();
+        let f = &self.schema.fields;
+        for op in ops {
+            match op {
+                Op::Upsert { id, doc } => {
+                    w.delete_term(Term::from_field_text(f.id, &id.to_string()));
+                    w.add_document(*doc)?;
+                }
+                Op::Delete { id } => {
+                    w.delete_term(Term::from_field_text(f.id, &id.to_string()));
+                }
+                Op::DeleteAll(t) => {
+                    w.delete_term(Term::from_field_text(f.doc_type, t.as_str()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every document (before a rebuild).
+    pub fn clear(&self) -> anyhow::Result<()> {
+        self.writer().delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Commits with `lsn` in the payload and makes the commit visible.
+    /// `durable`: fsynced before `meta.json` reaches the disk. Blocking.
+    pub fn commit(&self, lsn: Lsn, durable: bool) -> anyhow::Result<std::time::Duration> {
+        let started = Instant::now();
+        let mut w = self.writer();
+        let payload = lsn.to_string();
+        let mut run = || -> tantivy::Result<u64> {
+            let mut prepared = w.prepare_commit()?;
+            prepared.set_payload(&payload);
+            prepared.commit()
+        };
+        if durable {
+            self.dir.durable(run)
+        } else {
+            run()
+        }?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(started.elapsed())
+    }
+
+    /// Searchable documents of a type (all tenants).
+    pub fn count(&self, t: DocType) -> u64 {
+        let q = TermQuery::new(
+            Term::from_field_text(self.schema.fields.doc_type, t.as_str()),
+            IndexRecordOption::Basic,
+        );
+        self.reader.searcher().search(&q, &Count).unwrap_or(0) as u64
+    }
+
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+}
