@@ -65,6 +65,15 @@ pub struct Global {
     /// Largest bulk request body in bytes [default: 64 MiB].
     #[arg(long, global = true, env = "CRMSEARCH_BULK_BODY_LIMIT")]
     pub bulk_body_limit_bytes: Option<usize>,
+    /// This node's name; its replication slot is crmsearch_<node> [default: main].
+    #[arg(long, global = true, env = "CRMSEARCH_NODE")]
+    pub node: Option<String>,
+    /// /readyz fails while the index lags more than this many WAL bytes [default: 16 MiB].
+    #[arg(long, global = true, env = "CRMSEARCH_READY_MAX_LAG_BYTES")]
+    pub ready_max_lag_bytes: Option<u64>,
+    /// Longest time between durable index commits, in ms [default: 1000].
+    #[arg(long, global = true, env = "CRMSEARCH_DURABLE_INTERVAL_MS")]
+    pub durable_interval_ms: Option<u64>,
 }
 
 impl Global {
@@ -81,6 +90,9 @@ impl Global {
             body_limit_bytes: self.body_limit_bytes,
             bulk_body_limit_bytes: self.bulk_body_limit_bytes,
             db_pool_size: None,
+            node: self.node,
+            ready_max_lag_bytes: self.ready_max_lag_bytes,
+            durable_interval_ms: self.durable_interval_ms,
         };
         Config::resolve(over, self.config.as_deref())
     }

@@ -23,6 +23,9 @@ pub struct FileConfig {
     pub body_limit_bytes: Option<usize>,
     pub bulk_body_limit_bytes: Option<usize>,
     pub db_pool_size: Option<u32>,
+    pub node: Option<String>,
+    pub ready_max_lag_bytes: Option<u64>,
+    pub durable_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -47,6 +50,12 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub bulk_body_limit_bytes: usize,
     pub db_pool_size: u32,
+    /// Names this node's replication slot: `crmsearch_<node>`.
+    pub node: String,
+    /// `/readyz` answers 503 while the index is further behind than this.
+    pub ready_max_lag_bytes: u64,
+    /// Longest time between durable index commits while changes arrive.
+    pub durable_interval_ms: u64,
 }
 
 impl Config {
@@ -100,6 +109,15 @@ impl Config {
                 .or(base.bulk_body_limit_bytes)
                 .unwrap_or(Self::DEFAULT_BULK_BODY_LIMIT),
             db_pool_size: over.db_pool_size.or(base.db_pool_size).unwrap_or(16),
+            node: over.node.or(base.node).unwrap_or_else(|| "main".into()),
+            ready_max_lag_bytes: over
+                .ready_max_lag_bytes
+                .or(base.ready_max_lag_bytes)
+                .unwrap_or(16 << 20),
+            durable_interval_ms: over
+                .durable_interval_ms
+                .or(base.durable_interval_ms)
+                .unwrap_or(1000),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -117,10 +135,35 @@ impl Config {
         if self.body_limit_bytes < 1024 || self.bulk_body_limit_bytes < 1024 {
             bail!("body_limit_bytes and bulk_body_limit_bytes must be at least 1024");
         }
+        if self.node.is_empty()
+            || !self
+                .node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!(
+                "node (CRMSEARCH_NODE) `{}` must be letters, digits, `_` or `-`",
+                self.node
+            );
+        }
+        if self.durable_interval_ms == 0 {
+            bail!("durable_interval_ms must be at least 1");
+        }
         if self.db_pool_size == 0 {
             bail!("db_pool_size must be at least 1");
         }
         Ok(())
+    }
+
+    /// The indexer's settings for a database at `database_url`.
+    pub fn indexer(&self, database_url: &str) -> indexer::IndexerConfig {
+        indexer::IndexerConfig {
+            database_url: database_url.to_owned(),
+            index_dir: self.data_dir.join("index"),
+            node: self.node.clone(),
+            durable_interval: std::time::Duration::from_millis(self.durable_interval_ms),
+            durable_docs: 100_000,
+        }
     }
 
     /// Settings for tests and embedding: defaults with the given data folder.

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod embedded_pg;
 pub mod error;
 pub mod ingest;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod telemetry;

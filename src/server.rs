@@ -46,13 +46,22 @@ pub async fn run(db: Database, cfg: Config, on_listening: impl FnOnce(&str)) -> 
                 .with_context(|| format!("cannot listen on {} (CRMSEARCH_ADDR)", cfg.addr));
         }
     };
+    let indexer = match indexer::Indexer::start(cfg.indexer(&db.url), db.pool.clone()).await {
+        Ok(i) => i,
+        Err(e) => {
+            db.close().await;
+            return Err(e).context("cannot start the indexer");
+        }
+    };
     let url = format!("http://{}", listener.local_addr()?);
-    let state = AppState::new(db.pool.clone(), cfg);
+    let state = AppState::new(db.pool.clone(), cfg).with_indexer(indexer.clone());
     tracing::info!(%url, "listening");
     on_listening(&url);
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
+    // the last durable commit, then the database
+    indexer.shutdown().await;
     db.close().await;
     result.context("the HTTP server failed")
 }

@@ -215,15 +215,14 @@ impl Indexer {
         self.heartbeat().await;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let wait = rx.wait_for(|v| *v >= lsn);
-            match tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + Duration::from_millis(250)),
-                wait,
-            )
-            .await
-            {
-                Ok(Ok(_)) => return true,
-                Ok(Err(_)) => return false,
+            let slice = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+            // (the watch guard must not live across the heartbeat's await)
+            let reached = tokio::time::timeout_at(slice, rx.wait_for(|v| *v >= lsn))
+                .await
+                .map(|r| r.is_ok());
+            match reached {
+                Ok(true) => return true,
+                Ok(false) => return false,
                 Err(_) if tokio::time::Instant::now() >= deadline => return false,
                 // still behind: the stream may have reconnected; beat again
                 Err(_) => self.heartbeat().await,

@@ -2,12 +2,14 @@
 //! here. Handlers translate HTTP to calls into `store` (and later `search`);
 //! they never touch SQL or the index themselves.
 
+pub mod admin;
 pub mod auth;
 pub mod companies;
 pub mod contacts;
 pub mod extract;
 pub mod health;
 pub mod memories;
+pub mod search;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, Response};
+use indexer::Indexer;
 use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -29,6 +32,8 @@ use crate::error::{Code, error_response};
 pub struct AppState {
     pub pool: PgPool,
     pub cfg: Arc<Config>,
+    /// The index and its CDC pipeline (absent only in write-path tests).
+    pub indexer: Option<Arc<Indexer>>,
 }
 
 impl AppState {
@@ -36,7 +41,20 @@ impl AppState {
         Self {
             pool,
             cfg: Arc::new(cfg),
+            indexer: None,
         }
+    }
+
+    pub fn with_indexer(mut self, indexer: Arc<Indexer>) -> Self {
+        self.indexer = Some(indexer);
+        self
+    }
+
+    /// The indexer, or 503 when this process runs without one.
+    pub fn indexer(&self) -> crate::error::Result<&Arc<Indexer>> {
+        self.indexer.as_ref().ok_or_else(|| {
+            crate::error::Error::user(Code::Unavailable, "this server runs without a search index")
+        })
     }
 }
 
@@ -51,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .merge(contacts::bulk_router().layer(DefaultBodyLimit::max(bulk_limit)))
         .merge(companies::router())
         .merge(memories::router())
+        .merge(search::router())
+        .merge(admin::router())
         .fallback(|| async {
             error_response(Code::RouteNotFound, "no such route; check the method and path against the API reference (API.md)")
         })
