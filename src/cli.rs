@@ -112,6 +112,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Index positions, lag and document counts (from the index on disk and
+    /// Postgres; `GET /v1/admin/status` asks the running server).
+    Status,
     /// The embedded Postgres of the data folder.
     #[command(subcommand)]
     Postgres(PostgresCmd),
@@ -157,6 +160,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
             .await,
+        Command::Status => {
+            let indexer_cfg = cfg.clone();
+            with_db(&cfg, |pool| async move {
+                let url = String::new();
+                let status = indexer::pipeline::offline_status(&indexer_cfg.indexer(&url), &pool).await?;
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                Ok(())
+            })
+            .await
+        }
         Command::Postgres(PostgresCmd::Stop) => {
             let bin = match cfg.pg_bin.clone().or_else(crate::embedded_pg::find_bin_dir) {
                 Some(b) => b,

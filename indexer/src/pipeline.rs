@@ -778,3 +778,56 @@ async fn run_committer(
         }
     }
 }
+
+/// Status from another process than `serve`: the durable state on disk (a
+/// running server is ahead by up to its durable interval) and Postgres.
+pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> Result<Status> {
+    let dir = cfg.index_dir.clone();
+    let on_disk = tokio::task::spawn_blocking(move || -> Result<Option<(Option<Lsn>, u64, u64, usize)>> {
+        if !dir.join("meta.json").exists() {
+            return Ok(None);
+        }
+        let index = tantivy::Index::open_in_dir(&dir)?;
+        let lsn = index.load_metas()?.payload.and_then(|p| p.parse().ok());
+        let reader = index.reader()?;
+        let searcher = reader.searcher();
+        let schema = schema::index::IndexSchema::new();
+        let count = |t: DocType| {
+            let q = tantivy::query::TermQuery::new(
+                tantivy::Term::from_field_text(schema.fields.doc_type, t.as_str()),
+                tantivy::schema::IndexRecordOption::Basic,
+            );
+            searcher.search(&q, &tantivy::collector::Count).unwrap_or(0) as u64
+        };
+        Ok(Some((lsn, count(DocType::Contact), count(DocType::Company), searcher.segment_readers().len())))
+    })
+    .await??;
+    let (lsn, contacts, companies, segments) = on_disk.unwrap_or((None, 0, 0, 0));
+    let lsn = lsn.unwrap_or_default();
+    let current: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(pool).await?;
+    let current: Lsn = current.parse()?;
+    let slot_name = cfg.slot();
+    let slot: Option<(Option<String>, Option<i64>, Option<String>, Option<i32>)> = sqlx::query_as(
+        "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status, active_pid
+           FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(&slot_name)
+    .fetch_optional(pool)
+    .await?;
+    let (confirmed, retained, wal_status, active) = slot.unwrap_or((None, None, None, None));
+    Ok(Status {
+        slot: slot_name,
+        applied_lsn: lsn,
+        durable_lsn: lsn,
+        server_lsn: current,
+        lag_bytes: current.0.saturating_sub(lsn.0),
+        lag_ms: 0,
+        connected: active.is_some(),
+        last_error: None,
+        slot_confirmed_lsn: confirmed,
+        slot_retained_wal_bytes: retained,
+        slot_wal_status: wal_status,
+        documents: Documents { contacts, companies },
+        segments,
+    })
+}

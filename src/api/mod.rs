@@ -60,6 +60,7 @@ impl AppState {
 
 /// The whole application, ready to serve or to test with `oneshot`.
 pub fn app(state: AppState) -> Router {
+    crate::telemetry::metrics();
     let bulk_limit = state.cfg.bulk_body_limit_bytes;
     let body_limit = state.cfg.body_limit_bytes;
     Router::new()
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .merge(memories::router())
         .merge(search::router())
         .merge(admin::router())
+        .route_layer(axum::middleware::from_fn(track_metrics))
         .fallback(|| async {
             error_response(Code::RouteNotFound, "no such route; check the method and path against the API reference (API.md)")
         })
@@ -92,4 +94,19 @@ pub fn app(state: AppState) -> Router {
                 }),
         )
         .with_state(state)
+}
+
+/// Request latency by route and status.
+async fn track_metrics(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!("crmsearch_http_request_seconds", "method" => method, "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    resp
 }
