@@ -215,8 +215,8 @@ impl EmbeddedPostgres {
               listen_addresses = '127.0.0.1'\n\
               unix_socket_directories = ''\n\
               wal_level = logical\n\
-              max_wal_senders = 16\n\
-              max_replication_slots = 16\n\
+              max_wal_senders = 64\n\
+              max_replication_slots = 64\n\
               max_slot_wal_keep_size = '8GB'\n\
               max_connections = 200\n\
               shared_buffers = '256MB'\n\

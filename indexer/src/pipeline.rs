@@ -160,6 +160,8 @@ pub struct Indexer {
     pub store: Arc<IndexStore>,
     pub progress: Arc<Progress>,
     pub slot: String,
+    /// Whether this start indexed a snapshot (rather than resuming).
+    pub rebuilt: bool,
     pool: PgPool,
     heartbeat_at: Mutex<Option<Instant>>,
     shutdown: watch::Sender<bool>,
@@ -174,7 +176,7 @@ impl Indexer {
         let dir = cfg.index_dir.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || IndexStore::open(&dir)).await??);
         let slot = cfg.slot();
-        let start = prepare_slot(&pool, &store, &slot).await?;
+        let (start, rebuilt) = prepare_slot(&pool, &store, &slot).await?;
         let progress = Arc::new(Progress::new(start));
         progress.bootstrapped.store(true, Ordering::Release);
         let (shutdown, _) = watch::channel(false);
@@ -182,6 +184,7 @@ impl Indexer {
             store: store.clone(),
             progress: progress.clone(),
             slot,
+            rebuilt,
             pool: pool.clone(),
             heartbeat_at: Mutex::new(None),
             shutdown,
@@ -267,13 +270,7 @@ impl Indexer {
         let current: Lsn = current.parse()?;
         // let the stream pass the current position if it is idle
         self.wait_for(current, Duration::from_millis(300)).await;
-        let slot: Option<(Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status
-               FROM pg_replication_slots WHERE slot_name = $1",
-        )
-        .bind(&self.slot)
-        .fetch_optional(&self.pool)
-        .await?;
+        let slot = slot_row(&self.pool, &self.slot).await?.unwrap_or_default();
         let visible = self.progress.visible();
         let lag_bytes = current.0.saturating_sub(visible.0);
         let lag_ms = if lag_bytes == 0 {
@@ -292,7 +289,6 @@ impl Indexer {
             )
         })
         .await?;
-        let (confirmed, retained, wal_status) = slot.unwrap_or((None, None, None));
         metrics::gauge!("crmsearch_cdc_lag_bytes").set(lag_bytes as f64);
         Ok(Status {
             slot: self.slot.clone(),
@@ -303,9 +299,9 @@ impl Indexer {
             lag_ms,
             connected: self.progress.connected(),
             last_error: self.progress.last_error(),
-            slot_confirmed_lsn: confirmed,
-            slot_retained_wal_bytes: retained,
-            slot_wal_status: wal_status,
+            slot_confirmed_lsn: slot.confirmed,
+            slot_retained_wal_bytes: slot.retained,
+            slot_wal_status: slot.wal_status,
             documents: Documents {
                 contacts,
                 companies,
@@ -340,17 +336,32 @@ pub struct Status {
     pub segments: usize,
 }
 
-/// Decides where to stream from; rebuilds from a snapshot when needed.
-async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Result<Lsn> {
-    let indexed = store.committed_lsn()?;
-    let row: Option<(Option<String>, Option<String>, Option<i32>)> = sqlx::query_as(
-        "SELECT confirmed_flush_lsn::text, wal_status, active_pid FROM pg_replication_slots
-          WHERE slot_name = $1",
+/// The replication slot as `pg_replication_slots` shows it.
+#[derive(Debug, Default, sqlx::FromRow)]
+struct SlotRow {
+    confirmed: Option<String>,
+    retained: Option<i64>,
+    wal_status: Option<String>,
+    active_pid: Option<i32>,
+}
+
+async fn slot_row(pool: &PgPool, slot: &str) -> Result<Option<SlotRow>> {
+    Ok(sqlx::query_as(
+        "SELECT confirmed_flush_lsn::text AS confirmed,
+                pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained,
+                wal_status, active_pid
+           FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)
     .fetch_optional(pool)
-    .await?;
-    if let Some((_, _, Some(pid))) = &row {
+    .await?)
+}
+
+/// Decides where to stream from; rebuilds from a snapshot when needed.
+async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Result<(Lsn, bool)> {
+    let indexed = store.committed_lsn()?;
+    let row = slot_row(pool, slot).await?;
+    if let Some(pid) = row.as_ref().and_then(|r| r.active_pid) {
         bail!(
             "the replication slot {slot} is in use by the Postgres backend {pid}: is another crmsearch \
              running with the same CRMSEARCH_NODE?"
@@ -358,12 +369,15 @@ async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Res
     }
     let reason = match (&row, indexed) {
         (None, _) => Some("no replication slot yet"),
-        (Some((_, Some(status), _)), _) if status == "lost" => {
+        (Some(r), _) if r.wal_status.as_deref() == Some("lost") => {
             Some("the replication slot was invalidated")
         }
         (Some(_), None) => Some("the index is empty"),
-        (Some((Some(confirmed), _, _)), Some(at))
-            if confirmed.parse::<Lsn>().is_ok_and(|c| c > at) =>
+        (Some(r), Some(at))
+            if r.confirmed
+                .as_deref()
+                .and_then(|c| c.parse::<Lsn>().ok())
+                .is_some_and(|c| c > at) =>
         {
             Some("the index is behind its replication slot")
         }
@@ -372,7 +386,7 @@ async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Res
     let Some(reason) = reason else {
         let at = indexed.unwrap_or_default();
         tracing::info!(%slot, lsn = %at, "resuming from the index's durable position");
-        return Ok(at);
+        return Ok((at, false));
     };
     tracing::warn!(%slot, reason, "rebuilding the index from a snapshot");
     if row.is_some() {
@@ -390,7 +404,7 @@ async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Res
     .context("cannot create the replication slot")?;
     let consistent: Lsn = consistent.parse()?;
     snapshot(pool, store, consistent).await?;
-    Ok(consistent)
+    Ok((consistent, true))
 }
 
 /// Indexes every row as of a snapshot taken after the slot's consistent
@@ -422,7 +436,7 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
                 let batch = std::mem::replace(&mut ops, Vec::with_capacity(4096));
                 tokio::task::spawn_blocking(move || s.apply(batch)).await??;
             }
-            if n % 50_000 == 0 {
+            if n.is_multiple_of(50_000) {
                 let rate = n as f64 / started.elapsed().as_secs_f64();
                 tracing::info!(
                     table = table.name(),
@@ -518,10 +532,10 @@ async fn stream_once(
         tokio::select! {
             ev = client.recv() => {
                 let Some(ev) = ev? else { bail!("the replication stream ended") };
-                if let Some(msg) = on_event(ev, &mut decoder, &mut txn)? {
-                    if tx.send(msg).await.is_err() {
-                        return Ok(());
-                    }
+                if let Some(msg) = on_event(ev, &mut decoder, &mut txn)?
+                    && tx.send(msg).await.is_err()
+                {
+                    return Ok(());
                 }
             }
             _ = ack.tick() => client.update_applied_lsn(pgwire_replication::Lsn::from_u64(progress.durable().0)),
@@ -779,42 +793,45 @@ async fn run_committer(
     }
 }
 
+#[derive(Default)]
+struct OnDisk {
+    lsn: Lsn,
+    contacts: u64,
+    companies: u64,
+    segments: usize,
+}
+
 /// Status from another process than `serve`: the durable state on disk (a
 /// running server is ahead by up to its durable interval) and Postgres.
 pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> Result<Status> {
     let dir = cfg.index_dir.clone();
-    let on_disk = tokio::task::spawn_blocking(move || -> Result<Option<(Option<Lsn>, u64, u64, usize)>> {
+    let on_disk = tokio::task::spawn_blocking(move || -> Result<OnDisk> {
         if !dir.join("meta.json").exists() {
-            return Ok(None);
+            return Ok(OnDisk::default());
         }
         let index = tantivy::Index::open_in_dir(&dir)?;
-        let lsn = index.load_metas()?.payload.and_then(|p| p.parse().ok());
-        let reader = index.reader()?;
-        let searcher = reader.searcher();
+        let lsn = index
+            .load_metas()?
+            .payload
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default();
+        let searcher = index.reader()?.searcher();
         let schema = schema::index::IndexSchema::new();
-        let count = |t: DocType| {
-            let q = tantivy::query::TermQuery::new(
-                tantivy::Term::from_field_text(schema.fields.doc_type, t.as_str()),
-                tantivy::schema::IndexRecordOption::Basic,
-            );
-            searcher.search(&q, &tantivy::collector::Count).unwrap_or(0) as u64
-        };
-        Ok(Some((lsn, count(DocType::Contact), count(DocType::Company), searcher.segment_readers().len())))
+        Ok(OnDisk {
+            lsn,
+            contacts: crate::store::count(&searcher, &schema, DocType::Contact),
+            companies: crate::store::count(&searcher, &schema, DocType::Company),
+            segments: searcher.segment_readers().len(),
+        })
     })
     .await??;
-    let (lsn, contacts, companies, segments) = on_disk.unwrap_or((None, 0, 0, 0));
-    let lsn = lsn.unwrap_or_default();
-    let current: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(pool).await?;
+    let current: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await?;
     let current: Lsn = current.parse()?;
     let slot_name = cfg.slot();
-    let slot: Option<(Option<String>, Option<i64>, Option<String>, Option<i32>)> = sqlx::query_as(
-        "SELECT confirmed_flush_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status, active_pid
-           FROM pg_replication_slots WHERE slot_name = $1",
-    )
-    .bind(&slot_name)
-    .fetch_optional(pool)
-    .await?;
-    let (confirmed, retained, wal_status, active) = slot.unwrap_or((None, None, None, None));
+    let slot = slot_row(pool, &slot_name).await?.unwrap_or_default();
+    let lsn = on_disk.lsn;
     Ok(Status {
         slot: slot_name,
         applied_lsn: lsn,
@@ -822,12 +839,15 @@ pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> Result<Status
         server_lsn: current,
         lag_bytes: current.0.saturating_sub(lsn.0),
         lag_ms: 0,
-        connected: active.is_some(),
+        connected: slot.active_pid.is_some(),
         last_error: None,
-        slot_confirmed_lsn: confirmed,
-        slot_retained_wal_bytes: retained,
-        slot_wal_status: wal_status,
-        documents: Documents { contacts, companies },
-        segments,
+        slot_confirmed_lsn: slot.confirmed,
+        slot_retained_wal_bytes: slot.retained,
+        slot_wal_status: slot.wal_status,
+        documents: Documents {
+            contacts: on_disk.contacts,
+            companies: on_disk.companies,
+        },
+        segments: on_disk.segments,
     })
 }

@@ -141,14 +141,19 @@ impl IndexStore {
 
     /// Searchable documents of a type (all tenants).
     pub fn count(&self, t: DocType) -> u64 {
-        let q = TermQuery::new(
-            Term::from_field_text(self.schema.fields.doc_type, t.as_str()),
-            IndexRecordOption::Basic,
-        );
-        self.reader.searcher().search(&q, &Count).unwrap_or(0) as u64
+        count(&self.reader.searcher(), &self.schema, t)
     }
 
     pub fn segments(&self) -> usize {
         self.reader.searcher().segment_readers().len()
     }
+}
+
+/// Documents of a type a searcher sees (all tenants).
+pub fn count(searcher: &tantivy::Searcher, schema: &IndexSchema, t: DocType) -> u64 {
+    let q = TermQuery::new(
+        Term::from_field_text(schema.fields.doc_type, t.as_str()),
+        IndexRecordOption::Basic,
+    );
+    searcher.search(&q, &Count).unwrap_or(0) as u64
 }

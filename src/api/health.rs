@@ -37,7 +37,8 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         }
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
     };
-    let ping = sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text").fetch_one(&st.pool);
+    let ping =
+        sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text").fetch_one(&st.pool);
     let current = match tokio::time::timeout(Duration::from_secs(1), ping).await {
         Ok(Ok(lsn)) => lsn.parse::<indexer::Lsn>().unwrap_or_default(),
         Ok(Err(e)) => {
@@ -47,7 +48,10 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         Err(_) => return not_ready("postgres_timeout", json!({})),
     };
     let Some(ix) = &st.indexer else {
-        return (StatusCode::OK, axum::Json(json!({"status": "ready", "postgres": "ok"})));
+        return (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ready", "postgres": "ok"})),
+        );
     };
     ix.wait_for(current, Duration::from_millis(200)).await;
     let applied = ix.progress.visible();

@@ -97,7 +97,10 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Request latency by route and status.
-async fn track_metrics(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn track_metrics(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()

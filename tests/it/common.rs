@@ -48,6 +48,14 @@ async fn cluster() -> &'static Cluster {
             let admin_url = pg.url("postgres");
             // a fresh template for this run, migrated once; old test databases go
             let admin = PgPool::connect(&admin_url).await.unwrap();
+            // slots of old test databases would block dropping them
+            sqlx::query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                  WHERE database LIKE 't\\_%' AND NOT active",
+            )
+            .execute(&admin)
+            .await
+            .unwrap();
             let old: Vec<String> = sqlx::query_scalar(
                 "SELECT datname FROM pg_database WHERE datname LIKE 't\\_%' OR datname = $1",
             )
@@ -129,8 +137,11 @@ pub async fn tenant(pool: &PgPool, name: &str) -> Tenant {
 pub struct TestApp {
     pub router: Router,
     pub pool: PgPool,
+    pub url: String,
     pub a: Tenant,
     pub b: Tenant,
+    pub indexer: Option<std::sync::Arc<indexer::Indexer>>,
+    pub index_cfg: Option<indexer::IndexerConfig>,
 }
 
 pub fn test_config() -> Config {
@@ -147,11 +158,76 @@ impl TestApp {
     }
 
     pub async fn with_config(cfg: Config) -> Self {
-        let (pool, _) = fresh_db().await;
+        let (pool, url) = fresh_db().await;
         let a = tenant(&pool, "tenant-a").await;
         let b = tenant(&pool, "tenant-b").await;
         let router = app(AppState::new(pool.clone(), cfg));
-        Self { router, pool, a, b }
+        Self {
+            router,
+            pool,
+            url,
+            a,
+            b,
+            indexer: None,
+            index_cfg: None,
+        }
+    }
+
+    /// With the CDC indexer running on its own slot and index folder.
+    pub async fn with_indexer() -> Self {
+        let mut t = Self::new().await;
+        let name = t.url.rsplit('/').next().unwrap().to_owned();
+        let mut cfg = test_config();
+        cfg.node = name.clone();
+        cfg.data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ix-{name}"));
+        cfg.durable_interval_ms = 200;
+        let icfg = cfg.indexer(&t.url);
+        t.start_indexer(icfg.clone(), cfg).await;
+        t.index_cfg = Some(icfg);
+        t
+    }
+
+    pub async fn start_indexer(&mut self, icfg: indexer::IndexerConfig, cfg: Config) {
+        // the router holds the previous indexer (and its index writer)
+        self.router = app(AppState::new(self.pool.clone(), cfg.clone()));
+        let ix = indexer::Indexer::start(icfg, self.pool.clone())
+            .await
+            .expect("start the indexer");
+        self.router = app(AppState::new(self.pool.clone(), cfg).with_indexer(ix.clone()));
+        self.indexer = Some(ix);
+    }
+
+    pub fn ix(&self) -> &indexer::Indexer {
+        self.indexer.as_ref().expect("an indexer")
+    }
+
+    /// The current WAL insert position (after a write by SQL).
+    pub async fn wal_position(&self) -> indexer::Lsn {
+        crmsearch::db::write_position(&self.pool).await.unwrap()
+    }
+
+    /// Waits until the index has applied everything committed so far.
+    pub async fn caught_up(&self) {
+        let lsn = self.wal_position().await;
+        assert!(
+            self.ix()
+                .wait_for(lsn, std::time::Duration::from_secs(30))
+                .await,
+            "the index did not reach {lsn}"
+        );
+    }
+
+    /// Stops the indexer and drops its slot.
+    pub async fn stop(mut self) {
+        if let Some(ix) = self.indexer.take() {
+            ix.shutdown().await;
+            let slot = ix.slot.clone();
+            drop(ix);
+            let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+                .bind(slot)
+                .execute(&self.pool)
+                .await;
+        }
     }
 
     /// Sends a request; the body is JSON unless `raw` gives bytes and a type.
@@ -222,9 +298,9 @@ impl TestApp {
         let value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                panic!("{status}: not JSON: {}", String::from_utf8_lossy(&bytes))
-            })
+            // JSON, except for text endpoints such as /metrics
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, value)
     }

@@ -8,4 +8,5 @@ mod api;
 mod auth_matrix;
 mod bad_input;
 mod bulk;
+mod cdc;
 mod embedded;
