@@ -149,32 +149,111 @@ pub async fn revoke_key(pool: &PgPool, tenant_id: Uuid, prefix: &str) -> Result<
     Ok(res.rows_affected() == 1)
 }
 
+/// Keys validated recently, to keep answering searches while Postgres is
+/// unreachable. Postgres is asked on every request while it answers, so a
+/// revoked key fails at once; only when it cannot be asked is a key accepted
+/// that was valid within [`KeyCache::STALE_FOR`].
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Principal, std::time::Instant)>>,
+    /// When Postgres last failed to answer: for a moment after, known keys
+    /// skip the query instead of each waiting for a connection.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl KeyCache {
+    pub const STALE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+    const MAX_KEYS: usize = 10_000;
+
+    fn remember(&self, hash: Vec<u8>, p: &Principal) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= Self::MAX_KEYS {
+            keys.retain(|_, (_, at)| at.elapsed() < Self::STALE_FOR);
+        }
+        if keys.len() < Self::MAX_KEYS {
+            keys.insert(hash, (p.clone(), std::time::Instant::now()));
+        }
+    }
+
+    fn forget(&self, hash: &[u8]) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(hash);
+    }
+
+    fn postgres_failed(&self, failed: bool) {
+        *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            failed.then(std::time::Instant::now);
+    }
+
+    fn postgres_recently_failed(&self) -> bool {
+        self.failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(2))
+    }
+
+    fn recall(&self, hash: &[u8]) -> Option<Principal> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(hash)
+            .filter(|(_, at)| at.elapsed() < Self::STALE_FOR)
+            .map(|(p, _)| p.clone())
+    }
+}
+
 /// Checks a presented key; the same error whatever is wrong with it.
-pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Principal> {
+pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<Principal> {
     let invalid = || Error::user(Code::InvalidApiKey, "the API key is unknown or revoked");
     if key.len() != PREFIX_LEN + 33 || !key.starts_with("crm_") || !key.is_ascii() {
         return Err(invalid());
     }
     let prefix = &key[..PREFIX_LEN];
-    let row: Option<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+    let hash = hash_key(key);
+    if cache.postgres_recently_failed()
+        && let Some(p) = cache.recall(&hash)
+    {
+        return Ok(p);
+    }
+    let row: Option<(Uuid, String, Vec<u8>)> = match sqlx::query_as(
         "SELECT tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
     )
     .bind(prefix)
     .fetch_optional(pool)
-    .await?;
+    .await
+    {
+        Ok(row) => {
+            cache.postgres_failed(false);
+            row
+        }
+        Err(e) => {
+            let err = Error::from(e);
+            cache.postgres_failed(err.code() == Code::Unavailable);
+            if err.code() == Code::Unavailable
+                && let Some(p) = cache.recall(&hash)
+            {
+                tracing::debug!(key = %p.key_prefix, "postgres unavailable: key accepted from the cache");
+                return Ok(p);
+            }
+            return Err(err);
+        }
+    };
     let Some((tenant_id, role, stored)) = row else {
+        cache.forget(&hash);
         return Err(invalid());
     };
-    if !constant_time_eq(&hash_key(key), &stored) {
+    if !constant_time_eq(&hash, &stored) {
         return Err(invalid());
     }
     let role = Role::parse(&role)
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("bad role {role} in api_keys")))?;
-    Ok(Principal {
+    let p = Principal {
         tenant_id,
         role,
         key_prefix: prefix.to_owned(),
-    })
+    };
+    cache.remember(hash, &p);
+    Ok(p)
 }
 
 /// Creates a tenant and its first `admin` key.

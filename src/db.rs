@@ -95,7 +95,7 @@ pub async fn connect(url: &str, size: u32) -> Result<PgPool> {
     let opts = opts.application_name("crmsearch");
     PgPoolOptions::new()
         .max_connections(size)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(3))
         .connect_with(opts)
         .await
         .context("cannot connect to Postgres")

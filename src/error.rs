@@ -147,6 +147,17 @@ impl From<sqlx::Error> for Error {
                     format!("another record of your tenant already has this `{field}`"),
                 );
             }
+            // the server is shutting down, starting, or the connection broke
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+            {
+                tracing::warn!(error = %db, "postgres unavailable");
+                return Error::user(
+                    Code::Unavailable,
+                    "the database is unavailable; retry shortly",
+                );
+            }
             if db.is_foreign_key_violation() {
                 return Error::user(
                     Code::InvalidValue,

@@ -51,7 +51,7 @@ impl FromRequestParts<AppState> for Principal {
                 "the master key only creates tenants and keys; use a key of the tenant",
             ));
         }
-        authenticate(&state.pool, key).await
+        authenticate(&state.pool, &state.keys, key).await
     }
 }
 
@@ -73,7 +73,7 @@ impl FromRequestParts<AppState> for Master {
             return Ok(Master);
         }
         // a valid tenant key is authenticated but not allowed here
-        authenticate(&state.pool, key).await?;
+        authenticate(&state.pool, &state.keys, key).await?;
         Err(Error::user(
             Code::Forbidden,
             "creating tenants needs the master key",
@@ -95,7 +95,9 @@ impl FromRequestParts<AppState> for Caller {
         if is_master(state, key) {
             return Ok(Caller::Master);
         }
-        authenticate(&state.pool, key).await.map(Caller::Tenant)
+        authenticate(&state.pool, &state.keys, key)
+            .await
+            .map(Caller::Tenant)
     }
 }
 

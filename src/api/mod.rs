@@ -34,6 +34,7 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// The index and its CDC pipeline (absent only in write-path tests).
     pub indexer: Option<Arc<Indexer>>,
+    pub keys: Arc<crate::auth::KeyCache>,
 }
 
 impl AppState {
@@ -42,6 +43,7 @@ impl AppState {
             pool,
             cfg: Arc::new(cfg),
             indexer: None,
+            keys: Arc::default(),
         }
     }
 

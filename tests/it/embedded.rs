@@ -12,14 +12,14 @@ use crate::common::pg_bin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_crmsearch");
 
-fn data_dir(name: &str) -> PathBuf {
+pub(crate) fn data_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("embedded-{name}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn crmsearch(data: &Path) -> Command {
+pub(crate) fn crmsearch(data: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("--data-dir")
         .arg(data)
@@ -28,7 +28,7 @@ fn crmsearch(data: &Path) -> Command {
     cmd
 }
 
-fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -40,15 +40,16 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// The pid in postmaster.pid if that process is alive.
-fn postmaster(data: &Path) -> Option<u32> {
+pub(crate) fn postmaster(data: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data.join("postgres/pgdata/postmaster.pid")).ok()?;
     let pid: u32 = text.lines().next()?.trim().parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 /// Starts `serve` on a free port; returns the child and its address.
-fn serve(data: &Path) -> (Child, String) {
+pub(crate) fn serve(data: &Path) -> (Child, String) {
     let mut child = crmsearch(data)
+        .env("CRMSEARCH_DURABLE_INTERVAL_MS", "200")
         .args(["--addr", "127.0.0.1:0", "--log-format", "json", "serve"])
         .env("CRMSEARCH_MASTER_KEY", crate::common::MASTER_KEY)
         .stdout(Stdio::null())
@@ -78,7 +79,7 @@ fn serve(data: &Path) -> (Child, String) {
     (child, addr)
 }
 
-fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
@@ -97,7 +98,7 @@ fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, St
     (status, body)
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     assert!(
         Command::new("kill")
             .args([sig, &pid.to_string()])
@@ -107,7 +108,7 @@ fn signal(pid: u32, sig: &str) {
     );
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {

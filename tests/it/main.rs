@@ -9,4 +9,5 @@ mod auth_matrix;
 mod bad_input;
 mod bulk;
 mod cdc;
+mod crash;
 mod embedded;
