@@ -46,14 +46,14 @@ fn start_writer(
                         .bind(format!("Writer{k}"))
                         .execute(&mut *tx)
                         .await?;
-                    if k % 3 == 0 && k > 40 {
+                    if k.is_multiple_of(3) && k > 40 {
                         sqlx::query("UPDATE contacts SET last_name = last_name || 'U' WHERE tenant_id = $1 AND external_id = $2")
                             .bind(tenant)
                             .bind(format!("{prefix}{}", k - 40))
                             .execute(&mut *tx)
                             .await?;
                     }
-                    if k % 7 == 0 && k > 80 {
+                    if k.is_multiple_of(7) && k > 80 {
                         sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND external_id = $2")
                             .bind(tenant)
                             .bind(format!("{prefix}{}", k - 80))
