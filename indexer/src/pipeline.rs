@@ -92,6 +92,11 @@ impl Progress {
         *self.visible.borrow()
     }
 
+    /// Follows the visible position.
+    pub fn subscribe(&self) -> watch::Receiver<Lsn> {
+        self.visible.subscribe()
+    }
+
     pub fn durable(&self) -> Lsn {
         Lsn(self.durable.load(Ordering::Acquire))
     }

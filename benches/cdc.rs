@@ -1,0 +1,146 @@
+//! CDC measurements on the embedded Postgres (release build):
+//! - freshness: commit → searchable latency at a fixed write rate;
+//! - bootstrap: indexing N contacts from a snapshot on first start;
+//! - restart to ready: reopening the index and resuming the stream.
+//!
+//! `cargo bench --bench cdc` (env: CDC_RATE=500, CDC_SECS=60, CDC_CONTACTS=500000).
+//! Prints a table and writes `target/bench-cdc/cdc.md`.
+
+use std::time::{Duration, Instant};
+
+use crmsearch::db;
+use crmsearch::search::{self, ContactSearch};
+use indexer::{Indexer, IndexerConfig, Lsn};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let rate = env("CDC_RATE", 500);
+    let secs = env("CDC_SECS", 60);
+    let contacts = env("CDC_CONTACTS", 500_000);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-cdc");
+    let _ = std::fs::remove_dir_all(&root);
+    let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");
+    let pg = db::start_embedded(&root, Some(&bin)).await?;
+    db::ensure_database(&pg.url("postgres"), "crmsearch").await?;
+    let url = pg.url("crmsearch");
+    let pool = db::connect(&url, 8).await?;
+    db::migrate(&pool).await?;
+    let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench").await.map_err(crmsearch::cli::anyhow_of)?;
+    let cfg = IndexerConfig {
+        database_url: url.clone(),
+        index_dir: root.join("index"),
+        node: "bench".into(),
+        durable_interval: Duration::from_secs(1),
+        durable_docs: 100_000,
+    };
+
+    // 1. freshness at a fixed rate
+    let ix = Indexer::start(cfg.clone(), pool.clone()).await?;
+    let mut lat = Vec::with_capacity((rate * secs) as usize);
+    let mut waiters = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut conn = pool.acquire().await?;
+    while started.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        sqlx::query("INSERT INTO contacts (tenant_id, first_name, last_name, emails) VALUES ($1, $2, 'Fresh', ARRAY[$3])")
+            .bind(tenant)
+            .bind(format!("F{n}"))
+            .bind(format!("f{n}@example.com"))
+            .execute(&mut *conn)
+            .await?;
+        let committed = Instant::now();
+        let lsn: Lsn = db::write_position(&mut *conn).await?;
+        let mut rx = ix.progress.subscribe();
+        waiters.push(tokio::spawn(async move {
+            let _ = rx.wait_for(|v| *v >= lsn).await;
+            committed.elapsed().as_secs_f64() * 1e3
+        }));
+        n += 1;
+    }
+    let achieved = n as f64 / started.elapsed().as_secs_f64();
+    // the last write is followed by no other: a heartbeat moves the stream past it
+    let last = db::write_position(&pool).await?;
+    ix.wait_for(last, Duration::from_secs(10)).await;
+    for w in waiters {
+        lat.push(w.await?);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    ix.shutdown().await;
+    drop(ix);
+
+    // 2. bootstrap: N contacts, a fresh index and slot
+    let t = Instant::now();
+    sqlx::query(
+        "INSERT INTO contacts (tenant_id, external_id, first_name, last_name, emails, phones, phones_normalized,
+                               city, country, lifecycle_stage, tags, notes)
+         SELECT $1, 'b' || i, (ARRAY['Anna','Jürgen','Åsa','François','Łukasz','Søren','José','John'])[1 + i % 8],
+                'Family' || (i % 9973), ARRAY['p' || i || '@example.com'], ARRAY['+46 8 ' || (1000000 + i)],
+                ARRAY['+468' || (1000000 + i)], (ARRAY['Berlin','Malmö','Paris','Kraków'])[1 + i % 4],
+                (ARRAY['DE','SE','FR','PL'])[1 + i % 4], (ARRAY['lead','customer','mql'])[1 + i % 3],
+                ARRAY['t' || (i % 7)], 'Met at the fair; follow up about plan ' || (i % 100)
+           FROM generate_series(1, $2) i",
+    )
+    .bind(tenant)
+    .bind(contacts as i64)
+    .execute(&pool)
+    .await?;
+    let load_secs = t.elapsed().as_secs_f64();
+    sqlx::query("SELECT pg_drop_replication_slot($1)").bind(cfg.slot()).execute(&pool).await?;
+    std::fs::remove_dir_all(&cfg.index_dir)?;
+    let t = Instant::now();
+    let ix = Indexer::start(cfg.clone(), pool.clone()).await?;
+    let bootstrap_secs = t.elapsed().as_secs_f64();
+    let indexed = ix.store.count(schema::index::DocType::Contact);
+    ix.shutdown().await;
+    drop(ix);
+
+    // 3. restart to ready: open the index, check the slot, stream, answer
+    let t = Instant::now();
+    let ix = Indexer::start(cfg.clone(), pool.clone()).await?;
+    let now = db::write_position(&pool).await?;
+    ix.wait_for(now, Duration::from_secs(30)).await;
+    let store = ix.store.clone();
+    let hits = tokio::task::spawn_blocking(move || {
+        search::search_contacts(&store, tenant, &ContactSearch { q: "anna".into(), offset: 0, limit: 10 })
+    })
+    .await??;
+    let restart_secs = t.elapsed().as_secs_f64();
+    assert!(!ix.rebuilt && hits.total > 0);
+    ix.shutdown().await;
+
+    let report = format!(
+        "| measure | value |\n|---|---|\n\
+         | freshness, commit → searchable, {achieved:.0} writes/s for {secs} s ({} writes) | p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms |\n\
+         | load {contacts} contacts into Postgres (INSERT … SELECT) | {load_secs:.1} s |\n\
+         | bootstrap {indexed} contacts from a snapshot | {bootstrap_secs:.1} s ({:.0} docs/s) |\n\
+         | restart to ready with {indexed} indexed (open, resume, first search) | {:.0} ms |\n",
+        lat.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.95),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0),
+        indexed as f64 / bootstrap_secs,
+        restart_secs * 1e3,
+    );
+    println!("{report}");
+    std::fs::write(root.join("cdc.md"), &report)?;
+    drop(pg);
+    Ok(())
+}
