@@ -204,8 +204,10 @@ impl Indexer {
                 src_tx,
                 indexer.shutdown.subscribe(),
             )),
-            tokio::spawn(run_mapper(store.clone(), pool, src_rx, batch_tx)),
-            tokio::spawn(run_committer(cfg, store, progress, batch_rx)),
+            tokio::spawn(run_mapper(store.clone(), pool.clone(), src_rx, batch_tx)),
+            tokio::spawn(run_committer(cfg, store, progress.clone(), batch_rx)),
+            tokio::spawn(run_lag_metrics(pool, progress, indexer.shutdown.subscribe())),
+            tokio::spawn(run_presync(indexer.store.clone(), indexer.shutdown.subscribe())),
         ];
         *indexer.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         tracing::info!(slot = %indexer.slot, lsn = %start, "indexer streaming");
@@ -486,6 +488,48 @@ fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<Repli
             .with_application_name(format!("crmsearch {}", cfg.node))
             .with_options("-c TimeZone=UTC"),
     )
+}
+
+/// Fsyncs new index files in the background so a durable commit holds the
+/// writer only for what was written in the last moment.
+async fn run_presync(store: Arc<IndexStore>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.presync()).await {
+            tracing::warn!(error = %e, "fsync of index files failed");
+        }
+    }
+}
+
+/// Lag gauges for Prometheus, every few seconds.
+async fn run_lag_metrics(pool: PgPool, progress: Arc<Progress>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let Ok(current) = sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text").fetch_one(&pool).await
+        else {
+            continue;
+        };
+        let current: Lsn = current.parse().unwrap_or_default();
+        let visible = progress.visible();
+        let lag = current.0.saturating_sub(visible.0);
+        metrics::gauge!("crmsearch_cdc_lag_bytes").set(lag as f64);
+        let lag_ms = if lag == 0 {
+            0.0
+        } else {
+            progress.last_commit().map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64)
+        };
+        metrics::gauge!("crmsearch_cdc_lag_ms").set(lag_ms);
+        metrics::gauge!("crmsearch_cdc_durable_behind_bytes").set(visible.0.saturating_sub(progress.durable().0) as f64);
+    }
 }
 
 async fn run_source(

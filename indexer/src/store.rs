@@ -139,6 +139,12 @@ impl IndexStore {
         Ok(started.elapsed())
     }
 
+    /// Fsyncs written files ahead of the next durable commit (see
+    /// [`SoftDirectory::presync`]). Blocking.
+    pub fn presync(&self) -> std::io::Result<usize> {
+        self.dir.presync()
+    }
+
     /// Searchable documents of a type (all tenants).
     pub fn count(&self, t: DocType) -> u64 {
         count(&self.reader.searcher(), &self.schema, t)
