@@ -13,7 +13,10 @@ use crmsearch::search::{self, ContactSearch};
 use indexer::{Indexer, IndexerConfig, Lsn};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -39,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
     let url = pg.url("crmsearch");
     let pool = db::connect(&url, 8).await?;
     db::migrate(&pool).await?;
-    let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench").await.map_err(crmsearch::cli::anyhow_of)?;
+    let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench")
+        .await
+        .map_err(crmsearch::cli::anyhow_of)?;
     let cfg = IndexerConfig {
         database_url: url.clone(),
         index_dir: root.join("index"),
@@ -102,7 +107,10 @@ async fn main() -> anyhow::Result<()> {
     .execute(&pool)
     .await?;
     let load_secs = t.elapsed().as_secs_f64();
-    sqlx::query("SELECT pg_drop_replication_slot($1)").bind(cfg.slot()).execute(&pool).await?;
+    sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(cfg.slot())
+        .execute(&pool)
+        .await?;
     std::fs::remove_dir_all(&cfg.index_dir)?;
     let t = Instant::now();
     let ix = Indexer::start(cfg.clone(), pool.clone()).await?;
@@ -118,7 +126,15 @@ async fn main() -> anyhow::Result<()> {
     ix.wait_for(now, Duration::from_secs(30)).await;
     let store = ix.store.clone();
     let hits = tokio::task::spawn_blocking(move || {
-        search::search_contacts(&store, tenant, &ContactSearch { q: "anna".into(), offset: 0, limit: 10 })
+        search::search_contacts(
+            &store,
+            tenant,
+            &ContactSearch {
+                q: "anna".into(),
+                offset: 0,
+                limit: 10,
+            },
+        )
     })
     .await??;
     let restart_secs = t.elapsed().as_secs_f64();

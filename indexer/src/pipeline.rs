@@ -206,8 +206,15 @@ impl Indexer {
             )),
             tokio::spawn(run_mapper(store.clone(), pool.clone(), src_rx, batch_tx)),
             tokio::spawn(run_committer(cfg, store, progress.clone(), batch_rx)),
-            tokio::spawn(run_lag_metrics(pool, progress, indexer.shutdown.subscribe())),
-            tokio::spawn(run_presync(indexer.store.clone(), indexer.shutdown.subscribe())),
+            tokio::spawn(run_lag_metrics(
+                pool,
+                progress,
+                indexer.shutdown.subscribe(),
+            )),
+            tokio::spawn(run_presync(
+                indexer.store.clone(),
+                indexer.shutdown.subscribe(),
+            )),
         ];
         *indexer.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         tracing::info!(slot = %indexer.slot, lsn = %start, "indexer streaming");
@@ -507,14 +514,20 @@ async fn run_presync(store: Arc<IndexStore>, mut shutdown: watch::Receiver<bool>
 }
 
 /// Lag gauges for Prometheus, every few seconds.
-async fn run_lag_metrics(pool: PgPool, progress: Arc<Progress>, mut shutdown: watch::Receiver<bool>) {
+async fn run_lag_metrics(
+    pool: PgPool,
+    progress: Arc<Progress>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let Ok(current) = sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text").fetch_one(&pool).await
+        let Ok(current) = sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&pool)
+            .await
         else {
             continue;
         };
@@ -525,10 +538,13 @@ async fn run_lag_metrics(pool: PgPool, progress: Arc<Progress>, mut shutdown: wa
         let lag_ms = if lag == 0 {
             0.0
         } else {
-            progress.last_commit().map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64)
+            progress
+                .last_commit()
+                .map_or(0.0, |t| (Utc::now() - t).num_milliseconds().max(0) as f64)
         };
         metrics::gauge!("crmsearch_cdc_lag_ms").set(lag_ms);
-        metrics::gauge!("crmsearch_cdc_durable_behind_bytes").set(visible.0.saturating_sub(progress.durable().0) as f64);
+        metrics::gauge!("crmsearch_cdc_durable_behind_bytes")
+            .set(visible.0.saturating_sub(progress.durable().0) as f64);
     }
 }
 

@@ -90,7 +90,8 @@ impl IndexSchema {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let raw = STRING | FAST;
-        let id = b.add_text_field("id", STRING | STORED);
+        // fast: the tie-breaker that makes every sort a total order
+        let id = b.add_text_field("id", STRING | STORED | FAST);
         let doc_type = b.add_text_field("doc_type", STRING);
         let tenant_id = b.add_text_field("tenant_id", STRING | FAST);
         let source = b.add_text_field("_source", STORED);

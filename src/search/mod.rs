@@ -8,6 +8,7 @@
 use indexer::IndexStore;
 use schema::index::{CONTACT_TEXT_FIELDS, DocType};
 use serde::Serialize;
+use tantivy::collector::sort_key::{SortByStaticFastValue, SortByString};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
@@ -113,7 +114,14 @@ pub fn search_contacts(
     }
     let top = TopDocs::with_limit(limit).and_offset(req.offset);
     let docs: Vec<(f32, DocAddress)> = if words.is_empty() {
-        let by_date = top.order_by_fast_field::<tantivy::DateTime>("updated_at", Order::Desc);
+        // newest first; ties by id, so windows never overlap or skip
+        let by_date = top.order_by((
+            (
+                SortByStaticFastValue::<tantivy::DateTime>::for_field("updated_at"),
+                Order::Desc,
+            ),
+            (SortByString::for_field("id"), Order::Asc),
+        ));
         searcher
             .search(&query, &by_date)?
             .into_iter()

@@ -9,7 +9,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::db::write_position;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub const COLUMNS: &str = "id, external_id, name, domain, industry, city, region, country, tags, notes, custom, created_at, updated_at";
 
@@ -60,24 +60,24 @@ fn bind<'q>(
         .bind(&c.custom)
 }
 
+const SPEC: super::TableSpec<Company> = super::TableSpec {
+    table: "companies",
+    columns: COLUMNS,
+    write_columns: &WRITE_COLUMNS,
+    what: "company",
+    from_row,
+};
+
 pub async fn create(pool: &PgPool, tenant: Uuid, fields: CompanyFields) -> Result<(Company, Lsn)> {
     let c = fields.validate()?;
-    let placeholders: Vec<String> = (2..=WRITE_COLUMNS.len() + 1)
-        .map(|i| format!("${i}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO companies (tenant_id, {}) VALUES ($1, {}) RETURNING {COLUMNS}",
-        WRITE_COLUMNS.join(", "),
-        placeholders.join(", ")
-    );
-    let row = bind(sqlx::query(&sql).bind(tenant), &c)
+    let row = bind(sqlx::query(&SPEC.insert_sql()).bind(tenant), &c)
         .fetch_one(pool)
         .await?;
     Ok((from_row(&row)?, write_position(pool).await?))
 }
 
 pub async fn get(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Company> {
-    super::get_row(pool, "companies", COLUMNS, tenant, id, "company", from_row).await
+    SPEC.fetch(pool, tenant, id, false).await
 }
 
 pub async fn patch(
@@ -87,33 +87,10 @@ pub async fn patch(
     patch: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(Company, Lsn)> {
     let mut tx = pool.begin().await?;
-    let sql =
-        format!("SELECT {COLUMNS} FROM companies WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let current = row
-        .as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| Error::not_found("company"))?;
-    let mut doc = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
-    super::merge_record(&mut doc, patch);
-    let fields: CompanyFields =
-        serde_path_to_error::deserialize(doc).map_err(crate::api::extract::json_error)?;
-    let c = fields.validate()?;
-    let sets: Vec<String> = WRITE_COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, col)| format!("{col} = ${}", i + 3))
-        .collect();
-    let sql = format!(
-        "UPDATE companies SET {} WHERE id = $1 AND tenant_id = $2 RETURNING {COLUMNS}",
-        sets.join(", ")
-    );
-    let row = bind(sqlx::query(&sql).bind(id).bind(tenant), &c)
+    let current = SPEC.fetch(&mut *tx, tenant, id, true).await?;
+    let base = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
+    let c = super::merged::<CompanyFields>(base, patch)?.validate()?;
+    let row = bind(sqlx::query(&SPEC.update_sql()).bind(id).bind(tenant), &c)
         .fetch_one(&mut *tx)
         .await?;
     let company = from_row(&row)?;
@@ -123,5 +100,5 @@ pub async fn patch(
 
 /// Deletes the company; its contacts keep existing without it.
 pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Lsn> {
-    super::delete_row(pool, "companies", tenant, id, "company").await
+    SPEC.delete(pool, tenant, id).await
 }

@@ -110,19 +110,19 @@ fn bind_contact<'q>(
         .bind(&c.custom)
 }
 
+const SPEC: super::TableSpec<Contact> = super::TableSpec {
+    table: "contacts",
+    columns: COLUMNS,
+    write_columns: &WRITE_COLUMNS,
+    what: "contact",
+    from_row,
+};
+
 pub async fn create(pool: &PgPool, tenant: Uuid, fields: ContactFields) -> Result<(Contact, Lsn)> {
     let mut c = fields.validate()?;
     let mut tx = pool.begin().await?;
     resolve_company(&mut tx, tenant, &mut c).await?;
-    let placeholders: Vec<String> = (2..=WRITE_COLUMNS.len() + 1)
-        .map(|i| format!("${i}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO contacts (tenant_id, {}) VALUES ($1, {}) RETURNING {COLUMNS}",
-        WRITE_COLUMNS.join(", "),
-        placeholders.join(", ")
-    );
-    let row = bind_contact(sqlx::query(&sql).bind(tenant), &c)
+    let row = bind_contact(sqlx::query(&SPEC.insert_sql()).bind(tenant), &c)
         .fetch_one(&mut *tx)
         .await?;
     let contact = from_row(&row)?;
@@ -131,7 +131,7 @@ pub async fn create(pool: &PgPool, tenant: Uuid, fields: ContactFields) -> Resul
 }
 
 pub async fn get(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Contact> {
-    super::get_row(pool, "contacts", COLUMNS, tenant, id, "contact", from_row).await
+    SPEC.fetch(pool, tenant, id, false).await
 }
 
 /// Applies a JSON merge patch to the contact, under a row lock.
@@ -142,37 +142,16 @@ pub async fn patch(
     patch: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(Contact, Lsn)> {
     let mut tx = pool.begin().await?;
-    let sql = format!("SELECT {COLUMNS} FROM contacts WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let current = row
-        .as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| Error::not_found("contact"))?;
-    let mut doc = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
+    let current = SPEC.fetch(&mut *tx, tenant, id, true).await?;
+    let mut base = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
     if patch.contains_key("company_external_id")
-        && let Some(map) = doc.as_object_mut()
+        && let Some(map) = base.as_object_mut()
     {
         map.remove("company_id");
     }
-    super::merge_record(&mut doc, patch);
-    let fields: ContactFields = serde_path_to_error::deserialize(doc).map_err(value_error)?;
-    let mut c = fields.validate()?;
+    let mut c = super::merged::<ContactFields>(base, patch)?.validate()?;
     resolve_company(&mut tx, tenant, &mut c).await?;
-    let sets: Vec<String> = WRITE_COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, col)| format!("{col} = ${}", i + 3))
-        .collect();
-    let sql = format!(
-        "UPDATE contacts SET {} WHERE id = $1 AND tenant_id = $2 RETURNING {COLUMNS}",
-        sets.join(", ")
-    );
-    let row = bind_contact(sqlx::query(&sql).bind(id).bind(tenant), &c)
+    let row = bind_contact(sqlx::query(&SPEC.update_sql()).bind(id).bind(tenant), &c)
         .fetch_one(&mut *tx)
         .await?;
     let contact = from_row(&row)?;
@@ -180,14 +159,8 @@ pub async fn patch(
     Ok((contact, write_position(pool).await?))
 }
 
-/// Maps an error from deserialising a merged document the way the JSON
-/// extractor maps body errors.
-pub fn value_error(e: serde_path_to_error::Error<serde_json::Error>) -> Error {
-    crate::api::extract::json_error(e)
-}
-
 pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Lsn> {
-    super::delete_row(pool, "contacts", tenant, id, "contact").await
+    SPEC.delete(pool, tenant, id).await
 }
 
 /// One line of a bulk load that could not be loaded.

@@ -55,10 +55,18 @@ pub async fn create(pool: &PgPool, tenant: Uuid, fields: MemoryFields) -> Result
     Ok((from_row(&row)?, write_position(pool).await?))
 }
 
+const SPEC: super::TableSpec<Memory> = super::TableSpec {
+    table: "memories",
+    columns: COLUMNS,
+    write_columns: &[],
+    what: "memory",
+    from_row,
+};
+
 pub async fn get(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Memory> {
-    super::get_row(pool, "memories", COLUMNS, tenant, id, "memory", from_row).await
+    SPEC.fetch(pool, tenant, id, false).await
 }
 
 pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Lsn> {
-    super::delete_row(pool, "memories", tenant, id, "memory").await
+    SPEC.delete(pool, tenant, id).await
 }

@@ -13,46 +13,100 @@ use uuid::Uuid;
 use crate::db::write_position;
 use crate::error::{Error, Result};
 
-/// One row of a tenant's table by id; 404 when the tenant has none.
-pub async fn get_row<T>(
-    pool: &PgPool,
-    table: &str,
-    columns: &str,
-    tenant: Uuid,
-    id: Uuid,
-    what: &str,
-    from_row: fn(&PgRow) -> Result<T, sqlx::Error>,
-) -> Result<T> {
-    let sql = format!("SELECT {columns} FROM {table} WHERE id = $1 AND tenant_id = $2");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or_else(|| Error::not_found(what))
+/// A table the write API serves: its name, the columns every read returns
+/// (in the order of `from_row`), the columns a write sets, and what a
+/// person calls one row.
+pub struct TableSpec<T> {
+    pub table: &'static str,
+    pub columns: &'static str,
+    pub write_columns: &'static [&'static str],
+    pub what: &'static str,
+    pub from_row: fn(&PgRow) -> Result<T, sqlx::Error>,
 }
 
-/// Deletes one row of a tenant's table by id; 404 when the tenant has none.
-pub async fn delete_row(
-    pool: &PgPool,
-    table: &str,
-    tenant: Uuid,
-    id: Uuid,
-    what: &str,
-) -> Result<Lsn> {
-    let sql = format!("DELETE FROM {table} WHERE id = $1 AND tenant_id = $2");
-    let res = sqlx::query(&sql)
-        .bind(id)
-        .bind(tenant)
-        .execute(pool)
-        .await?;
-    if res.rows_affected() == 0 {
-        return Err(Error::not_found(what));
+impl<T> TableSpec<T> {
+    /// `INSERT ... VALUES ($1 = tenant, $2.. = write columns) RETURNING columns`.
+    pub fn insert_sql(&self) -> String {
+        let placeholders: Vec<String> = (2..=self.write_columns.len() + 1)
+            .map(|i| format!("${i}"))
+            .collect();
+        format!(
+            "INSERT INTO {} (tenant_id, {}) VALUES ($1, {}) RETURNING {}",
+            self.table,
+            self.write_columns.join(", "),
+            placeholders.join(", "),
+            self.columns
+        )
     }
-    Ok(write_position(pool).await?)
+
+    /// `UPDATE ... SET write columns = $3.. WHERE id = $1 AND tenant_id = $2 RETURNING columns`.
+    pub fn update_sql(&self) -> String {
+        let sets: Vec<String> = self
+            .write_columns
+            .iter()
+            .enumerate()
+            .map(|(i, col)| format!("{col} = ${}", i + 3))
+            .collect();
+        format!(
+            "UPDATE {} SET {} WHERE id = $1 AND tenant_id = $2 RETURNING {}",
+            self.table,
+            sets.join(", "),
+            self.columns
+        )
+    }
+
+    /// One row of the tenant by id (locked for update when `lock`); 404 when
+    /// the tenant has none.
+    pub async fn fetch<'e, E: sqlx::PgExecutor<'e>>(
+        &self,
+        executor: E,
+        tenant: Uuid,
+        id: Uuid,
+        lock: bool,
+    ) -> Result<T> {
+        let lock = if lock { " FOR UPDATE" } else { "" };
+        let sql = format!(
+            "SELECT {} FROM {} WHERE id = $1 AND tenant_id = $2{lock}",
+            self.columns, self.table
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(executor)
+            .await?;
+        row.as_ref()
+            .map(self.from_row)
+            .transpose()?
+            .ok_or_else(|| Error::not_found(self.what))
+    }
+
+    /// Deletes one row of the tenant by id; 404 when the tenant has none.
+    pub async fn delete(&self, pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Lsn> {
+        let sql = format!(
+            "DELETE FROM {} WHERE id = $1 AND tenant_id = $2",
+            self.table
+        );
+        let res = sqlx::query(&sql)
+            .bind(id)
+            .bind(tenant)
+            .execute(pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(self.what));
+        }
+        Ok(write_position(pool).await?)
+    }
+}
+
+/// The writable fields of a stored record with a JSON merge patch applied,
+/// checked like a request body.
+pub fn merged<F: serde::de::DeserializeOwned>(
+    base: serde_json::Value,
+    patch: serde_json::Map<String, serde_json::Value>,
+) -> Result<F> {
+    let mut doc = base;
+    merge_record(&mut doc, patch);
+    serde_path_to_error::deserialize(doc).map_err(crate::api::extract::json_error)
 }
 
 /// RFC 7386/7396 JSON merge patch: `patch` over `base`; `null` removes.
