@@ -3,6 +3,7 @@
 //! the re-reads of rows with unchanged TOAST values.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use schema::index::{DocType, IndexSchema};
 use schema::pgtext::{self, TextRow};
@@ -42,47 +43,15 @@ impl Table {
         }
     }
 
+    /// The tenant and the record's columns.
     pub fn columns(self) -> &'static [&'static str] {
+        static CONTACTS: LazyLock<Vec<&str>> =
+            LazyLock::new(|| with_tenant(schema::contact::CONTACT_COLUMNS));
+        static COMPANIES: LazyLock<Vec<&str>> =
+            LazyLock::new(|| with_tenant(schema::company::COMPANY_COLUMNS));
         match self {
-            Table::Contacts => &[
-                "id",
-                "tenant_id",
-                "external_id",
-                "first_name",
-                "last_name",
-                "emails",
-                "phones",
-                "phones_normalized",
-                "title",
-                "company_id",
-                "company_name",
-                "city",
-                "region",
-                "country",
-                "lifecycle_stage",
-                "owner_id",
-                "tags",
-                "notes",
-                "custom",
-                "created_at",
-                "updated_at",
-            ],
-            Table::Companies => &[
-                "id",
-                "tenant_id",
-                "external_id",
-                "name",
-                "domain",
-                "industry",
-                "city",
-                "region",
-                "country",
-                "tags",
-                "notes",
-                "custom",
-                "created_at",
-                "updated_at",
-            ],
+            Table::Contacts => &CONTACTS,
+            Table::Companies => &COMPANIES,
         }
     }
 
@@ -120,6 +89,12 @@ impl Table {
             }
         }
     }
+}
+
+fn with_tenant(columns: &[&'static str]) -> Vec<&'static str> {
+    std::iter::once("tenant_id")
+        .chain(columns.iter().copied())
+        .collect()
 }
 
 pub type TextMap = HashMap<String, Option<String>>;

@@ -75,6 +75,23 @@ impl CompanyFields {
     }
 }
 
+/// The columns of a stored company, in the order of [`Company`]'s fields.
+pub const COMPANY_COLUMNS: &[&str] = &[
+    "id",
+    "external_id",
+    "name",
+    "domain",
+    "industry",
+    "city",
+    "region",
+    "country",
+    "tags",
+    "notes",
+    "custom",
+    "created_at",
+    "updated_at",
+];
+
 /// A stored company.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Company {

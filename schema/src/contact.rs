@@ -122,6 +122,30 @@ impl ContactFields {
     }
 }
 
+/// The columns of a stored contact, in the order of [`Contact`]'s fields.
+pub const CONTACT_COLUMNS: &[&str] = &[
+    "id",
+    "external_id",
+    "first_name",
+    "last_name",
+    "emails",
+    "phones",
+    "phones_normalized",
+    "title",
+    "company_id",
+    "company_name",
+    "city",
+    "region",
+    "country",
+    "lifecycle_stage",
+    "owner_id",
+    "tags",
+    "notes",
+    "custom",
+    "created_at",
+    "updated_at",
+];
+
 /// A stored contact, as every read returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contact {

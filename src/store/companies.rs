@@ -11,7 +11,9 @@ use uuid::Uuid;
 use crate::db::write_position;
 use crate::error::Result;
 
-pub const COLUMNS: &str = "id, external_id, name, domain, industry, city, region, country, tags, notes, custom, created_at, updated_at";
+/// The columns every read returns, in the order of [`from_row`].
+pub static COLUMNS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| schema::company::COMPANY_COLUMNS.join(", "));
 
 const WRITE_COLUMNS: [&str; 10] = [
     "external_id",
@@ -60,9 +62,9 @@ fn bind<'q>(
         .bind(&c.custom)
 }
 
-const SPEC: super::TableSpec<Company> = super::TableSpec {
+static SPEC: super::TableSpec<Company> = super::TableSpec {
     table: "companies",
-    columns: COLUMNS,
+    columns: &COLUMNS,
     write_columns: &WRITE_COLUMNS,
     what: "company",
     from_row,

@@ -15,9 +15,8 @@ use crate::db::write_position;
 use crate::error::{Code, Error, Result};
 
 /// The columns every read returns, in the order of [`from_row`].
-pub const COLUMNS: &str = "id, external_id, first_name, last_name, emails, phones, phones_normalized, \
-    title, company_id, company_name, city, region, country, lifecycle_stage, owner_id, tags, notes, \
-    custom, created_at, updated_at";
+pub static COLUMNS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| schema::contact::CONTACT_COLUMNS.join(", "));
 
 /// The columns a write sets (all but id, tenant, derived and timestamps).
 const WRITE_COLUMNS: [&str; 16] = [
@@ -110,9 +109,9 @@ fn bind_contact<'q>(
         .bind(&c.custom)
 }
 
-const SPEC: super::TableSpec<Contact> = super::TableSpec {
+static SPEC: super::TableSpec<Contact> = super::TableSpec {
     table: "contacts",
-    columns: COLUMNS,
+    columns: &COLUMNS,
     write_columns: &WRITE_COLUMNS,
     what: "contact",
     from_row,

@@ -55,9 +55,11 @@ pub async fn create(pool: &PgPool, tenant: Uuid, fields: MemoryFields) -> Result
     Ok((from_row(&row)?, write_position(pool).await?))
 }
 
-const SPEC: super::TableSpec<Memory> = super::TableSpec {
+static READ_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| COLUMNS.to_owned());
+
+static SPEC: super::TableSpec<Memory> = super::TableSpec {
     table: "memories",
-    columns: COLUMNS,
+    columns: &READ_COLUMNS,
     write_columns: &[],
     what: "memory",
     from_row,

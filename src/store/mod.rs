@@ -16,9 +16,9 @@ use crate::error::{Error, Result};
 /// A table the write API serves: its name, the columns every read returns
 /// (in the order of `from_row`), the columns a write sets, and what a
 /// person calls one row.
-pub struct TableSpec<T> {
+pub struct TableSpec<T: 'static> {
     pub table: &'static str,
-    pub columns: &'static str,
+    pub columns: &'static std::sync::LazyLock<String>,
     pub write_columns: &'static [&'static str],
     pub what: &'static str,
     pub from_row: fn(&PgRow) -> Result<T, sqlx::Error>,
@@ -35,7 +35,7 @@ impl<T> TableSpec<T> {
             self.table,
             self.write_columns.join(", "),
             placeholders.join(", "),
-            self.columns
+            self.columns.as_str()
         )
     }
 
@@ -51,7 +51,7 @@ impl<T> TableSpec<T> {
             "UPDATE {} SET {} WHERE id = $1 AND tenant_id = $2 RETURNING {}",
             self.table,
             sets.join(", "),
-            self.columns
+            self.columns.as_str()
         )
     }
 
@@ -67,7 +67,8 @@ impl<T> TableSpec<T> {
         let lock = if lock { " FOR UPDATE" } else { "" };
         let sql = format!(
             "SELECT {} FROM {} WHERE id = $1 AND tenant_id = $2{lock}",
-            self.columns, self.table
+            self.columns.as_str(),
+            self.table
         );
         let row = sqlx::query(&sql)
             .bind(id)

@@ -45,7 +45,7 @@ pub fn indexed(t: &TestApp, tenant: Uuid) -> BTreeMap<Uuid, Contact> {
 pub async fn in_postgres(t: &TestApp, tenant: Uuid) -> BTreeMap<Uuid, Contact> {
     let sql = format!(
         "SELECT {} FROM contacts WHERE tenant_id = $1",
-        crmsearch::store::contacts::COLUMNS
+        crmsearch::store::contacts::COLUMNS.as_str()
     );
     let rows = sqlx::query(&sql)
         .bind(tenant)
