@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
+    crmsearch::telemetry::init(crmsearch::config::LogFormat::Text);
     let rate = env("CDC_RATE", 500);
     let secs = env("CDC_SECS", 60);
     let contacts = env("CDC_CONTACTS", 500_000);

@@ -148,7 +148,8 @@ enum SourceMsg {
 
 #[derive(Debug)]
 enum Change {
-    Upsert(Table, Tuple),
+    /// A new row version; `bool`: an INSERT (the row is new).
+    Upsert(Table, Tuple, bool),
     Delete(Uuid),
     Truncate(Vec<Table>),
 }
@@ -181,7 +182,9 @@ impl Indexer {
         let dir = cfg.index_dir.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || IndexStore::open(&dir)).await??);
         let slot = cfg.slot();
-        let (start, rebuilt) = prepare_slot(&pool, &store, &slot).await?;
+        let (start, replay_guard) = prepare_slot(&pool, &store, &slot).await?;
+        let rebuilt = replay_guard.is_some();
+        let replay_guard = replay_guard.unwrap_or(start);
         let progress = Arc::new(Progress::new(start));
         progress.bootstrapped.store(true, Ordering::Release);
         let (shutdown, _) = watch::channel(false);
@@ -204,7 +207,13 @@ impl Indexer {
                 src_tx,
                 indexer.shutdown.subscribe(),
             )),
-            tokio::spawn(run_mapper(store.clone(), pool.clone(), src_rx, batch_tx)),
+            tokio::spawn(run_mapper(
+                store.clone(),
+                pool.clone(),
+                replay_guard,
+                src_rx,
+                batch_tx,
+            )),
             tokio::spawn(run_committer(cfg, store, progress.clone(), batch_rx)),
             tokio::spawn(run_lag_metrics(
                 pool,
@@ -372,7 +381,13 @@ async fn slot_row(pool: &PgPool, slot: &str) -> Result<Option<SlotRow>> {
 }
 
 /// Decides where to stream from; rebuilds from a snapshot when needed.
-async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Result<(Lsn, bool)> {
+/// Returns where to stream from and, after a rebuild, the position up to
+/// which replayed transactions may already be in the snapshot.
+async fn prepare_slot(
+    pool: &PgPool,
+    store: &Arc<IndexStore>,
+    slot: &str,
+) -> Result<(Lsn, Option<Lsn>)> {
     let indexed = store.committed_lsn()?;
     let row = slot_row(pool, slot).await?;
     if let Some(pid) = row.as_ref().and_then(|r| r.active_pid) {
@@ -400,7 +415,7 @@ async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Res
     let Some(reason) = reason else {
         let at = indexed.unwrap_or_default();
         tracing::info!(%slot, lsn = %at, "resuming from the index's durable position");
-        return Ok((at, false));
+        return Ok((at, None));
     };
     tracing::warn!(%slot, reason, "rebuilding the index from a snapshot");
     if row.is_some() {
@@ -417,21 +432,32 @@ async fn prepare_slot(pool: &PgPool, store: &Arc<IndexStore>, slot: &str) -> Res
     .await
     .context("cannot create the replication slot")?;
     let consistent: Lsn = consistent.parse()?;
-    snapshot(pool, store, consistent).await?;
-    Ok((consistent, true))
+    let seen = snapshot(pool, store, consistent).await?;
+    Ok((consistent, Some(seen)))
 }
 
 /// Indexes every row as of a snapshot taken after the slot's consistent
-/// point; the stream then replays from that point, idempotently.
-async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Result<()> {
+/// point; the stream then replays from that point, idempotently. Returns a
+/// position at or after the commit of every transaction the snapshot saw.
+async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Result<Lsn> {
     use futures_util::TryStreamExt;
     let started = Instant::now();
     let s = store.clone();
-    tokio::task::spawn_blocking(move || s.clear()).await??;
+    tokio::task::spawn_blocking(move || {
+        s.bulk_writer()?;
+        s.clear()
+    })
+    .await??;
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
+    // the first statement takes the snapshot; WAL inserted before it covers
+    // the commit of everything it sees
+    let seen: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    let seen: Lsn = seen.parse()?;
     let mut total = 0u64;
     for table in [Table::Companies, Table::Contacts] {
         let sql = table.select_text();
@@ -440,7 +466,8 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
         let mut n = 0u64;
         while let Some(row) = rows.try_next().await? {
             let map = rows::to_map(table, &row)?;
-            match table.upsert(&store.schema, &map) {
+            // the index was emptied: nothing to replace
+            match table.upsert(&store.schema, &map, true) {
                 Ok(op) => ops.push(op),
                 Err(e) => tracing::error!(table = table.name(), error = %e, "cannot index a row"),
             }
@@ -468,9 +495,13 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
     }
     tx.commit().await?;
     let s = store.clone();
-    tokio::task::spawn_blocking(move || s.commit(consistent, true)).await??;
+    tokio::task::spawn_blocking(move || {
+        s.commit(consistent, true)?;
+        s.streaming_writer()
+    })
+    .await??;
     tracing::info!(rows = total, lsn = %consistent, secs = started.elapsed().as_secs_f64(), "snapshot indexed");
-    Ok(())
+    Ok(seen)
 }
 
 fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<ReplicationConfig> {
@@ -634,8 +665,11 @@ fn on_event(
                 |rel: u32, d: &Decoder| d.relation(rel).and_then(|r| Table::from_name(&r.name));
             let change = match msg {
                 Message::Relation(_) | Message::Ignored => None,
-                Message::Insert { relation, new } | Message::Update { relation, new } => {
-                    table_of(relation, decoder).map(|t| Change::Upsert(t, new))
+                Message::Insert { relation, new } => {
+                    table_of(relation, decoder).map(|t| Change::Upsert(t, new, true))
+                }
+                Message::Update { relation, new } => {
+                    table_of(relation, decoder).map(|t| Change::Upsert(t, new, false))
                 }
                 Message::Delete { relation, old } => match table_of(relation, decoder) {
                     Some(_) => {
@@ -684,9 +718,15 @@ fn on_event(
     })
 }
 
+/// Maps transactions to index operations. `replay_guard`: transactions that
+/// committed at or before it may already be in the index (the snapshot of a
+/// rebuild); after it, an INSERT is a row the index has never seen — the
+/// index holds exactly the transactions up to the position the stream
+/// resumes from, and the committer drops transactions it has applied.
 async fn run_mapper(
     store: Arc<IndexStore>,
     pool: PgPool,
+    replay_guard: Lsn,
     mut rx: mpsc::Receiver<SourceMsg>,
     tx: mpsc::Sender<Batch>,
 ) {
@@ -704,7 +744,7 @@ async fn run_mapper(
             } => {
                 let mut ops = Vec::with_capacity(changes.len());
                 for change in changes {
-                    match map_change(&store, &pool, change).await {
+                    match map_change(&store, &pool, change, end_lsn > replay_guard).await {
                         Ok(op) => ops.extend(op),
                         Err(e) => {
                             metrics::counter!("crmsearch_cdc_map_errors_total").increment(1);
@@ -725,9 +765,16 @@ async fn run_mapper(
     }
 }
 
-async fn map_change(store: &IndexStore, pool: &PgPool, change: Change) -> Result<Vec<Op>> {
+/// `fresh_inserts`: an INSERT of this transaction cannot be in the index yet
+/// (see [`run_mapper`]).
+async fn map_change(
+    store: &IndexStore,
+    pool: &PgPool,
+    change: Change,
+    fresh_inserts: bool,
+) -> Result<Vec<Op>> {
     Ok(match change {
-        Change::Upsert(table, tuple) if tuple.has_unchanged_toast() => {
+        Change::Upsert(table, tuple, _) if tuple.has_unchanged_toast() => {
             // the stream left out a large value that did not change: read
             // the row as it is now (later changes replay on top of it)
             let id = schema::pgtext::uuid(&tuple, "id").map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -744,11 +791,13 @@ async fn map_change(store: &IndexStore, pool: &PgPool, change: Change) -> Result
                 }
             };
             match row {
-                Some(row) => vec![table.upsert(&store.schema, &row)?],
+                Some(row) => vec![table.upsert(&store.schema, &row, false)?],
                 None => vec![Op::Delete { id }],
             }
         }
-        Change::Upsert(table, tuple) => vec![table.upsert(&store.schema, &tuple)?],
+        Change::Upsert(table, tuple, insert) => {
+            vec![table.upsert(&store.schema, &tuple, insert && fresh_inserts)?]
+        }
         Change::Delete(id) => vec![Op::Delete { id }],
         Change::Truncate(tables) => tables
             .into_iter()
@@ -785,8 +834,12 @@ async fn run_committer(
         }
         let mut ops = Vec::new();
         for b in batches {
+            // a transaction sent again after a reconnect: already applied
+            if b.lsn <= applied {
+                continue;
+            }
             ops.extend(b.ops);
-            applied = applied.max(b.lsn);
+            applied = b.lsn;
             last_commit_time = b.commit_time.or(last_commit_time);
         }
         let n = ops.len();

@@ -70,14 +70,20 @@ impl Table {
         format!("SELECT {} FROM {}", cols.join(", "), self.name())
     }
 
-    /// The index operation for one row of this table.
-    pub fn upsert(self, schema: &IndexSchema, row: &dyn TextRow) -> Result<Op, pgtext::RowError> {
+    /// The index operation for one row of this table (`fresh`: see [`Op::Upsert`]).
+    pub fn upsert(
+        self,
+        schema: &IndexSchema,
+        row: &dyn TextRow,
+        fresh: bool,
+    ) -> Result<Op, pgtext::RowError> {
         match self {
             Table::Contacts => {
                 let (tenant, c) = pgtext::contact(row)?;
                 Ok(Op::Upsert {
                     id: c.id,
                     doc: Box::new(schema.contact_doc(tenant, &c)),
+                    fresh,
                 })
             }
             Table::Companies => {
@@ -85,6 +91,7 @@ impl Table {
                 Ok(Op::Upsert {
                     id: c.id,
                     doc: Box::new(schema.company_doc(tenant, &c)),
+                    fresh,
                 })
             }
         }

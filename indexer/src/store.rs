@@ -19,10 +19,13 @@ use crate::directory::SoftDirectory;
 /// One change to the index.
 #[derive(Debug)]
 pub enum Op {
-    /// Replace the document with this id (delete by id, then add).
+    /// Replace the document with this id (delete by id, then add). `fresh`:
+    /// no version of it can be in the index (an insert the index has not
+    /// seen, a row of a snapshot into an emptied index), so no delete.
     Upsert {
         id: Uuid,
         doc: Box<TantivyDocument>,
+        fresh: bool,
     },
     Delete {
         id: Uuid,
@@ -36,11 +39,17 @@ pub struct IndexStore {
     pub index: Index,
     pub reader: IndexReader,
     dir: SoftDirectory,
-    writer: Mutex<IndexWriter<TantivyDocument>>,
+    writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
 }
 
 const FORMAT_FILE: &str = "crmsearch-format";
-const WRITER_HEAP: usize = 128 << 20;
+/// The streaming writer: one thread and a small arena. A commit allocates
+/// a segment writer sized by the arena, so small arenas commit faster
+/// (measured: 16 ms vs 30 ms per commit with 2 threads and 128 MiB).
+const STREAM_THREADS: usize = 1;
+const STREAM_HEAP: usize = 24 << 20;
+/// The writer for a snapshot: every core, a large arena.
+const BULK_HEAP: usize = 256 << 20;
 
 impl IndexStore {
     /// Opens the index under `path`, or creates it. An index written with
@@ -64,10 +73,7 @@ impl IndexStore {
             std::fs::write(&format_path, INDEX_FORMAT_VERSION.to_string())?;
             index
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        let writer = index.writer_with_num_threads(threads, WRITER_HEAP)?;
+        let writer = index.writer_with_num_threads(STREAM_THREADS, STREAM_HEAP)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -77,12 +83,33 @@ impl IndexStore {
             index,
             reader,
             dir,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
-    fn writer(&self) -> MutexGuard<'_, IndexWriter<TantivyDocument>> {
+    fn writer(&self) -> MutexGuard<'_, Option<IndexWriter<TantivyDocument>>> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the writer (uncommitted changes are lost: commit first).
+    fn reopen_writer(&self, threads: usize, heap: usize) -> anyhow::Result<()> {
+        let mut w = self.writer();
+        drop(w.take()); // releases the index lock
+        *w = Some(self.index.writer_with_num_threads(threads, heap)?);
+        Ok(())
+    }
+
+    /// Switches to a writer for bulk indexing (a snapshot); call
+    /// [`Self::streaming_writer`] after its commit.
+    pub fn bulk_writer(&self) -> anyhow::Result<()> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        self.reopen_writer(threads, BULK_HEAP)
+    }
+
+    pub fn streaming_writer(&self) -> anyhow::Result<()> {
+        self.reopen_writer(STREAM_THREADS, STREAM_HEAP)
     }
 
     /// The LSN of the last commit (durable at open; the last soft commit
@@ -93,12 +120,18 @@ impl IndexStore {
     }
 
     pub fn apply(&self, ops: Vec<Op>) -> anyhow::Result<()> {
-        let w = self.writer();
+        let guard = self.writer();
+        let w = guard
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no index writer"))?;
         let f = &self.schema.fields;
         for op in ops {
             match op {
-                Op::Upsert { id, doc } => {
-                    w.delete_term(Term::from_field_text(f.id, &id.to_string()));
+                Op::Upsert { id, doc, fresh } => {
+                    // deletes cost every commit a pass over every segment
+                    if !fresh {
+                        w.delete_term(Term::from_field_text(f.id, &id.to_string()));
+                    }
                     w.add_document(*doc)?;
                 }
                 Op::Delete { id } => {
@@ -114,7 +147,10 @@ impl IndexStore {
 
     /// Removes every document (before a rebuild).
     pub fn clear(&self) -> anyhow::Result<()> {
-        self.writer().delete_all_documents()?;
+        self.writer()
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no index writer"))?
+            .delete_all_documents()?;
         Ok(())
     }
 
@@ -122,7 +158,10 @@ impl IndexStore {
     /// `durable`: fsynced before `meta.json` reaches the disk. Blocking.
     pub fn commit(&self, lsn: Lsn, durable: bool) -> anyhow::Result<std::time::Duration> {
         let started = Instant::now();
-        let mut w = self.writer();
+        let mut guard = self.writer();
+        let w = guard
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no index writer"))?;
         let payload = lsn.to_string();
         let mut run = || -> tantivy::Result<u64> {
             let mut prepared = w.prepare_commit()?;
@@ -134,7 +173,7 @@ impl IndexStore {
         } else {
             run()
         }?;
-        drop(w);
+        drop(guard);
         self.reader.reload()?;
         Ok(started.elapsed())
     }
