@@ -779,15 +779,16 @@ async fn map_change(
             // the row as it is now (later changes replay on top of it)
             let id = schema::pgtext::uuid(&tuple, "id").map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut backoff = Duration::from_millis(50);
+            // never skip the change: wait for Postgres as long as it takes
+            // (the stream is down meanwhile too)
             let row = loop {
                 match rows::read_row(pool, table, id).await {
                     Ok(row) => break row,
-                    Err(e) if backoff < Duration::from_secs(5) => {
+                    Err(e) => {
                         tracing::warn!(error = %e, "re-reading a row failed; retrying");
                         tokio::time::sleep(backoff).await;
-                        backoff *= 2;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
-                    Err(e) => return Err(e.into()),
                 }
             };
             match row {
