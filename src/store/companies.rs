@@ -15,18 +15,9 @@ use crate::error::Result;
 pub static COLUMNS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| schema::company::COMPANY_COLUMNS.join(", "));
 
-const WRITE_COLUMNS: [&str; 10] = [
-    "external_id",
-    "name",
-    "domain",
-    "industry",
-    "city",
-    "region",
-    "country",
-    "tags",
-    "notes",
-    "custom",
-];
+/// The columns a write sets, in the order `bind` binds them.
+static WRITE_COLUMNS: std::sync::LazyLock<Vec<&str>> =
+    std::sync::LazyLock::new(|| super::writable(schema::company::COMPANY_COLUMNS));
 
 pub fn from_row(row: &PgRow) -> Result<Company, sqlx::Error> {
     Ok(Company {

@@ -18,25 +18,9 @@ use crate::error::{Code, Error, Result};
 pub static COLUMNS: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| schema::contact::CONTACT_COLUMNS.join(", "));
 
-/// The columns a write sets (all but id, tenant, derived and timestamps).
-const WRITE_COLUMNS: [&str; 16] = [
-    "external_id",
-    "first_name",
-    "last_name",
-    "emails",
-    "phones",
-    "phones_normalized",
-    "title",
-    "company_id",
-    "city",
-    "region",
-    "country",
-    "lifecycle_stage",
-    "owner_id",
-    "tags",
-    "notes",
-    "custom",
-];
+/// The columns a write sets, in the order `bind` binds them.
+static WRITE_COLUMNS: std::sync::LazyLock<Vec<&str>> =
+    std::sync::LazyLock::new(|| super::writable(schema::contact::CONTACT_COLUMNS));
 
 pub fn from_row(row: &PgRow) -> Result<Contact, sqlx::Error> {
     Ok(Contact {

@@ -57,10 +57,13 @@ pub async fn create(pool: &PgPool, tenant: Uuid, fields: MemoryFields) -> Result
 
 static READ_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| COLUMNS.to_owned());
 
+/// (memories are inserted by their own statement and never updated)
+static NO_WRITE_COLUMNS: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock::new(Vec::new);
+
 static SPEC: super::TableSpec<Memory> = super::TableSpec {
     table: "memories",
     columns: &READ_COLUMNS,
-    write_columns: &[],
+    write_columns: &NO_WRITE_COLUMNS,
     what: "memory",
     from_row,
 };

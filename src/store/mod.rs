@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 pub struct TableSpec<T: 'static> {
     pub table: &'static str,
     pub columns: &'static std::sync::LazyLock<String>,
-    pub write_columns: &'static [&'static str],
+    pub write_columns: &'static std::sync::LazyLock<Vec<&'static str>>,
     pub what: &'static str,
     pub from_row: fn(&PgRow) -> Result<T, sqlx::Error>,
 }
@@ -99,6 +99,20 @@ impl<T> TableSpec<T> {
     }
 }
 
+/// Columns that only Postgres writes: the key, names derived by triggers,
+/// timestamps.
+const SERVER_COLUMNS: &[&str] = &["id", "company_name", "created_at", "updated_at"];
+
+/// The columns a write sets, in the record's column order (the order the
+/// store's `bind` functions bind them in).
+pub fn writable(columns: &'static [&'static str]) -> Vec<&'static str> {
+    columns
+        .iter()
+        .copied()
+        .filter(|c| !SERVER_COLUMNS.contains(c))
+        .collect()
+}
+
 /// The writable fields of a stored record with a JSON merge patch applied,
 /// checked like a request body.
 pub fn merged<F: serde::de::DeserializeOwned>(
@@ -175,6 +189,51 @@ mod tests {
         assert_eq!(
             base,
             json!({"a": null, "l": [3], "custom": {"x": 1, "z": 3}})
+        );
+    }
+}
+
+#[cfg(test)]
+mod column_tests {
+    /// `bind` functions bind in this order: a change of the column lists
+    /// must change them too.
+    #[test]
+    fn write_columns_keep_their_bind_order() {
+        assert_eq!(
+            super::writable(schema::contact::CONTACT_COLUMNS),
+            [
+                "external_id",
+                "first_name",
+                "last_name",
+                "emails",
+                "phones",
+                "phones_normalized",
+                "title",
+                "company_id",
+                "city",
+                "region",
+                "country",
+                "lifecycle_stage",
+                "owner_id",
+                "tags",
+                "notes",
+                "custom",
+            ]
+        );
+        assert_eq!(
+            super::writable(schema::company::COMPANY_COLUMNS),
+            [
+                "external_id",
+                "name",
+                "domain",
+                "industry",
+                "city",
+                "region",
+                "country",
+                "tags",
+                "notes",
+                "custom"
+            ]
         );
     }
 }
