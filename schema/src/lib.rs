@@ -2,6 +2,7 @@
 //! validation and normalisation rules that hold wherever a row is written.
 //! No IO lives here.
 
+pub mod analysis;
 pub mod company;
 pub mod contact;
 pub mod index;
