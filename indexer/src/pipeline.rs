@@ -292,7 +292,7 @@ impl Indexer {
             .await?;
         let current: Lsn = current.parse()?;
         // let the stream pass the current position if it is idle
-        self.wait_for(current, Duration::from_millis(300)).await;
+        self.wait_for(current, Duration::from_secs(1)).await;
         let slot = slot_row(&self.pool, &self.slot).await?.unwrap_or_default();
         let visible = self.progress.visible();
         let lag_bytes = current.0.saturating_sub(visible.0);
