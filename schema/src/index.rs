@@ -139,20 +139,35 @@ impl IndexSchema {
         }
     }
 
-    fn base(&self, doc_type: DocType, id: Uuid, tenant: Uuid, source: String) -> TantivyDocument {
+    /// What every document carries: identity, tenant, source, tags, times.
+    fn base<R: serde::Serialize>(
+        &self,
+        doc_type: DocType,
+        id: Uuid,
+        tenant: Uuid,
+        record: &R,
+        tags: &[String],
+        times: [chrono::DateTime<chrono::Utc>; 2],
+    ) -> TantivyDocument {
         let f = &self.fields;
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, id.to_string());
         doc.add_text(f.doc_type, doc_type.as_str());
         doc.add_text(f.tenant_id, tenant.to_string());
-        doc.add_text(f.source, source);
+        doc.add_text(f.source, serde_json::to_string(record).unwrap_or_default());
+        for t in tags {
+            doc.add_text(f.tags, t);
+        }
+        for (field, t) in [f.created_at, f.updated_at].into_iter().zip(times) {
+            doc.add_date(field, DateTime::from_timestamp_micros(t.timestamp_micros()));
+        }
         doc
     }
 
     pub fn contact_doc(&self, tenant: Uuid, c: &Contact) -> TantivyDocument {
         let f = &self.fields;
-        let source = serde_json::to_string(c).unwrap_or_default();
-        let mut doc = self.base(DocType::Contact, c.id, tenant, source);
+        let times = [c.created_at, c.updated_at];
+        let mut doc = self.base(DocType::Contact, c.id, tenant, c, &c.tags, times);
         let mut opt = |field: Field, v: &Option<String>| {
             if let Some(v) = v {
                 doc.add_text(field, v);
@@ -176,24 +191,13 @@ impl IndexSchema {
         for p in c.phones_normalized.iter() {
             doc.add_text(f.phones, p.trim_start_matches('+'));
         }
-        for t in &c.tags {
-            doc.add_text(f.tags, t);
-        }
-        doc.add_date(
-            f.created_at,
-            DateTime::from_timestamp_micros(c.created_at.timestamp_micros()),
-        );
-        doc.add_date(
-            f.updated_at,
-            DateTime::from_timestamp_micros(c.updated_at.timestamp_micros()),
-        );
         doc
     }
 
     pub fn company_doc(&self, tenant: Uuid, c: &Company) -> TantivyDocument {
         let f = &self.fields;
-        let source = serde_json::to_string(c).unwrap_or_default();
-        let mut doc = self.base(DocType::Company, c.id, tenant, source);
+        let times = [c.created_at, c.updated_at];
+        let mut doc = self.base(DocType::Company, c.id, tenant, c, &c.tags, times);
         doc.add_text(f.name, &c.name);
         for (field, v) in [
             (f.emails, &c.domain),
@@ -205,17 +209,6 @@ impl IndexSchema {
                 doc.add_text(field, v);
             }
         }
-        for t in &c.tags {
-            doc.add_text(f.tags, t);
-        }
-        doc.add_date(
-            f.created_at,
-            DateTime::from_timestamp_micros(c.created_at.timestamp_micros()),
-        );
-        doc.add_date(
-            f.updated_at,
-            DateTime::from_timestamp_micros(c.updated_at.timestamp_micros()),
-        );
         doc
     }
 }
