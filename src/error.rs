@@ -18,6 +18,10 @@ pub enum Code {
     InvalidValue,
     InvalidId,
     InvalidQuery,
+    InvalidFilter,
+    InvalidFacet,
+    InvalidSort,
+    InvalidCursor,
     InvalidEncoding,
     UnsupportedMediaType,
     PayloadTooLarge,
@@ -45,6 +49,10 @@ impl Code {
             | Code::MissingField
             | Code::InvalidId
             | Code::InvalidQuery
+            | Code::InvalidFilter
+            | Code::InvalidFacet
+            | Code::InvalidSort
+            | Code::InvalidCursor
             | Code::InvalidEncoding => StatusCode::BAD_REQUEST,
             Code::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -67,6 +75,10 @@ impl Code {
             Code::UnknownField => "unknown_field",
             Code::MissingField => "missing_field",
             Code::InvalidValue => "invalid_value",
+            Code::InvalidFilter => "invalid_filter",
+            Code::InvalidFacet => "invalid_facet",
+            Code::InvalidSort => "invalid_sort",
+            Code::InvalidCursor => "invalid_cursor",
             Code::InvalidId => "invalid_id",
             Code::InvalidQuery => "invalid_query",
             Code::InvalidEncoding => "invalid_encoding",
@@ -123,6 +135,25 @@ impl Error {
         match self {
             Error::User { code, .. } => *code,
             Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<crate::search::SearchError> for Error {
+    fn from(e: crate::search::SearchError) -> Self {
+        use crate::search::{Invalid, SearchError};
+        match e {
+            SearchError::Invalid { what, message } => {
+                let code = match what {
+                    Invalid::Filter => Code::InvalidFilter,
+                    Invalid::Facet => Code::InvalidFacet,
+                    Invalid::Sort => Code::InvalidSort,
+                    Invalid::Cursor => Code::InvalidCursor,
+                    Invalid::Value => Code::InvalidValue,
+                };
+                Error::user(code, message)
+            }
+            SearchError::Index(e) => Error::Internal(e.into()),
         }
     }
 }

@@ -73,6 +73,7 @@ impl IndexStore {
             std::fs::write(&format_path, INDEX_FORMAT_VERSION.to_string())?;
             index
         };
+        schema::analysis::register(&index);
         let writer = index.writer_with_num_threads(STREAM_THREADS, STREAM_HEAP)?;
         let reader = index
             .reader_builder()

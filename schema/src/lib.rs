@@ -7,6 +7,7 @@ pub mod company;
 pub mod contact;
 pub mod index;
 pub mod memory;
+pub mod nicknames;
 pub mod pgtext;
 pub mod validate;
 
@@ -17,4 +18,4 @@ pub use validate::FieldError;
 
 /// Bumped whenever the index layout or an analyzer changes; an index written
 /// with another version is rebuilt.
-pub const INDEX_FORMAT_VERSION: u32 = 2;
+pub const INDEX_FORMAT_VERSION: u32 = 3;

@@ -1,32 +1,71 @@
-//! `POST|GET /v1/contacts/search`.
+//! Search endpoints: `POST|GET /v1/contacts/search`,
+//! `GET /v1/contacts/autocomplete`, `GET /v1/contacts/stats`,
+//! `POST|GET /v1/companies/search`. They translate HTTP to
+//! [`crate::search`] and back.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
-use indexer::Lsn;
-use serde::{Deserialize, Serialize};
+use indexer::{Indexer, Lsn};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::SearchKey;
 use super::extract::Json;
 use crate::error::{Code, Error, Result};
-use crate::search::{self, ContactSearch, Hit, MAX_LIMIT};
+use crate::search::{self, Request, Scope};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/contacts/search", get(search_get).post(search_post))
+    Router::new()
+        .route(
+            "/v1/contacts/search",
+            get(contacts_get).post(contacts_post),
+        )
+        .route(
+            "/v1/companies/search",
+            get(companies_get).post(companies_post),
+        )
+        .route("/v1/contacts/autocomplete", get(autocomplete))
+        .route("/v1/contacts/stats", get(stats))
 }
 
+/// `sort` as one string or a list of one.
 #[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SortParam {
+    One(String),
+    List(Vec<String>),
+}
+
+/// A search request body. Unknown fields are refused by name.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct SearchRequest {
+pub struct SearchBody {
     #[serde(default)]
     q: String,
+    #[serde(default)]
+    filter: Option<Value>,
+    #[serde(default)]
+    facets: Vec<String>,
+    #[serde(default)]
+    facet_size: Option<usize>,
+    #[serde(default)]
+    sort: Option<SortParam>,
     #[serde(default)]
     offset: Option<usize>,
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    highlight: Option<bool>,
+    #[serde(default)]
+    typo_tolerance: Option<bool>,
     /// Wait until the index has applied this position (read-your-writes).
     #[serde(default)]
     min_lsn: Option<String>,
@@ -34,55 +73,91 @@ pub struct SearchRequest {
     wait_ms: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct SearchResponse {
-    hits: Vec<Hit>,
-    total: usize,
-    offset: usize,
-    limit: usize,
-    took_ms: f64,
-    index_lsn: Lsn,
+/// The same as query parameters: `facets` and `sort` comma-separated,
+/// `filter` as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    #[serde(default)]
+    q: String,
+    filter: Option<String>,
+    facets: Option<String>,
+    facet_size: Option<usize>,
+    sort: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    highlight: Option<bool>,
+    typo_tolerance: Option<bool>,
+    min_lsn: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+type Params<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn params<T>(p: Params<T>) -> Result<T> {
+    p.map(|Query(p)| p)
+        .map_err(|e| Error::user(Code::InvalidQuery, e.body_text()))
+}
+
+impl TryFrom<SearchParams> for SearchBody {
+    type Error = Error;
+
+    fn try_from(p: SearchParams) -> Result<Self> {
+        let filter = p
+            .filter
+            .map(|f| {
+                serde_json::from_str(&f).map_err(|e| {
+                    Error::user(
+                        Code::InvalidFilter,
+                        format!("`filter` must be a JSON object ({e})"),
+                    )
+                })
+            })
+            .transpose()?;
+        let list = |s: Option<String>| -> Vec<String> {
+            s.map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        Ok(SearchBody {
+            q: p.q,
+            filter,
+            facets: list(p.facets),
+            facet_size: p.facet_size,
+            sort: p.sort.map(|s| SortParam::List(list(Some(s)))),
+            offset: p.offset,
+            limit: p.limit,
+            cursor: p.cursor,
+            highlight: p.highlight,
+            typo_tolerance: p.typo_tolerance,
+            min_lsn: p.min_lsn,
+            wait_ms: p.wait_ms,
+        })
+    }
 }
 
 /// Longest `wait_ms` honoured.
 const MAX_WAIT_MS: u64 = 30_000;
 
-async fn search_get(
-    st: State<AppState>,
-    key: SearchKey,
-    params: std::result::Result<Query<SearchRequest>, axum::extract::rejection::QueryRejection>,
-) -> Result<axum::Json<serde_json::Value>> {
-    let Query(req) = params.map_err(|e| Error::user(Code::InvalidQuery, e.body_text()))?;
-    run(st, key, req).await
-}
-
-async fn search_post(
-    st: State<AppState>,
-    key: SearchKey,
-    Json(req): Json<SearchRequest>,
-) -> Result<axum::Json<serde_json::Value>> {
-    run(st, key, req).await
-}
-
-async fn run(
-    State(st): State<AppState>,
-    SearchKey(p): SearchKey,
-    req: SearchRequest,
-) -> Result<axum::Json<serde_json::Value>> {
-    let started = Instant::now();
-    let limit = req.limit.unwrap_or(20);
-    if limit > MAX_LIMIT {
-        return Err(Error::user(
-            Code::InvalidValue,
-            format!("`limit` is at most {MAX_LIMIT}; page with `offset`"),
-        ));
-    }
+/// The index, once it has applied `min_lsn` (503 `index_behind` after
+/// `wait_ms`), and the position it serves at.
+async fn ready_index(
+    st: &AppState,
+    min_lsn: Option<&str>,
+    wait_ms: Option<u64>,
+) -> Result<(Arc<Indexer>, Lsn)> {
     let indexer = st.indexer()?.clone();
-    if let Some(min) = &req.min_lsn {
+    if let Some(min) = min_lsn {
         let min: Lsn = min.parse().map_err(|e: indexer::lsn::ParseLsnError| {
             Error::user(Code::InvalidValue, format!("`min_lsn`: {e}"))
         })?;
-        let wait = Duration::from_millis(req.wait_ms.unwrap_or(1000).min(MAX_WAIT_MS));
+        let wait = Duration::from_millis(wait_ms.unwrap_or(1000).min(MAX_WAIT_MS));
         if !indexer.wait_for(min, wait).await {
             return Err(Error::User {
                 code: Code::IndexBehind,
@@ -94,27 +169,143 @@ async fn run(
             });
         }
     }
-    let index_lsn = indexer.progress.visible();
-    let query = ContactSearch {
-        q: req.q,
-        offset: req.offset.unwrap_or(0),
-        limit,
+    let lsn = indexer.progress.visible();
+    Ok((indexer, lsn))
+}
+
+/// Runs CPU work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> search::Result<T> + Send + 'static,
+) -> Result<T> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(anyhow::Error::from)??)
+}
+
+fn took(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Result<axum::Json<Value>> {
+    let started = Instant::now();
+    let sort = match body.sort {
+        None => None,
+        Some(SortParam::One(s)) => Some(s),
+        Some(SortParam::List(mut l)) => match l.len() {
+            0 => None,
+            1 => l.pop(),
+            _ => {
+                return Err(Error::user(
+                    Code::InvalidSort,
+                    "sort by one key (ties are broken by id); e.g. [\"last_name:asc\"]",
+                ));
+            }
+        },
     };
-    let tenant = p.tenant_id;
-    let result = tokio::task::spawn_blocking(move || {
-        search::search_contacts(&indexer.store, tenant, &query)
-    })
-    .await
-    .map_err(anyhow::Error::from)??;
-    let resp = SearchResponse {
-        hits: result.hits,
-        total: result.total,
-        offset: req.offset.unwrap_or(0),
-        limit,
-        took_ms: started.elapsed().as_secs_f64() * 1e3,
-        index_lsn,
+    let filter = match &body.filter {
+        Some(f) => search::parse_filter(f)?,
+        None => Vec::new(),
     };
-    Ok(axum::Json(
-        serde_json::to_value(resp).map_err(anyhow::Error::from)?,
-    ))
+    let req = Request {
+        q: body.q,
+        filter,
+        facets: body.facets,
+        facet_size: body.facet_size.unwrap_or(search::DEFAULT_FACET_SIZE),
+        sort,
+        offset: body.offset.unwrap_or(0),
+        limit: body.limit.unwrap_or(search::DEFAULT_LIMIT),
+        cursor: body.cursor,
+        highlight: body.highlight.unwrap_or(false),
+        typo_tolerance: body.typo_tolerance.unwrap_or(true),
+    };
+    let (indexer, index_lsn) = ready_index(&st, body.min_lsn.as_deref(), body.wait_ms).await?;
+    let tenant = key.0.tenant_id;
+    let (offset, limit) = (req.offset, req.limit);
+    let r = blocking(move || search::search(&indexer.store, tenant, scope, &req)).await?;
+    Ok(axum::Json(json!({
+        "hits": r.hits,
+        "total": r.total,
+        "offset": offset,
+        "limit": limit,
+        "facets": r.facets,
+        "next_cursor": r.next_cursor,
+        "took_ms": took(started),
+        "index_lsn": index_lsn,
+    })))
+}
+
+async fn contacts_get(State(st): State<AppState>, key: SearchKey, p: Params<SearchParams>) -> Result<axum::Json<Value>> {
+    run(st, key, Scope::Contacts, params(p)?.try_into()?).await
+}
+
+async fn contacts_post(State(st): State<AppState>, key: SearchKey, Json(b): Json<SearchBody>) -> Result<axum::Json<Value>> {
+    run(st, key, Scope::Contacts, b).await
+}
+
+async fn companies_get(State(st): State<AppState>, key: SearchKey, p: Params<SearchParams>) -> Result<axum::Json<Value>> {
+    run(st, key, Scope::Companies, params(p)?.try_into()?).await
+}
+
+async fn companies_post(State(st): State<AppState>, key: SearchKey, Json(b): Json<SearchBody>) -> Result<axum::Json<Value>> {
+    run(st, key, Scope::Companies, b).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutocompleteParams {
+    #[serde(default)]
+    q: String,
+    limit: Option<usize>,
+    min_lsn: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+async fn autocomplete(
+    State(st): State<AppState>,
+    key: SearchKey,
+    p: Params<AutocompleteParams>,
+) -> Result<axum::Json<Value>> {
+    let started = Instant::now();
+    let p = params(p)?;
+    let (indexer, _) = ready_index(&st, p.min_lsn.as_deref(), p.wait_ms).await?;
+    let tenant = key.0.tenant_id;
+    let limit = p.limit.unwrap_or(8);
+    let suggestions =
+        blocking(move || search::autocomplete(&indexer.store, tenant, &p.q, limit)).await?;
+    Ok(axum::Json(json!({
+        "suggestions": suggestions,
+        "took_ms": took(started),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsParams {
+    size: Option<usize>,
+    min_lsn: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+async fn stats(
+    State(st): State<AppState>,
+    key: SearchKey,
+    p: Params<StatsParams>,
+) -> Result<axum::Json<Value>> {
+    let started = Instant::now();
+    let p = params(p)?;
+    let (indexer, index_lsn) = ready_index(&st, p.min_lsn.as_deref(), p.wait_ms).await?;
+    let tenant = key.0.tenant_id;
+    let size = p.size.unwrap_or(20);
+    let s = blocking(move || search::stats(&indexer.store, tenant, Scope::Contacts, size)).await?;
+    let facets: BTreeMap<String, Value> = s
+        .facets
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    Ok(axum::Json(json!({
+        "total": s.total,
+        "facets": facets,
+        "took_ms": took(started),
+        "index_lsn": index_lsn,
+    })))
 }

@@ -1,150 +1,564 @@
-//! Query building and ranking over the index. No HTTP here.
+//! Contact and company search over the index: query building, ranking,
+//! filters, disjunctive facets, highlights, windows and cursors,
+//! autocomplete and stats. No HTTP here — the API translates.
 //!
-//! For now: exact-term contact search (every word must match some field)
-//! and the empty-query listing, with exact totals and offset/limit windows.
-//! Typo tolerance, prefixes, facets and highlights come with the search
-//! issue.
+//! - [`query`]: from `q` to words and one clause per word;
+//! - [`matcher`]: one word in one field, scored by the kind of match;
+//! - [`collect`]: every match in order, any window of it, facet counts;
+//! - [`highlight`]: the matched spans of a record.
 
+pub mod collect;
+pub mod highlight;
+pub mod matcher;
+pub mod query;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use indexer::IndexStore;
-use schema::index::{CONTACT_TEXT_FIELDS, DocType};
-use serde::Serialize;
-use tantivy::collector::sort_key::{SortByStaticFastValue, SortByString};
-use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
-use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::{DocAddress, Order, Searcher, TantivyDocument, Term};
+use schema::index::{
+    COMPANY_FACETS, COMPANY_SORTS, CONTACT_FACETS, CONTACT_SORTS, DATE_FIELDS, DocType, Fields,
+};
+use serde::{Deserialize, Serialize};
+use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Value as _};
+use tantivy::{Searcher, TantivyDocument, Term};
 use uuid::Uuid;
 
-/// Longest `q` considered (characters); the rest is ignored.
-pub const MAX_QUERY_CHARS: usize = 512;
-/// Most words of `q` considered.
-pub const MAX_QUERY_WORDS: usize = 16;
-pub const MAX_LIMIT: usize = 1000;
+use collect::{AfterKey, FacetCounter, Sort, SortKind};
+pub use query::{MAX_QUERY_CHARS, MAX_QUERY_WORDS, Scope};
 
-#[derive(Debug, Clone)]
-pub struct ContactSearch {
-    pub q: String,
-    pub offset: usize,
-    pub limit: usize,
+pub const MAX_LIMIT: usize = 1000;
+pub const DEFAULT_LIMIT: usize = 20;
+pub const DEFAULT_FACET_SIZE: usize = 10;
+pub const MAX_FACET_SIZE: usize = 100;
+/// Most values one filter may list.
+pub const MAX_FILTER_VALUES: usize = 100;
+/// Most suggestions autocomplete returns.
+pub const MAX_SUGGESTIONS: usize = 50;
+
+/// What was wrong with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalid {
+    Filter,
+    Facet,
+    Sort,
+    Cursor,
+    Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{message}")]
+    Invalid { what: Invalid, message: String },
+    #[error(transparent)]
+    Index(#[from] tantivy::TantivyError),
+}
+
+fn invalid(what: Invalid, message: impl Into<String>) -> SearchError {
+    SearchError::Invalid {
+        what,
+        message: message.into(),
+    }
+}
+
+pub type Result<T, E = SearchError> = std::result::Result<T, E>;
+
+/// A filter on one field: any of some values, or a date range.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    AnyOf(Vec<String>),
+    Range {
+        gte: Option<DateTime<Utc>>,
+        lt: Option<DateTime<Utc>>,
+    },
+}
+
+/// A search request, as the engine takes it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub q: String,
+    pub filter: Vec<(String, Condition)>,
+    pub facets: Vec<String>,
+    pub facet_size: usize,
+    /// `_relevance`, `field`, `field:asc` or `field:desc`; `None`: relevance
+    /// when `q` has words, else newest first.
+    pub sort: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+    pub cursor: Option<String>,
+    pub highlight: bool,
+    pub typo_tolerance: bool,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            q: String::new(),
+            filter: Vec::new(),
+            facets: Vec::new(),
+            facet_size: DEFAULT_FACET_SIZE,
+            sort: None,
+            offset: 0,
+            limit: DEFAULT_LIMIT,
+            cursor: None,
+            highlight: false,
+            typo_tolerance: true,
+        }
+    }
+}
+
+/// A record of a hit: `{"contact": {...}}` or `{"company": {...}}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    Contact(serde_json::Value),
+    Company(serde_json::Value),
+}
+
+impl Record {
+    pub fn value(&self) -> &serde_json::Value {
+        match self {
+            Record::Contact(v) | Record::Company(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Hit {
     pub id: String,
     pub score: f32,
-    pub contact: serde_json::Value,
+    #[serde(flatten)]
+    pub record: Record,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highlights: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FacetValue {
+    pub value: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct SearchResult {
     pub hits: Vec<Hit>,
     pub total: usize,
+    pub facets: BTreeMap<String, Vec<FacetValue>>,
+    pub next_cursor: Option<String>,
 }
 
-/// The words of `q` as the index analysed them.
-pub fn query_terms(store: &IndexStore, q: &str) -> Vec<String> {
-    let q: String = q.chars().take(MAX_QUERY_CHARS).collect();
-    let Some(mut analyzer) = store.index.tokenizers().get("default") else {
-        return Vec::new();
+/// The filters of a request body: `{"field": "value" | ["v1", "v2"] |
+/// {"gte": date, "gt": date, "lte": date, "lt": date}}`.
+pub fn parse_filter(value: &serde_json::Value) -> Result<Vec<(String, Condition)>> {
+    use serde_json::Value;
+    let Value::Object(map) = value else {
+        return Err(invalid(
+            Invalid::Filter,
+            "`filter` must be an object of field → value(s), e.g. {\"tags\": [\"vip\"]}",
+        ));
     };
-    let mut stream = analyzer.token_stream(&q);
-    let mut words = Vec::new();
-    while let Some(t) = stream.next() {
-        if words.len() == MAX_QUERY_WORDS {
-            break;
-        }
-        if !words.contains(&t.text) {
-            words.push(t.text.clone());
-        }
+    let mut out = Vec::new();
+    for (field, v) in map {
+        let cond = match v {
+            Value::String(s) => Condition::AnyOf(vec![s.clone()]),
+            Value::Array(items) => {
+                let values: Option<Vec<String>> =
+                    items.iter().map(|i| i.as_str().map(str::to_owned)).collect();
+                let values = values.ok_or_else(|| {
+                    invalid(
+                        Invalid::Filter,
+                        format!("filter `{field}`: list only strings"),
+                    )
+                })?;
+                if values.len() > MAX_FILTER_VALUES {
+                    return Err(invalid(
+                        Invalid::Filter,
+                        format!("filter `{field}`: at most {MAX_FILTER_VALUES} values"),
+                    ));
+                }
+                Condition::AnyOf(values)
+            }
+            Value::Object(bounds) => {
+                let mut gte = None;
+                let mut lt = None;
+                for (op, b) in bounds {
+                    let d = b.as_str().and_then(parse_date).ok_or_else(|| {
+                        invalid(
+                            Invalid::Filter,
+                            format!(
+                                "filter `{field}.{op}`: give a date as YYYY-MM-DD or RFC 3339 (2025-01-31T12:00:00Z)"
+                            ),
+                        )
+                    })?;
+                    let next = d + chrono::Duration::microseconds(1);
+                    match op.as_str() {
+                        "gte" => gte = Some(d),
+                        "gt" => gte = Some(next),
+                        "lt" => lt = Some(d),
+                        "lte" => lt = Some(next),
+                        other => {
+                            return Err(invalid(
+                                Invalid::Filter,
+                                format!(
+                                    "filter `{field}`: unknown bound `{other}`; use gte, gt, lte or lt"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Condition::Range { gte, lt }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {
+                return Err(invalid(
+                    Invalid::Filter,
+                    format!(
+                        "filter `{field}`: give a string, a list of strings, or a date range object"
+                    ),
+                ));
+            }
+        };
+        out.push((field.clone(), cond));
     }
-    words
+    Ok(out)
 }
 
-fn term(field: tantivy::schema::Field, text: &str) -> Box<dyn Query> {
+fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+}
+
+fn facets_of(scope: Scope) -> &'static [(&'static str, &'static str)] {
+    match scope.doc_type() {
+        DocType::Contact => CONTACT_FACETS,
+        DocType::Company => COMPANY_FACETS,
+    }
+}
+
+fn sorts_of(scope: Scope) -> &'static [(&'static str, &'static str)] {
+    match scope.doc_type() {
+        DocType::Contact => CONTACT_SORTS,
+        DocType::Company => COMPANY_SORTS,
+    }
+}
+
+fn names(list: &[(&str, &str)]) -> String {
+    list.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// The index field of an API facet or filter name.
+fn facet_field(scope: Scope, name: &str, what: Invalid) -> Result<&'static str> {
+    facets_of(scope)
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| {
+            let dates = DATE_FIELDS.join(", ");
+            let noun = if what == Invalid::Facet { "facet" } else { "filter" };
+            let extra = if what == Invalid::Filter {
+                format!(", or a date range on {dates}")
+            } else {
+                String::new()
+            };
+            invalid(
+                what,
+                format!(
+                    "unknown {noun} field `{name}`; use one of {}{extra}",
+                    names(facets_of(scope))
+                ),
+            )
+        })
+}
+
+/// The order of a request, and its canonical name (what cursors carry).
+fn resolve_sort(scope: Scope, sort: Option<&str>, empty_q: bool) -> Result<(Sort, String)> {
+    let spec = match sort {
+        Some(s) => s.trim().to_owned(),
+        None if empty_q => "updated_at:desc".to_owned(),
+        None => "_relevance".to_owned(),
+    };
+    if spec == "_relevance" {
+        return Ok((
+            Sort {
+                kind: SortKind::Relevance,
+                desc: false,
+            },
+            spec,
+        ));
+    }
+    let (name, dir) = spec.split_once(':').unwrap_or((spec.as_str(), "asc"));
+    let desc = match dir {
+        "asc" => false,
+        "desc" => true,
+        other => {
+            return Err(invalid(
+                Invalid::Sort,
+                format!("sort `{spec}`: direction `{other}` is not asc or desc"),
+            ));
+        }
+    };
+    let (_, field) = sorts_of(scope)
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| {
+            invalid(
+                Invalid::Sort,
+                format!(
+                    "cannot sort by `{name}`; use _relevance or one of {} (with :asc or :desc)",
+                    names(sorts_of(scope))
+                ),
+            )
+        })?;
+    let kind = if DATE_FIELDS.contains(field) {
+        SortKind::Date(field)
+    } else {
+        SortKind::Text(field)
+    };
+    Ok((Sort { kind, desc }, format!("{name}:{dir}")))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    /// The sort it belongs to.
+    s: String,
+    k: AfterKey,
+    t: u64,
+}
+
+fn encode_cursor(sort: &str, key: AfterKey, tie: u64) -> String {
+    let json = serde_json::to_vec(&Cursor {
+        s: sort.to_owned(),
+        k: key,
+        t: tie,
+    })
+    .unwrap_or_default();
+    hex::encode(json)
+}
+
+fn decode_cursor(cursor: &str, sort: &str) -> Result<(AfterKey, u64)> {
+    let bad = || {
+        invalid(
+            Invalid::Cursor,
+            "`cursor` is not one this service gave out; start again without it",
+        )
+    };
+    let bytes = hex::decode(cursor).map_err(|_| bad())?;
+    let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if c.s != sort {
+        return Err(invalid(
+            Invalid::Cursor,
+            format!(
+                "`cursor` belongs to sort `{}`, not `{sort}`; pass the same sort or start again",
+                c.s
+            ),
+        ));
+    }
+    let matches = matches!(
+        (&c.k, sort),
+        (AfterKey::Score(_), "_relevance")
+    ) || !matches!(c.k, AfterKey::Score(_)) && sort != "_relevance";
+    if !matches {
+        return Err(bad());
+    }
+    Ok((c.k, c.t))
+}
+
+fn term_filter(field: Field, text: &str) -> Box<dyn Query> {
     Box::new(TermQuery::new(
         Term::from_field_text(field, text),
-        IndexRecordOption::WithFreqs,
+        IndexRecordOption::Basic,
     ))
 }
 
-/// Everything of this tenant and type.
-fn scope(store: &IndexStore, tenant: Uuid, t: DocType) -> Vec<(Occur, Box<dyn Query>)> {
-    let f = &store.schema.fields;
-    let filter = |field, text: &str| -> (Occur, Box<dyn Query>) {
-        let q = TermQuery::new(Term::from_field_text(field, text), IndexRecordOption::Basic);
-        (
-            Occur::Must,
-            Box::new(ConstScoreQuery::new(Box::new(q), 0.0)),
-        )
-    };
+fn must_filter(q: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
+    (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0)))
+}
+
+/// A tenant's documents of one type.
+fn scope_clauses(f: &Fields, tenant: Uuid, t: DocType) -> Vec<(Occur, Box<dyn Query>)> {
     vec![
-        filter(f.tenant_id, &tenant.to_string()),
-        filter(f.doc_type, t.as_str()),
+        must_filter(term_filter(f.tenant_id, &tenant.to_string())),
+        must_filter(term_filter(f.doc_type, t.as_str())),
     ]
 }
 
-pub fn search_contacts(
+/// Each filter as a query, with the index field it is on.
+fn resolve_filters(
     store: &IndexStore,
-    tenant: Uuid,
-    req: &ContactSearch,
-) -> anyhow::Result<SearchResult> {
+    scope: Scope,
+    filter: &[(String, Condition)],
+) -> Result<Vec<(&'static str, Box<dyn Query>)>> {
+    let schema = &store.schema.schema;
+    let mut out: Vec<(&'static str, Box<dyn Query>)> = Vec::new();
+    for (name, cond) in filter {
+        let q: (&'static str, Box<dyn Query>) = match cond {
+            Condition::AnyOf(values) => {
+                let field_name = facet_field(scope, name, Invalid::Filter)?;
+                let field = schema.get_field(field_name)?;
+                let any: Vec<Box<dyn Query>> =
+                    values.iter().map(|v| term_filter(field, v)).collect();
+                (field_name, Box::new(BooleanQuery::union(any)))
+            }
+            Condition::Range { gte, lt } => {
+                let Some(field_name) = DATE_FIELDS.iter().find(|d| **d == name) else {
+                    return Err(invalid(
+                        Invalid::Filter,
+                        format!(
+                            "filter `{name}`: ranges apply to {} only",
+                            DATE_FIELDS.join(", ")
+                        ),
+                    ));
+                };
+                let field = schema.get_field(field_name)?;
+                let bound = |d: &Option<DateTime<Utc>>, lower: bool| match d {
+                    Some(d) => {
+                        let t = Term::from_field_date(
+                            field,
+                            tantivy::DateTime::from_timestamp_micros(d.timestamp_micros()),
+                        );
+                        if lower {
+                            std::ops::Bound::Included(t)
+                        } else {
+                            std::ops::Bound::Excluded(t)
+                        }
+                    }
+                    None => std::ops::Bound::Unbounded,
+                };
+                (
+                    *field_name,
+                    Box::new(RangeQuery::new(bound(gte, true), bound(lt, false))),
+                )
+            }
+        };
+        out.push(q);
+    }
+    Ok(out)
+}
+
+/// Contacts or companies matching a request.
+pub fn search(store: &IndexStore, tenant: Uuid, scope: Scope, req: &Request) -> Result<SearchResult> {
+    let f = &store.schema.fields;
     let searcher = store.reader.searcher();
-    let words = query_terms(store, &req.q);
-    let mut clauses = scope(store, tenant, DocType::Contact);
-    let schema = &store.index.schema();
-    for w in &words {
-        let per_field: Vec<Box<dyn Query>> = CONTACT_TEXT_FIELDS
-            .iter()
-            .filter_map(|name| schema.get_field(name).ok())
-            .map(|field| term(field, w))
-            .collect();
-        clauses.push((Occur::Must, Box::new(BooleanQuery::union(per_field))));
-    }
-    if words.is_empty() {
-        clauses.push((Occur::Must, Box::new(AllQuery)));
-    }
-    let query = BooleanQuery::new(clauses);
-    let limit = req.limit.min(MAX_LIMIT);
-    let total = searcher.search(&query, &Count)?;
-    if limit == 0 || req.offset >= total {
-        return Ok(SearchResult {
-            hits: Vec::new(),
-            total,
-        });
-    }
-    let top = TopDocs::with_limit(limit).and_offset(req.offset);
-    let docs: Vec<(f32, DocAddress)> = if words.is_empty() {
-        // newest first; ties by id, so windows never overlap or skip
-        let by_date = top.order_by((
-            (
-                SortByStaticFastValue::<tantivy::DateTime>::for_field("updated_at"),
-                Order::Desc,
-            ),
-            (SortByString::for_field("id"), Order::Asc),
+    if req.limit > MAX_LIMIT {
+        return Err(invalid(
+            Invalid::Value,
+            format!("`limit` is at most {MAX_LIMIT}; page with `offset` or `cursor`"),
         ));
-        searcher
-            .search(&query, &by_date)?
-            .into_iter()
-            .map(|(_, d)| (0.0, d))
-            .collect()
-    } else {
-        searcher.search(&query, &top.order_by_score())?
+    }
+    if req.facet_size == 0 || req.facet_size > MAX_FACET_SIZE {
+        return Err(invalid(
+            Invalid::Value,
+            format!("`facet_size` is from 1 to {MAX_FACET_SIZE}"),
+        ));
+    }
+    let parsed = query::parse(&req.q);
+    let (words, matchers) = query::build(&parsed, scope, f, req.typo_tolerance);
+    let (sort, sort_name) = resolve_sort(scope, req.sort.as_deref(), parsed.is_empty())?;
+    let after = req
+        .cursor
+        .as_deref()
+        .map(|c| decode_cursor(c, &sort_name))
+        .transpose()?;
+    let filters = resolve_filters(store, scope, &req.filter)?;
+    let mut facet_fields: Vec<(&str, &'static str)> = Vec::new();
+    for name in &req.facets {
+        let field = facet_field(scope, name, Invalid::Facet)?;
+        if !facet_fields.iter().any(|(n, _)| n == name) {
+            facet_fields.push((name.as_str(), field));
+        }
+    }
+    let query_without = |skip: Option<&str>| -> BooleanQuery {
+        let mut clauses = scope_clauses(f, tenant, scope.doc_type());
+        for (field, q) in &filters {
+            if Some(*field) != skip {
+                clauses.push(must_filter(q.box_clone()));
+            }
+        }
+        for w in &words {
+            clauses.push((Occur::Must, w.box_clone()));
+        }
+        if words.is_empty() {
+            clauses.push((Occur::Must, Box::new(AllQuery)));
+        }
+        BooleanQuery::new(clauses)
     };
-    let hits = docs
+    // disjunctive facets: a facet with a filter of its own counts without it
+    let filtered: Vec<&str> = filters.iter().map(|(field, _)| *field).collect();
+    let mut shared: Vec<FacetCounter> = Vec::new();
+    let mut own: Vec<FacetCounter> = Vec::new();
+    for (_, field) in &facet_fields {
+        let counter = FacetCounter::new(&searcher, field)?;
+        if filtered.contains(field) {
+            own.push(counter);
+        } else {
+            shared.push(counter);
+        }
+    }
+    let main = query_without(None);
+    let mut shared_refs: Vec<&mut FacetCounter> = shared.iter_mut().collect();
+    let after_ref = after.as_ref().map(|(k, t)| (k, *t));
+    let (mut rows, total) = if req.limit == 0 && after.is_none() {
+        // counts only: no sort keys to read
+        (Vec::new(), collect::count(&searcher, &main, &mut shared_refs)?)
+    } else {
+        collect::gather(&searcher, &main, &sort, after_ref, &mut shared_refs)?
+    };
+    for counter in &mut own {
+        let q = query_without(Some(counter.field));
+        collect::count(&searcher, &q, &mut [counter])?;
+    }
+    let remaining = rows.len();
+    let window = collect::window(&mut rows, req.offset, req.limit);
+    let hits = window
+        .iter()
+        .map(|row| hit(&searcher, f, scope, row, req.highlight.then_some(&matchers)))
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = match window.last() {
+        Some(last) if req.offset + window.len() < remaining => Some(encode_cursor(
+            &sort_name,
+            collect::after_key(&searcher, &sort, last)?,
+            last.tie,
+        )),
+        Some(_) | None => None,
+    };
+    let mut facets = BTreeMap::new();
+    for (name, field) in &facet_fields {
+        let counter = shared
+            .iter()
+            .chain(own.iter())
+            .find(|c| c.field == *field)
+            .ok_or_else(|| invalid(Invalid::Facet, format!("facet `{name}`")))?;
+        facets.insert((*name).to_owned(), facet_values(counter, req.facet_size)?);
+    }
+    Ok(SearchResult {
+        hits,
+        total,
+        facets,
+        next_cursor,
+    })
+}
+
+fn facet_values(counter: &FacetCounter, size: usize) -> Result<Vec<FacetValue>> {
+    Ok(counter
+        .top(size)?
         .into_iter()
-        .map(|(score, addr)| hit(store, &searcher, score, addr))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(SearchResult { hits, total })
+        .map(|(value, count)| FacetValue { value, count })
+        .collect())
 }
 
 fn hit(
-    store: &IndexStore,
     searcher: &Searcher,
-    score: f32,
-    addr: DocAddress,
-) -> anyhow::Result<Hit> {
-    let doc: TantivyDocument = searcher.doc(addr)?;
-    let f = &store.schema.fields;
+    f: &Fields,
+    scope: Scope,
+    row: &collect::Row,
+    matchers: Option<&query::Matchers>,
+) -> Result<Hit> {
+    let doc: TantivyDocument = searcher.doc(row.address())?;
     let id = doc
         .get_first(f.id)
         .and_then(|v| v.as_str())
@@ -154,9 +568,123 @@ fn hit(
         .get_first(f.source)
         .and_then(|v| v.as_str())
         .unwrap_or("{}");
+    let value: serde_json::Value = serde_json::from_str(source).map_err(|e| {
+        tantivy::TantivyError::InternalError(format!("stored record of {id}: {e}"))
+    })?;
+    let highlights = matchers.map(|m| highlight::record(m, &value));
+    let record = match scope.doc_type() {
+        DocType::Contact => Record::Contact(value),
+        DocType::Company => Record::Company(value),
+    };
     Ok(Hit {
         id,
-        score,
-        contact: serde_json::from_str(source)?,
+        score: row.score,
+        record,
+        highlights,
+    })
+}
+
+/// A suggestion of autocomplete.
+#[derive(Debug, Clone, Serialize)]
+pub struct Suggestion {
+    pub text: String,
+    /// `contact`, `company` or `email`.
+    pub kind: &'static str,
+    pub id: String,
+    pub highlight: String,
+    #[serde(skip)]
+    score: f32,
+}
+
+/// Contact names, company names and emails for a prefix being typed.
+pub fn autocomplete(store: &IndexStore, tenant: Uuid, q: &str, limit: usize) -> Result<Vec<Suggestion>> {
+    if limit == 0 || limit > MAX_SUGGESTIONS {
+        return Err(invalid(
+            Invalid::Value,
+            format!("`limit` is from 1 to {MAX_SUGGESTIONS}"),
+        ));
+    }
+    let parsed = query::parse(q);
+    if parsed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let f = &store.schema.fields;
+    let searcher = store.reader.searcher();
+    let sort = Sort {
+        kind: SortKind::Relevance,
+        desc: false,
+    };
+    let mut out: Vec<Suggestion> = Vec::new();
+    for scope in [Scope::ContactNames, Scope::CompanyNames] {
+        let (words, matchers) = query::build(&parsed, scope, f, true);
+        let mut clauses = scope_clauses(f, tenant, scope.doc_type());
+        clauses.extend(words.into_iter().map(|w| (Occur::Must, w)));
+        let (mut rows, _) = collect::gather(&searcher, &BooleanQuery::new(clauses), &sort, None, &mut [])?;
+        // repeated names take several rows: look a little further
+        for row in collect::window(&mut rows, 0, limit * 4) {
+            let hit = hit(&searcher, f, scope, row, None)?;
+            let v = hit.record.value();
+            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+            let (kind, text) = match scope.doc_type() {
+                DocType::Company => ("company", s("name").to_owned()),
+                DocType::Contact => {
+                    let name = format!("{} {}", s("first_name"), s("last_name")).trim().to_owned();
+                    let name_hl = highlight::line(&matchers, &name);
+                    let email = v
+                        .get("emails")
+                        .and_then(|e| e.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e.as_str())
+                        .find(|e| highlight::line(&matchers, e).contains("<em>") || e.starts_with(q.trim()));
+                    match email {
+                        Some(e) if !name_hl.contains("<em>") || q.contains('@') => ("email", e.to_owned()),
+                        Some(_) | None => ("contact", name),
+                    }
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            let key = schema::analysis::fold(&text);
+            if out
+                .iter()
+                .any(|o| o.kind == kind && schema::analysis::fold(&o.text) == key)
+            {
+                continue;
+            }
+            let highlight = highlight::line(&matchers, &text);
+            out.push(Suggestion {
+                text,
+                kind,
+                id: hit.id,
+                highlight,
+                score: row.score,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Whole-tenant facet counts, for a dashboard.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub total: usize,
+    pub facets: BTreeMap<String, Vec<FacetValue>>,
+}
+
+pub fn stats(store: &IndexStore, tenant: Uuid, scope: Scope, size: usize) -> Result<Stats> {
+    let req = Request {
+        facets: facets_of(scope).iter().map(|(n, _)| (*n).to_owned()).collect(),
+        facet_size: size,
+        limit: 0,
+        ..Request::default()
+    };
+    let r = search(store, tenant, scope, &req)?;
+    Ok(Stats {
+        total: r.total,
+        facets: r.facets,
     })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use crmsearch::auth::Role;
-use crmsearch::search::{self, ContactSearch};
+use crmsearch::search::{self, Request, Scope};
 use schema::Contact;
 use serde_json::json;
 use uuid::Uuid;
@@ -19,18 +19,19 @@ pub fn indexed(t: &TestApp, tenant: Uuid) -> BTreeMap<Uuid, Contact> {
     let mut out = BTreeMap::new();
     let mut offset = 0;
     loop {
-        let page = search::search_contacts(
+        let page = search::search(
             &t.ix().store,
             tenant,
-            &ContactSearch {
-                q: String::new(),
+            Scope::Contacts,
+            &Request {
                 offset,
                 limit: 1000,
+                ..Request::default()
             },
         )
         .unwrap();
         for h in &page.hits {
-            let c: Contact = serde_json::from_value(h.contact.clone()).unwrap();
+            let c: Contact = serde_json::from_value(h.record.value().clone()).unwrap();
             assert!(out.insert(c.id, c).is_none(), "a contact indexed twice");
         }
         offset += page.hits.len();

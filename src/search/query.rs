@@ -1,0 +1,351 @@
+//! From the text a person typed to a tantivy query.
+//!
+//! `q` is cut to [`MAX_QUERY_CHARS`] characters and [`MAX_QUERY_WORDS`]
+//! words; quotes and control characters separate words. Each word is one of:
+//! - digits (a run of chunks made only of digits and `+ ( ) - . /`, so a
+//!   phone number typed with spaces is one word): matched in the phone
+//!   tokens exactly, by prefix when it is being typed, never fuzzily;
+//! - an address (a chunk with `@`): matched in the email tokens;
+//! - a word: folded like the index, matched exactly, by prefix (the last
+//!   word while it is being typed, that is, unless `q` ends with a space),
+//!   or within edits by its length — 0 under 5 letters, 1 from 5, 2 from 9.
+//!
+//! Every word must match some field (word order is free); a word's score is
+//! the best `field weight × kind of match` over the fields it matched in
+//! (plus a tenth of the others), and a document's score is the sum over
+//! words.
+
+use std::sync::Arc;
+
+use schema::analysis;
+use schema::index::{DocType, Fields};
+use schema::nicknames;
+use tantivy::query::{DisjunctionMaxQuery, Query};
+use tantivy::schema::Field;
+
+use super::matcher::{FieldMatch, WordMatch, kind};
+
+/// Longest `q` considered (characters); the rest is ignored.
+pub const MAX_QUERY_CHARS: usize = 256;
+/// Most words of `q` considered; the rest are ignored.
+pub const MAX_QUERY_WORDS: usize = 10;
+/// Shortest prefix looked up in long text (notes), where short prefixes
+/// match too much to mean anything.
+const MIN_NOTES_PREFIX: usize = 3;
+/// Shortest digits word matched as a prefix of a phone number.
+const MIN_PHONE_PREFIX: usize = 3;
+
+/// A word of the query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Word {
+    Text(String),
+    Digits(String),
+    Email(String),
+}
+
+/// The words of `q` and whether the last one is still being typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub words: Vec<Word>,
+    pub typing: bool,
+}
+
+impl Parsed {
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+}
+
+fn is_phone_chunk(chunk: &str) -> bool {
+    chunk.chars().any(|c| c.is_ascii_digit())
+        && chunk
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+()-./".contains(c))
+}
+
+/// Splits `q` into words (see the module's documentation).
+pub fn parse(q: &str) -> Parsed {
+    let q: String = q
+        .chars()
+        .take(MAX_QUERY_CHARS)
+        .map(|c| {
+            if c.is_control() || c == '"' || c == '\u{201c}' || c == '\u{201d}' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let typing = !q.ends_with(char::is_whitespace);
+    let mut words: Vec<Word> = Vec::new();
+    let mut digits = String::new();
+    let push = |words: &mut Vec<Word>, w: Word| {
+        if !words.contains(&w) {
+            words.push(w);
+        }
+    };
+    for chunk in q.split_whitespace() {
+        if is_phone_chunk(chunk) {
+            digits.extend(chunk.chars().filter(char::is_ascii_digit));
+            continue;
+        }
+        if !digits.is_empty() {
+            push(&mut words, Word::Digits(std::mem::take(&mut digits)));
+        }
+        if chunk.contains('@') {
+            let email = chunk
+                .trim_matches(|c: char| !c.is_alphanumeric() && c != '@')
+                .to_lowercase();
+            if !email.is_empty() && email.len() <= analysis::MAX_TOKEN_BYTES {
+                push(&mut words, Word::Email(email));
+            }
+            continue;
+        }
+        for w in analysis::words(chunk) {
+            if w.folded.len() <= analysis::MAX_TOKEN_BYTES {
+                push(&mut words, Word::Text(w.folded));
+            }
+        }
+    }
+    if !digits.is_empty() {
+        push(&mut words, Word::Digits(digits));
+    }
+    // a chunk of punctuation alone ends no word
+    let typing = typing && !q.trim_end().ends_with(|c: char| !c.is_alphanumeric() && c != '@');
+    words.truncate(MAX_QUERY_WORDS);
+    Parsed { words, typing }
+}
+
+/// Edits allowed for a word of `len` letters.
+pub fn distance_for(len: usize) -> u8 {
+    match len {
+        0..=4 => 0,
+        5..=8 => 1,
+        _ => 2,
+    }
+}
+
+/// Where and how much a field counts.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    field: Field,
+    weight: f32,
+    fuzzy: bool,
+    prefix: bool,
+    nicknames: bool,
+}
+
+/// The fields a kind of search looks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Contacts, every searchable field.
+    Contacts,
+    /// Companies, every searchable field.
+    Companies,
+    /// Contacts' names and emails (autocomplete).
+    ContactNames,
+    /// Companies' names (autocomplete).
+    CompanyNames,
+}
+
+impl Scope {
+    pub fn doc_type(self) -> DocType {
+        match self {
+            Scope::Contacts | Scope::ContactNames => DocType::Contact,
+            Scope::Companies | Scope::CompanyNames => DocType::Company,
+        }
+    }
+
+    fn targets(self, f: &Fields) -> Vec<Target> {
+        let t = |field, weight, fuzzy, prefix| Target {
+            field,
+            weight,
+            fuzzy,
+            prefix,
+            nicknames: false,
+        };
+        let first = Target {
+            nicknames: true,
+            ..t(f.first_name, 10.0, true, true)
+        };
+        match self {
+            Scope::Contacts => vec![
+                first,
+                t(f.last_name, 10.0, true, true),
+                t(f.emails, 7.0, true, true),
+                t(f.company_name, 6.0, true, true),
+                t(f.title, 4.0, true, true),
+                t(f.city, 4.0, true, true),
+                t(f.tags, 3.0, false, true),
+                t(f.notes, 1.0, false, true),
+            ],
+            Scope::Companies => vec![
+                t(f.name, 10.0, true, true),
+                t(f.emails, 7.0, true, true),
+                t(f.city, 4.0, true, true),
+                t(f.tags, 3.0, false, true),
+                t(f.notes, 1.0, false, true),
+            ],
+            Scope::ContactNames => vec![
+                first,
+                t(f.last_name, 10.0, true, true),
+                t(f.emails, 7.0, true, true),
+            ],
+            Scope::CompanyNames => vec![t(f.name, 10.0, true, true)],
+        }
+    }
+}
+
+/// How the words of a query match, for highlighting.
+#[derive(Debug, Clone)]
+pub struct Matchers {
+    pub words: Vec<Arc<WordMatch>>,
+    pub digits: Vec<(String, bool)>,
+}
+
+/// One clause per word (each must match), and what each word matches.
+pub fn build(
+    parsed: &Parsed,
+    scope: Scope,
+    f: &Fields,
+    typo_tolerance: bool,
+) -> (Vec<Box<dyn Query>>, Matchers) {
+    let targets = scope.targets(f);
+    let last = parsed.words.len().saturating_sub(1);
+    let mut clauses: Vec<Box<dyn Query>> = Vec::new();
+    let mut matchers = Matchers {
+        words: Vec::new(),
+        digits: Vec::new(),
+    };
+    for (i, word) in parsed.words.iter().enumerate() {
+        let typing = parsed.typing && i == last;
+        let mut per_field: Vec<Box<dyn Query>> = Vec::new();
+        match word {
+            Word::Text(text) | Word::Email(text) => {
+                let email = matches!(word, Word::Email(_));
+                let len = text.chars().count();
+                let distance = if typo_tolerance { distance_for(len) } else { 0 };
+                let mut alternatives: Vec<(String, f32)> = Vec::new();
+                if !email && let Some(alt) = analysis::german_alternative(text) {
+                    alternatives.push((alt, kind::EXACT));
+                }
+                let word = Arc::new(WordMatch {
+                    word: text.clone(),
+                    alternatives,
+                    prefix: typing,
+                    distance,
+                });
+                let nicknames = (!email).then(|| {
+                    Arc::new(WordMatch {
+                        alternatives: nicknames::related(text)
+                            .iter()
+                            .map(|n| ((*n).to_owned(), kind::NICKNAME))
+                            .collect(),
+                        ..(*word).clone()
+                    })
+                });
+                let automaton = word.automaton();
+                for t in &targets {
+                    if email && t.field != f.emails {
+                        continue;
+                    }
+                    let short = t.field == f.notes && len < MIN_NOTES_PREFIX;
+                    let word = match (&nicknames, t.nicknames) {
+                        (Some(n), true) => n.clone(),
+                        (Some(_) | None, _) => word.clone(),
+                    };
+                    per_field.push(Box::new(FieldMatch {
+                        field: t.field,
+                        weight: t.weight,
+                        word,
+                        fuzzy: t.fuzzy,
+                        prefix: t.prefix && !short,
+                        automaton: automaton.clone(),
+                    }));
+                }
+                matchers.words.push(nicknames.unwrap_or(word));
+            }
+            Word::Digits(digits) => {
+                let word = Arc::new(WordMatch {
+                    word: digits.clone(),
+                    alternatives: Vec::new(),
+                    prefix: typing,
+                    distance: 0,
+                });
+                per_field.push(Box::new(FieldMatch {
+                    field: f.phones,
+                    weight: 9.0,
+                    word: word.clone(),
+                    fuzzy: false,
+                    prefix: digits.len() >= MIN_PHONE_PREFIX,
+                    automaton: None,
+                }));
+                // a number can also be a word of a name-like field ("event-2025")
+                for t in &targets {
+                    if t.field != f.emails && t.field != f.first_name && t.field != f.last_name {
+                        per_field.push(Box::new(FieldMatch {
+                            field: t.field,
+                            weight: 1.0,
+                            word: word.clone(),
+                            fuzzy: false,
+                            prefix: false,
+                            automaton: None,
+                        }));
+                    }
+                }
+                matchers.digits.push((digits.clone(), typing));
+            }
+        }
+        clauses.push(Box::new(DisjunctionMaxQuery::with_tie_breaker(
+            per_field, 0.1,
+        )));
+    }
+    (clauses, matchers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(q: &str) -> Vec<Word> {
+        parse(q).words
+    }
+
+    #[test]
+    fn parsing() {
+        use Word::{Digits, Email, Text};
+        assert_eq!(
+            words("Jon Smi"),
+            vec![Text("jon".into()), Text("smi".into())]
+        );
+        assert_eq!(words("+46 8 123 456 78"), vec![Digits("46812345678".into())]);
+        assert_eq!(
+            words("anna 08-123 45678"),
+            vec![Text("anna".into()), Digits("0812345678".into())]
+        );
+        assert_eq!(
+            words("Anna.S@Example.se,"),
+            vec![Email("anna.s@example.se".into())]
+        );
+        assert_eq!(
+            words("\"Müller\" \u{7} O'Brien"),
+            vec![Text("muller".into()), Text("o".into()), Text("brien".into())]
+        );
+        assert!(parse("jo").typing && !parse("jo ").typing && !parse("jo,").typing);
+        assert_eq!(words(&"a ".repeat(10_000)).len(), 1);
+        // cut at MAX_QUERY_CHARS, possibly inside a word
+        assert!(words(&"ab cd ef gh ".repeat(1000)).len() <= 5);
+        assert!(words("🙂 \u{202e}").is_empty());
+        assert_eq!(words("مرحبا"), vec![Text("مرحبا".into())]);
+        let many: String = (0..100).map(|i| format!("w{i} ")).collect();
+        assert_eq!(words(&many).len(), MAX_QUERY_WORDS);
+    }
+
+    #[test]
+    fn distances_by_length() {
+        assert_eq!(
+            [1, 4, 5, 8, 9, 20].map(distance_for),
+            [0, 0, 1, 1, 2, 2]
+        );
+    }
+}
