@@ -8,7 +8,7 @@
 //! - [`phone_tokens`]: a number's digits, its national part, and every
 //!   trailing run of 4+ digits.
 //! - [`email_tokens`]: the address, its local part, the local part's pieces
-//!   split on `. _ - +`, the domain and its labels but the last.
+//!   split on `. _ - +`, the domain and its labels.
 
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 
@@ -126,7 +126,7 @@ fn is_country_code(cc: &str) -> bool {
 }
 
 /// Tokens of an email address: whole, local part, the local part's pieces,
-/// the domain, the domain's labels but the top-level one. Lowercased.
+/// the domain and its labels. Lowercased.
 pub fn email_tokens(email: &str) -> Vec<String> {
     let email = email.trim().to_lowercase();
     let mut out = vec![email.clone()];
@@ -146,9 +146,9 @@ pub fn email_tokens(email: &str) -> Vec<String> {
         }
         None => email.as_str(),
     };
-    // the domain's labels but the last: `example` of `mail.example.se`
-    if let Some((labels, _tld)) = domain.rsplit_once('.') {
-        for label in labels.split('.') {
+    // the domain's labels: `mail`, `example`, `se` of `mail.example.se`
+    if domain.contains('.') {
+        for label in domain.split('.') {
             push(label);
         }
     }
@@ -177,7 +177,10 @@ pub struct Word {
 pub fn words(text: &str) -> Vec<Word> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
         match (c.is_alphanumeric() || is_mark(c), start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
@@ -231,7 +234,10 @@ pub fn index_tokens(text: &str) -> Vec<Token> {
         });
         if !joined_to_next {
             if i > group_start {
-                let joined: String = ws[group_start..=i].iter().map(|w| w.folded.as_str()).collect();
+                let joined: String = ws[group_start..=i]
+                    .iter()
+                    .map(|w| w.folded.as_str())
+                    .collect();
                 push(&mut out, ws[group_start].from, w.to, group_start, joined);
             }
             group_start = i + 1;
@@ -467,7 +473,8 @@ mod tests {
                 "svensson",
                 "crm",
                 "example.se",
-                "example"
+                "example",
+                "se"
             ]
         );
     }

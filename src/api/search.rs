@@ -22,10 +22,7 @@ use crate::search::{self, Request, Scope};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/v1/contacts/search",
-            get(contacts_get).post(contacts_post),
-        )
+        .route("/v1/contacts/search", get(contacts_get).post(contacts_post))
         .route(
             "/v1/companies/search",
             get(companies_get).post(companies_post),
@@ -186,7 +183,12 @@ fn took(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
-async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Result<axum::Json<Value>> {
+async fn run(
+    st: AppState,
+    key: SearchKey,
+    scope: Scope,
+    body: SearchBody,
+) -> Result<axum::Json<Value>> {
     let started = Instant::now();
     let sort = match body.sort {
         None => None,
@@ -234,19 +236,35 @@ async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Re
     })))
 }
 
-async fn contacts_get(State(st): State<AppState>, key: SearchKey, p: Params<SearchParams>) -> Result<axum::Json<Value>> {
+async fn contacts_get(
+    State(st): State<AppState>,
+    key: SearchKey,
+    p: Params<SearchParams>,
+) -> Result<axum::Json<Value>> {
     run(st, key, Scope::Contacts, params(p)?.try_into()?).await
 }
 
-async fn contacts_post(State(st): State<AppState>, key: SearchKey, Json(b): Json<SearchBody>) -> Result<axum::Json<Value>> {
+async fn contacts_post(
+    State(st): State<AppState>,
+    key: SearchKey,
+    Json(b): Json<SearchBody>,
+) -> Result<axum::Json<Value>> {
     run(st, key, Scope::Contacts, b).await
 }
 
-async fn companies_get(State(st): State<AppState>, key: SearchKey, p: Params<SearchParams>) -> Result<axum::Json<Value>> {
+async fn companies_get(
+    State(st): State<AppState>,
+    key: SearchKey,
+    p: Params<SearchParams>,
+) -> Result<axum::Json<Value>> {
     run(st, key, Scope::Companies, params(p)?.try_into()?).await
 }
 
-async fn companies_post(State(st): State<AppState>, key: SearchKey, Json(b): Json<SearchBody>) -> Result<axum::Json<Value>> {
+async fn companies_post(
+    State(st): State<AppState>,
+    key: SearchKey,
+    Json(b): Json<SearchBody>,
+) -> Result<axum::Json<Value>> {
     run(st, key, Scope::Companies, b).await
 }
 
@@ -297,11 +315,8 @@ async fn stats(
     let tenant = key.0.tenant_id;
     let size = p.size.unwrap_or(20);
     let s = blocking(move || search::stats(&indexer.store, tenant, Scope::Contacts, size)).await?;
-    let facets: BTreeMap<String, Value> = s
-        .facets
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
+    let facets: BTreeMap<String, Value> =
+        s.facets.into_iter().map(|(k, v)| (k, json!(v))).collect();
     Ok(axum::Json(json!({
         "total": s.total,
         "facets": facets,

@@ -412,7 +412,11 @@ fn text_ranks(searcher: &Searcher, field: &str, after: Option<&str>) -> tantivy:
             if let (Some(a), Some(ar)) = (after, after_rank.as_mut())
                 && key <= a
             {
-                *ar = if key == a { (rank, true) } else { (rank + 1, false) };
+                *ar = if key == a {
+                    (rank, true)
+                } else {
+                    (rank + 1, false)
+                };
             }
         }
         first = false;
@@ -434,7 +438,10 @@ mod tests {
     #[test]
     fn keys_keep_their_order() {
         assert!(score_key(2.0) < score_key(1.0) && score_key(0.5) < score_key(0.0));
-        assert!(date_key(-5, false) < date_key(3, false) && date_key(3, false) < date_key(1 << 40, false));
+        assert!(
+            date_key(-5, false) < date_key(3, false)
+                && date_key(3, false) < date_key(1 << 40, false)
+        );
         assert!(date_key(-5, true) > date_key(3, true) && date_key(3, true) < MISSING);
         assert!(rank_key(1, false) < rank_key(2, false) && rank_key(1, true) > rank_key(2, true));
         assert!(rank_key(0, true) < MISSING);
@@ -453,10 +460,25 @@ mod tests {
             .collect();
         let mut full = rows.clone();
         full.sort_by(Row::cmp);
-        for (offset, limit) in [(0, 10), (0, 1000), (123, 50), (990, 50), (999, 1), (1000, 5)] {
+        for (offset, limit) in [
+            (0, 10),
+            (0, 1000),
+            (123, 50),
+            (990, 50),
+            (999, 1),
+            (1000, 5),
+        ] {
             let mut r = rows.clone();
-            let w: Vec<u32> = window(&mut r, offset, limit).iter().map(|r| r.doc).collect();
-            let want: Vec<u32> = full.iter().skip(offset).take(limit).map(|r| r.doc).collect();
+            let w: Vec<u32> = window(&mut r, offset, limit)
+                .iter()
+                .map(|r| r.doc)
+                .collect();
+            let want: Vec<u32> = full
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|r| r.doc)
+                .collect();
             assert_eq!(w, want, "{offset} {limit}");
         }
         assert!(window(&mut rows, 5, 0).is_empty());

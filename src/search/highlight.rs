@@ -75,7 +75,12 @@ fn word_span(m: &Matchers, token: &str, original: &str) -> Option<usize> {
             Some(original.len())
         } else if d > 0 && w.prefix && prefix_distance(&w.word, token, d) <= d {
             let n = w.word.chars().count();
-            Some(original.char_indices().nth(n).map_or(original.len(), |(i, _)| i))
+            Some(
+                original
+                    .char_indices()
+                    .nth(n)
+                    .map_or(original.len(), |(i, _)| i),
+            )
         } else {
             None
         };
@@ -93,7 +98,9 @@ fn word_span(m: &Matchers, token: &str, original: &str) -> Option<usize> {
 fn text_spans(m: &Matchers, text: &str) -> Vec<(usize, usize)> {
     analysis::words(text)
         .into_iter()
-        .filter_map(|w| word_span(m, &w.folded, &text[w.from..w.to]).map(|len| (w.from, w.from + len)))
+        .filter_map(|w| {
+            word_span(m, &w.folded, &text[w.from..w.to]).map(|len| (w.from, w.from + len))
+        })
         .collect()
 }
 
@@ -134,8 +141,13 @@ fn snippet(m: &Matchers, value: &str) -> Option<String> {
 fn email(m: &Matchers, value: &str) -> Option<String> {
     let lower = value.to_lowercase();
     for w in &m.words {
-        if lower == w.word || (w.prefix && lower.starts_with(&w.word) && lower.len() == value.len()) {
-            let end = if lower == w.word { value.len() } else { w.word.len() };
+        if lower == w.word || (w.prefix && lower.starts_with(&w.word) && lower.len() == value.len())
+        {
+            let end = if lower == w.word {
+                value.len()
+            } else {
+                w.word.len()
+            };
             return Some(mark(value, &[(0, end)]));
         }
     }
@@ -143,7 +155,10 @@ fn email(m: &Matchers, value: &str) -> Option<String> {
 }
 
 fn phone(m: &Matchers, value: &str) -> Option<String> {
-    let digits: Vec<(usize, char)> = value.char_indices().filter(|(_, c)| c.is_ascii_digit()).collect();
+    let digits: Vec<(usize, char)> = value
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_digit())
+        .collect();
     let all: String = digits.iter().map(|(_, c)| *c).collect();
     for (d, _) in &m.digits {
         let candidates = [d.as_str(), d.strip_prefix('0').unwrap_or(d)];
@@ -168,12 +183,27 @@ pub fn record(m: &Matchers, source: &Value) -> Map<String, Value> {
     let Some(obj) = source.as_object() else {
         return out;
     };
-    for field in ["first_name", "last_name", "name", "title", "company_name", "city"] {
-        if let Some(h) = obj.get(field).and_then(Value::as_str).and_then(|v| text(m, v)) {
+    for field in [
+        "first_name",
+        "last_name",
+        "name",
+        "title",
+        "company_name",
+        "city",
+    ] {
+        if let Some(h) = obj
+            .get(field)
+            .and_then(Value::as_str)
+            .and_then(|v| text(m, v))
+        {
             out.insert(field.to_owned(), Value::String(h));
         }
     }
-    if let Some(h) = obj.get("notes").and_then(Value::as_str).and_then(|v| snippet(m, v)) {
+    if let Some(h) = obj
+        .get("notes")
+        .and_then(Value::as_str)
+        .and_then(|v| snippet(m, v))
+    {
         out.insert("notes".to_owned(), Value::String(h));
     }
     let lists: [(&str, fn(&Matchers, &str) -> Option<String>); 4] = [
@@ -222,13 +252,28 @@ mod tests {
 
     #[test]
     fn marks_exact_prefix_fuzzy_and_escapes() {
-        assert_eq!(text(&matchers("jon"), "Jon <b>"), Some("<em>Jon</em> &lt;b&gt;".into()));
+        assert_eq!(
+            text(&matchers("jon"), "Jon <b>"),
+            Some("<em>Jon</em> &lt;b&gt;".into())
+        );
         assert_eq!(line(&matchers("jo"), "John Smith"), "<em>Jo</em>hn Smith");
-        assert_eq!(line(&matchers("smiht "), "John Smith"), "John <em>Smith</em>");
+        assert_eq!(
+            line(&matchers("smiht "), "John Smith"),
+            "John <em>Smith</em>"
+        );
         assert_eq!(line(&matchers("muell"), "Müller AG"), "<em>Müll</em>er AG");
-        assert_eq!(line(&matchers("mueller "), "Müller AG"), "<em>Müller</em> AG");
-        assert_eq!(line(&matchers("bob "), "Robert Brown"), "<em>Robert</em> Brown");
-        assert_eq!(phone(&matchers("5678"), "+46 8 123 456 78"), Some("+46 8 123 4<em>56 78</em>".into()));
+        assert_eq!(
+            line(&matchers("mueller "), "Müller AG"),
+            "<em>Müller</em> AG"
+        );
+        assert_eq!(
+            line(&matchers("bob "), "Robert Brown"),
+            "<em>Robert</em> Brown"
+        );
+        assert_eq!(
+            phone(&matchers("5678"), "+46 8 123 456 78"),
+            Some("+46 8 123 4<em>56 78</em>".into())
+        );
         assert_eq!(
             phone(&matchers("08-12345678"), "+46 8 123 456 78"),
             Some("+46 <em>8 123 456 78</em>".into())
@@ -237,7 +282,14 @@ mod tests {
             email(&matchers("anna.s@ex"), "Anna.S@example.se"),
             Some("<em>Anna.S@ex</em>ample.se".into())
         );
-        assert!(snippet(&matchers("renewal "), &format!("{} renewal {}", "x".repeat(200), "y".repeat(200)))
-            .is_some_and(|s| s.starts_with('…') && s.ends_with('…') && s.contains("<em>renewal</em>")));
+        assert!(
+            snippet(
+                &matchers("renewal "),
+                &format!("{} renewal {}", "x".repeat(200), "y".repeat(200))
+            )
+            .is_some_and(|s| s.starts_with('…')
+                && s.ends_with('…')
+                && s.contains("<em>renewal</em>"))
+        );
     }
 }

@@ -20,7 +20,9 @@ use schema::index::{
     COMPANY_FACETS, COMPANY_SORTS, CONTACT_FACETS, CONTACT_SORTS, DATE_FIELDS, DocType, Fields,
 };
 use serde::{Deserialize, Serialize};
-use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::{Searcher, TantivyDocument, Term};
 use uuid::Uuid;
@@ -163,8 +165,10 @@ pub fn parse_filter(value: &serde_json::Value) -> Result<Vec<(String, Condition)
         let cond = match v {
             Value::String(s) => Condition::AnyOf(vec![s.clone()]),
             Value::Array(items) => {
-                let values: Option<Vec<String>> =
-                    items.iter().map(|i| i.as_str().map(str::to_owned)).collect();
+                let values: Option<Vec<String>> = items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect();
                 let values = values.ok_or_else(|| {
                     invalid(
                         Invalid::Filter,
@@ -259,7 +263,11 @@ fn facet_field(scope: Scope, name: &str, what: Invalid) -> Result<&'static str> 
         .map(|(_, f)| *f)
         .ok_or_else(|| {
             let dates = DATE_FIELDS.join(", ");
-            let noun = if what == Invalid::Facet { "facet" } else { "filter" };
+            let noun = if what == Invalid::Facet {
+                "facet"
+            } else {
+                "filter"
+            };
             let extra = if what == Invalid::Filter {
                 format!(", or a date range on {dates}")
             } else {
@@ -358,10 +366,8 @@ fn decode_cursor(cursor: &str, sort: &str) -> Result<(AfterKey, u64)> {
             ),
         ));
     }
-    let matches = matches!(
-        (&c.k, sort),
-        (AfterKey::Score(_), "_relevance")
-    ) || !matches!(c.k, AfterKey::Score(_)) && sort != "_relevance";
+    let matches = matches!((&c.k, sort), (AfterKey::Score(_), "_relevance"))
+        || !matches!(c.k, AfterKey::Score(_)) && sort != "_relevance";
     if !matches {
         return Err(bad());
     }
@@ -441,7 +447,12 @@ fn resolve_filters(
 }
 
 /// Contacts or companies matching a request.
-pub fn search(store: &IndexStore, tenant: Uuid, scope: Scope, req: &Request) -> Result<SearchResult> {
+pub fn search(
+    store: &IndexStore,
+    tenant: Uuid,
+    scope: Scope,
+    req: &Request,
+) -> Result<SearchResult> {
     let f = &store.schema.fields;
     let searcher = store.reader.searcher();
     if req.limit > MAX_LIMIT {
@@ -504,7 +515,10 @@ pub fn search(store: &IndexStore, tenant: Uuid, scope: Scope, req: &Request) -> 
     let after_ref = after.as_ref().map(|(k, t)| (k, *t));
     let (mut rows, total) = if req.limit == 0 && after.is_none() {
         // counts only: no sort keys to read
-        (Vec::new(), collect::count(&searcher, &main, &mut shared_refs)?)
+        (
+            Vec::new(),
+            collect::count(&searcher, &main, &mut shared_refs)?,
+        )
     } else {
         collect::gather(&searcher, &main, &sort, after_ref, &mut shared_refs)?
     };
@@ -568,9 +582,8 @@ fn hit(
         .get_first(f.source)
         .and_then(|v| v.as_str())
         .unwrap_or("{}");
-    let value: serde_json::Value = serde_json::from_str(source).map_err(|e| {
-        tantivy::TantivyError::InternalError(format!("stored record of {id}: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_str(source)
+        .map_err(|e| tantivy::TantivyError::InternalError(format!("stored record of {id}: {e}")))?;
     let highlights = matchers.map(|m| highlight::record(m, &value));
     let record = match scope.doc_type() {
         DocType::Contact => Record::Contact(value),
@@ -597,7 +610,12 @@ pub struct Suggestion {
 }
 
 /// Contact names, company names and emails for a prefix being typed.
-pub fn autocomplete(store: &IndexStore, tenant: Uuid, q: &str, limit: usize) -> Result<Vec<Suggestion>> {
+pub fn autocomplete(
+    store: &IndexStore,
+    tenant: Uuid,
+    q: &str,
+    limit: usize,
+) -> Result<Vec<Suggestion>> {
     if limit == 0 || limit > MAX_SUGGESTIONS {
         return Err(invalid(
             Invalid::Value,
@@ -619,7 +637,8 @@ pub fn autocomplete(store: &IndexStore, tenant: Uuid, q: &str, limit: usize) -> 
         let (words, matchers) = query::build(&parsed, scope, f, true);
         let mut clauses = scope_clauses(f, tenant, scope.doc_type());
         clauses.extend(words.into_iter().map(|w| (Occur::Must, w)));
-        let (mut rows, _) = collect::gather(&searcher, &BooleanQuery::new(clauses), &sort, None, &mut [])?;
+        let (mut rows, _) =
+            collect::gather(&searcher, &BooleanQuery::new(clauses), &sort, None, &mut [])?;
         // repeated names take several rows: look a little further
         for row in collect::window(&mut rows, 0, limit * 4) {
             let hit = hit(&searcher, f, scope, row, None)?;
@@ -628,7 +647,9 @@ pub fn autocomplete(store: &IndexStore, tenant: Uuid, q: &str, limit: usize) -> 
             let (kind, text) = match scope.doc_type() {
                 DocType::Company => ("company", s("name").to_owned()),
                 DocType::Contact => {
-                    let name = format!("{} {}", s("first_name"), s("last_name")).trim().to_owned();
+                    let name = format!("{} {}", s("first_name"), s("last_name"))
+                        .trim()
+                        .to_owned();
                     let name_hl = highlight::line(&matchers, &name);
                     let email = v
                         .get("emails")
@@ -636,9 +657,14 @@ pub fn autocomplete(store: &IndexStore, tenant: Uuid, q: &str, limit: usize) -> 
                         .into_iter()
                         .flatten()
                         .filter_map(|e| e.as_str())
-                        .find(|e| highlight::line(&matchers, e).contains("<em>") || e.starts_with(q.trim()));
+                        .find(|e| {
+                            highlight::line(&matchers, e).contains("<em>")
+                                || e.starts_with(q.trim())
+                        });
                     match email {
-                        Some(e) if !name_hl.contains("<em>") || q.contains('@') => ("email", e.to_owned()),
+                        Some(e) if !name_hl.contains("<em>") || q.contains('@') => {
+                            ("email", e.to_owned())
+                        }
                         Some(_) | None => ("contact", name),
                     }
                 }
@@ -677,7 +703,10 @@ pub struct Stats {
 
 pub fn stats(store: &IndexStore, tenant: Uuid, scope: Scope, size: usize) -> Result<Stats> {
     let req = Request {
-        facets: facets_of(scope).iter().map(|(n, _)| (*n).to_owned()).collect(),
+        facets: facets_of(scope)
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect(),
         facet_size: size,
         limit: 0,
         ..Request::default()

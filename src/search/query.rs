@@ -111,7 +111,10 @@ pub fn parse(q: &str) -> Parsed {
         push(&mut words, Word::Digits(digits));
     }
     // a chunk of punctuation alone ends no word
-    let typing = typing && !q.trim_end().ends_with(|c: char| !c.is_alphanumeric() && c != '@');
+    let typing = typing
+        && !q
+            .trim_end()
+            .ends_with(|c: char| !c.is_alphanumeric() && c != '@');
     words.truncate(MAX_QUERY_WORDS);
     Parsed { words, typing }
 }
@@ -318,7 +321,10 @@ mod tests {
             words("Jon Smi"),
             vec![Text("jon".into()), Text("smi".into())]
         );
-        assert_eq!(words("+46 8 123 456 78"), vec![Digits("46812345678".into())]);
+        assert_eq!(
+            words("+46 8 123 456 78"),
+            vec![Digits("46812345678".into())]
+        );
         assert_eq!(
             words("anna 08-123 45678"),
             vec![Text("anna".into()), Digits("0812345678".into())]
@@ -329,7 +335,11 @@ mod tests {
         );
         assert_eq!(
             words("\"Müller\" \u{7} O'Brien"),
-            vec![Text("muller".into()), Text("o".into()), Text("brien".into())]
+            vec![
+                Text("muller".into()),
+                Text("o".into()),
+                Text("brien".into())
+            ]
         );
         assert!(parse("jo").typing && !parse("jo ").typing && !parse("jo,").typing);
         assert_eq!(words(&"a ".repeat(10_000)).len(), 1);
@@ -343,9 +353,6 @@ mod tests {
 
     #[test]
     fn distances_by_length() {
-        assert_eq!(
-            [1, 4, 5, 8, 9, 20].map(distance_for),
-            [0, 0, 1, 1, 2, 2]
-        );
+        assert_eq!([1, 4, 5, 8, 9, 20].map(distance_for), [0, 0, 1, 1, 2, 2]);
     }
 }

@@ -11,3 +11,4 @@ mod bulk;
 mod cdc;
 mod crash;
 mod embedded;
+mod search;
