@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crmsearch::db;
-use crmsearch::search::{self, ContactSearch};
+use crmsearch::search::{self, Request, Scope};
 use indexer::{Indexer, IndexerConfig, Lsn};
 
 fn env(name: &str, default: u64) -> u64 {
@@ -127,13 +127,14 @@ async fn main() -> anyhow::Result<()> {
     ix.wait_for(now, Duration::from_secs(30)).await;
     let store = ix.store.clone();
     let hits = tokio::task::spawn_blocking(move || {
-        search::search_contacts(
+        search::search(
             &store,
             tenant,
-            &ContactSearch {
+            Scope::Contacts,
+            &Request {
                 q: "anna".into(),
-                offset: 0,
                 limit: 10,
+                ..Request::default()
             },
         )
     })

@@ -177,6 +177,9 @@ fn phone(m: &Matchers, value: &str) -> Option<String> {
     None
 }
 
+/// Marks one value of a field, when the query matched it.
+type Marker = fn(&Matchers, &str) -> Option<String>;
+
 /// The highlights of a contact or company record (`_source`), by field.
 pub fn record(m: &Matchers, source: &Value) -> Map<String, Value> {
     let mut out = Map::new();
@@ -206,7 +209,7 @@ pub fn record(m: &Matchers, source: &Value) -> Map<String, Value> {
     {
         out.insert("notes".to_owned(), Value::String(h));
     }
-    let lists: [(&str, fn(&Matchers, &str) -> Option<String>); 4] = [
+    let lists: [(&str, Marker); 4] = [
         ("emails", email),
         ("phones", phone),
         ("tags", text),
