@@ -11,6 +11,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod ingest;
 pub mod search;
+pub mod seed;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -789,3 +789,100 @@ async fn bad_input_is_answered_not_crashed() {
     }
     t.stop().await;
 }
+
+/// The relevance set of `fixtures/relevance` (generated multi-locale
+/// contacts and the misspelled, partial, reordered, accent-stripped, phone
+/// and email queries people type, with every right answer): success@1 and
+/// success@10 by kind, printed, with floors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relevance_on_the_fixture_set() {
+    let t = TestApp::with_indexer().await;
+    let w = t.a.key(Role::Write);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/relevance");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    for line in read("companies.ndjson").lines() {
+        let (s, v) = t
+            .call(Method::POST, "/v1/companies", Some(w), Some(serde_json::from_str(line).unwrap()))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = t
+        .raw(
+            Method::POST,
+            "/v1/contacts/bulk",
+            Some(w),
+            Some(("application/x-ndjson", read("contacts.ndjson").into_bytes())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["failed"], json!([]));
+    t.caught_up().await;
+    let queries: Vec<crmsearch::seed::RelevanceQuery> = read("queries.ndjson")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut by_kind: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut misses = Vec::new();
+    for q in &queries {
+        let r = crmsearch::search::search(
+            &t.ix().store,
+            t.a.id,
+            crmsearch::search::Scope::Contacts,
+            &crmsearch::search::Request {
+                q: q.q.clone(),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let got: Vec<String> = r
+            .hits
+            .iter()
+            .map(|h| h.record.value()["external_id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let e = by_kind.entry(q.kind.to_owned()).or_default();
+        e[0] += 1;
+        let first = got.first().is_some_and(|g| q.expect.contains(g));
+        let ten = got.iter().any(|g| q.expect.contains(g));
+        e[1] += usize::from(first);
+        e[2] += usize::from(ten);
+        if !ten {
+            misses.push(format!("{} {:?} expect {:?} got {:?}", q.kind, q.q, q.expect, got));
+        }
+    }
+    let mut table = String::from("kind          n    success@1  success@10\n");
+    let mut all = [0usize; 3];
+    for (kind, c) in &by_kind {
+        table.push_str(&format!(
+            "{kind:<12} {:>4}    {:.3}      {:.3}\n",
+            c[0],
+            c[1] as f64 / c[0] as f64,
+            c[2] as f64 / c[0] as f64
+        ));
+        for i in 0..3 {
+            all[i] += c[i];
+        }
+    }
+    let at10 = all[2] as f64 / all[0] as f64;
+    table.push_str(&format!(
+        "{:<12} {:>4}    {:.3}      {at10:.3}\n",
+        "all",
+        all[0],
+        all[1] as f64 / all[0] as f64
+    ));
+    println!("{table}");
+    for m in misses.iter().take(20) {
+        println!("miss: {m}");
+    }
+    assert!(queries.len() >= 400);
+    let typos: [usize; 3] = ["typo1", "typo2"]
+        .iter()
+        .filter_map(|k| by_kind.get(*k))
+        .fold([0; 3], |a, c| [a[0] + c[0], a[1] + c[1], a[2] + c[2]]);
+    assert!(
+        typos[2] as f64 / typos[0] as f64 >= 0.99,
+        "misspelled names success@10 below 0.99:\n{table}"
+    );
+    assert!(at10 >= 0.97, "success@10 below 0.97:\n{table}");
+    t.stop().await;
+}

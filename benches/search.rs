@@ -1,0 +1,381 @@
+//! Contact search at scale against Postgres with pg_trgm, same data, same
+//! run (release build, embedded Postgres on the same 2 cores).
+//!
+//! `cargo bench --bench search` (env: SEARCH_CONTACTS=500000,
+//! SEARCH_QUERIES=400). Data comes from the seed generator
+//! (`crmsearch::seed`, seed 42) and is cached in `target/bench-search`
+//! between runs (delete it to reload). Prints a table and writes
+//! `target/bench-search/search.md`.
+//!
+//! Ours is timed around `search::search` / `autocomplete` / `stats` (what a
+//! request spends in the engine, HTTP excluded); Postgres around the query's
+//! round trip on a local connection (the wire adds ~0.1 ms).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crmsearch::search::{self, Request, Scope};
+use crmsearch::{db, seed};
+use indexer::{Indexer, IndexerConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use schema::ContactFields;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Milliseconds of each run of `f` over `inputs`, sorted.
+fn time<T>(inputs: &[T], mut f: impl FnMut(&T)) -> Vec<f64> {
+    let mut out: Vec<f64> = inputs
+        .iter()
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+async fn time_pg<T>(inputs: &[T], mut f: impl AsyncFnMut(&T) -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        let t = Instant::now();
+        f(i).await?;
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    Ok(out)
+}
+
+const COMPANIES: usize = 20_000;
+const SEED: u64 = 42;
+/// The text Postgres searches with trigrams: names, emails, phones.
+const PG_TEXT: &str = "lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' \
+     || array_to_string(emails, ' ') || ' ' || array_to_string(phones, ' '))";
+const PG_NAME: &str = "lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))";
+
+async fn load(pool: &PgPool, tenant: Uuid, n: usize) -> anyhow::Result<Vec<ContactFields>> {
+    let companies = seed::companies(SEED, COMPANIES);
+    let mut tx = pool.begin().await?;
+    let col = |f: fn(&schema::CompanyFields) -> Option<String>| -> Vec<Option<String>> {
+        companies.iter().map(f).collect()
+    };
+    sqlx::query(
+        "INSERT INTO companies (tenant_id, external_id, name, domain, industry, city, country)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
+    )
+    .bind(tenant)
+    .bind(col(|c| c.external_id.clone()))
+    .bind(col(|c| c.name.clone()))
+    .bind(col(|c| c.domain.clone()))
+    .bind(col(|c| c.industry.clone()))
+    .bind(col(|c| c.city.clone()))
+    .bind(col(|c| c.country.clone()))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let contacts: Vec<ContactFields> = seed::contacts(SEED, n, &companies).collect();
+    for (i, chunk) in contacts.chunks(50_000).enumerate() {
+        let lines = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, c)| Ok((j as u64 + 1, c.clone().validate()?)))
+            .collect::<Result<Vec<_>, schema::FieldError>>()?;
+        let out = crmsearch::store::contacts::bulk_upsert(pool, tenant, lines, Vec::new())
+            .await
+            .map_err(crmsearch::cli::anyhow_of)?;
+        anyhow::ensure!(out.failed.is_empty(), "chunk {i}: {:?}", &out.failed[..1]);
+    }
+    Ok(contacts)
+}
+
+/// Every keystroke prefix of a few full names: what a person types.
+fn keystrokes(contacts: &[ContactFields], rng: &mut StdRng, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let c = &contacts[rng.random_range(0..contacts.len())];
+        let name = format!(
+            "{} {}",
+            c.first_name.as_deref().unwrap_or(""),
+            c.last_name.as_deref().unwrap_or("")
+        );
+        let chars: Vec<char> = name.trim().chars().collect();
+        for end in 1..=chars.len() {
+            if chars[end - 1] != ' ' {
+                out.push(chars[..end].iter().collect());
+            }
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+struct Row {
+    name: &'static str,
+    goal: &'static str,
+    ours: Vec<f64>,
+    pg: Vec<f64>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    crmsearch::telemetry::init(crmsearch::config::LogFormat::Text);
+    let n = env("SEARCH_CONTACTS", 500_000);
+    let queries = env("SEARCH_QUERIES", 400);
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search");
+    let marker = root.join(format!("loaded-{n}"));
+    if !marker.exists() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    std::fs::create_dir_all(&root)?;
+    let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");
+    let pg = db::start_embedded(&root.join("pg"), Some(&bin)).await?;
+    db::ensure_database(&pg.url("postgres"), "crmsearch").await?;
+    let url = pg.url("crmsearch");
+    let pool = db::connect(&url, 4).await?;
+    db::migrate(&pool).await?;
+    let cfg = IndexerConfig {
+        database_url: url.clone(),
+        index_dir: root.join("index"),
+        node: "bench".into(),
+        durable_interval: Duration::from_secs(1),
+        durable_docs: 100_000,
+    };
+    let (tenant, contacts, load_secs) = if marker.exists() {
+        let tenant: Uuid = std::fs::read_to_string(&marker)?.trim().parse()?;
+        let companies = seed::companies(SEED, COMPANIES);
+        (tenant, seed::contacts(SEED, n, &companies).collect::<Vec<_>>(), f64::NAN)
+    } else {
+        let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench")
+            .await
+            .map_err(crmsearch::cli::anyhow_of)?;
+        let t = Instant::now();
+        let contacts = load(&pool, tenant, n).await?;
+        let secs = t.elapsed().as_secs_f64();
+        for ddl in [
+            "CREATE EXTENSION IF NOT EXISTS pg_trgm".to_owned(),
+            format!("CREATE INDEX IF NOT EXISTS bench_text_trgm ON contacts USING gin (({PG_TEXT}) gin_trgm_ops)"),
+            format!("CREATE INDEX IF NOT EXISTS bench_name_trgm ON contacts USING gin (({PG_NAME}) gin_trgm_ops)"),
+            "CREATE INDEX IF NOT EXISTS bench_last_name ON contacts (tenant_id, lower(last_name), id)".to_owned(),
+            "CREATE INDEX IF NOT EXISTS bench_company_trgm ON companies USING gin ((lower(name)) gin_trgm_ops)".to_owned(),
+            "VACUUM ANALYZE contacts".to_owned(),
+            "VACUUM ANALYZE companies".to_owned(),
+        ] {
+            sqlx::query(&ddl).execute(&pool).await?;
+        }
+        (tenant, contacts, secs)
+    };
+    let t = Instant::now();
+    let ix = Indexer::start(cfg.clone(), pool.clone()).await?;
+    let index_secs = t.elapsed().as_secs_f64();
+    ix.wait_for(db::write_position(&pool).await?, Duration::from_secs(600)).await;
+    std::fs::write(&marker, tenant.to_string())?;
+    let store = ix.store.clone();
+    let segments = store.reader.searcher().segment_readers().len();
+    let docs = store.reader.searcher().num_docs();
+    println!("{docs} documents in {segments} segments");
+
+    let mut rng = StdRng::seed_from_u64(7);
+    let rel = seed::relevance_queries(SEED, &contacts, queries * 5);
+    let typo: Vec<&seed::RelevanceQuery> = rel
+        .iter()
+        .filter(|q| q.kind == "typo1" || q.kind == "typo2")
+        .take(queries)
+        .collect();
+    let typing = keystrokes(&contacts, &mut rng, queries);
+    let prefixes: Vec<String> = typing.iter().filter(|q| q.chars().count() <= 6).cloned().collect();
+    let deep: Vec<usize> = (0..queries / 4).map(|_| 400_000.min(n.saturating_sub(100)) + rng.random_range(0..1000)).collect();
+    let stats_runs: Vec<usize> = (0..queries / 4).collect();
+    let facets = vec!["lifecycle_stage".to_owned(), "country".to_owned(), "owner_id".to_owned()];
+
+    let mut rows: Vec<Row> = Vec::new();
+    // 1. two-word fuzzy query, 3 facets, exact total
+    let ours = time(&typo, |q| {
+        let r = search::search(&store, tenant, Scope::Contacts, &Request {
+            q: q.q.clone(),
+            facets: facets.clone(),
+            highlight: true,
+            ..Request::default()
+        })
+        .unwrap();
+        std::hint::black_box(r.total);
+    });
+    let fuzzy_sql = format!(
+        "WITH m AS (SELECT id, lifecycle_stage, country, owner_id, similarity({PG_TEXT}, $2) AS s
+                      FROM contacts WHERE tenant_id = $1 AND {PG_TEXT} % $2)
+         SELECT (SELECT count(*) FROM m),
+                (SELECT json_agg(x) FROM (SELECT lifecycle_stage, count(*) FROM m GROUP BY 1) x),
+                (SELECT json_agg(x) FROM (SELECT country, count(*) FROM m GROUP BY 1) x),
+                (SELECT json_agg(x) FROM (SELECT owner_id, count(*) FROM m GROUP BY 1) x),
+                (SELECT json_agg(x) FROM (SELECT id FROM m ORDER BY s DESC, id LIMIT 20) x)"
+    );
+    let pg_fuzzy = time_pg(&typo, async |q| {
+        sqlx::query(&fuzzy_sql).bind(tenant).bind(q.q.to_lowercase()).execute(&pool).await?;
+        Ok(())
+    })
+    .await?;
+    rows.push(Row { name: "two-word fuzzy query, 3 facets, exact total", goal: "p99 ≤ 5 ms", ours, pg: pg_fuzzy });
+
+    // 2. as you type: every keystroke of full names
+    let ours = time(&typing, |q| {
+        let r = search::search(&store, tenant, Scope::Contacts, &Request {
+            q: q.clone(),
+            highlight: true,
+            ..Request::default()
+        })
+        .unwrap();
+        std::hint::black_box(r.total);
+    });
+    let typing_sql = format!(
+        "WITH m AS (SELECT id, last_name FROM contacts
+                     WHERE tenant_id = $1 AND (SELECT bool_and((' ' || {PG_TEXT}) LIKE '% ' || w || '%')
+                                                FROM unnest($2::text[]) w))
+         SELECT (SELECT count(*) FROM m), (SELECT json_agg(x) FROM (SELECT id FROM m ORDER BY lower(last_name), id LIMIT 20) x)"
+    );
+    let pg_typing = time_pg(&typing, async |q| {
+        let words: Vec<String> = q.to_lowercase().split_whitespace().map(str::to_owned).collect();
+        sqlx::query(&typing_sql).bind(tenant).bind(words).execute(&pool).await?;
+        Ok(())
+    })
+    .await?;
+    rows.push(Row { name: "as-you-type (each keystroke of a name), exact total", goal: "", ours, pg: pg_typing });
+
+    // 3. autocomplete
+    let ours = time(&prefixes, |q| {
+        let r = search::autocomplete(&store, tenant, q, 8).unwrap();
+        std::hint::black_box(r.len());
+    });
+    let ac_sql = format!(
+        "(SELECT DISTINCT {PG_NAME} FROM contacts WHERE tenant_id = $1 AND (' ' || {PG_NAME}) LIKE $2 LIMIT 8)
+         UNION ALL (SELECT DISTINCT lower(name) FROM companies WHERE tenant_id = $1 AND (' ' || lower(name)) LIKE $2 LIMIT 8)"
+    );
+    let pg_ac = time_pg(&prefixes, async |q| {
+        let like = format!("% {}%", q.to_lowercase());
+        sqlx::query(&ac_sql).bind(tenant).bind(like).execute(&pool).await?;
+        Ok(())
+    })
+    .await?;
+    rows.push(Row { name: "autocomplete (prefixes of 1–6 letters), 8 suggestions", goal: "p99 ≤ 2 ms", ours, pg: pg_ac });
+
+    // 4. stats
+    let ours = time(&stats_runs, |_| {
+        let r = search::stats(&store, tenant, Scope::Contacts, 20).unwrap();
+        std::hint::black_box(r.total);
+    });
+    let stats_sql = "SELECT (SELECT count(*) FROM contacts WHERE tenant_id = $1),
+        (SELECT json_agg(x) FROM (SELECT lifecycle_stage, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
+        (SELECT json_agg(x) FROM (SELECT owner_id, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
+        (SELECT json_agg(x) FROM (SELECT t, count(*) c FROM contacts, unnest(tags) t WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
+        (SELECT json_agg(x) FROM (SELECT city, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
+        (SELECT json_agg(x) FROM (SELECT country, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
+        (SELECT json_agg(x) FROM (SELECT company_name, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
+        (SELECT json_agg(x) FROM (SELECT company_id, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x)";
+    let pg_stats = time_pg(&stats_runs[..stats_runs.len().min(20)], async |_| {
+        sqlx::query(stats_sql).bind(tenant).execute(&pool).await?;
+        Ok(())
+    })
+    .await?;
+    rows.push(Row { name: "stats: 7 whole-tenant facets, top 20 each", goal: "p99 ≤ 20 ms", ours, pg: pg_stats });
+
+    // 5. a deep window sorted by last name
+    let ours = time(&deep, |offset| {
+        let r = search::search(&store, tenant, Scope::Contacts, &Request {
+            sort: Some("last_name:asc".into()),
+            offset: *offset,
+            limit: 100,
+            ..Request::default()
+        })
+        .unwrap();
+        assert_eq!(r.hits.len(), 100);
+    });
+    let deep_sql = "SELECT row_to_json(c) FROM contacts c WHERE tenant_id = $1 ORDER BY lower(last_name), id OFFSET $2 LIMIT 100";
+    let pg_deep = time_pg(&deep[..deep.len().min(40)], async |offset| {
+        sqlx::query(deep_sql).bind(tenant).bind(*offset as i64).execute(&pool).await?;
+        Ok(())
+    })
+    .await?;
+    rows.push(Row { name: "100 rows at offset ~400,000 by last name", goal: "p99 ≤ 15 ms", ours, pg: pg_deep });
+
+    // relevance at this scale: success@1 and @10 by kind, ours and pg_trgm
+    let mut by_kind: BTreeMap<&str, [usize; 5]> = BTreeMap::new();
+    let ext_id_of = |v: &serde_json::Value| v["external_id"].as_str().unwrap_or("").to_owned();
+    let rel_set: Vec<&seed::RelevanceQuery> = rel.iter().take(queries * 2).collect();
+    let pg_rel_sql = format!(
+        "SELECT external_id FROM contacts WHERE tenant_id = $1 AND {PG_TEXT} % $2 ORDER BY similarity({PG_TEXT}, $2) DESC, id LIMIT 10"
+    );
+    for q in &rel_set {
+        let expect: HashSet<&str> = q.expect.iter().map(String::as_str).collect();
+        let r = search::search(&store, tenant, Scope::Contacts, &Request { q: q.q.clone(), limit: 10, ..Request::default() }).unwrap();
+        let got: Vec<String> = r.hits.iter().map(|h| ext_id_of(h.record.value())).collect();
+        let pg: Vec<String> = sqlx::query_scalar(&pg_rel_sql)
+            .bind(tenant)
+            .bind(q.q.to_lowercase())
+            .fetch_all(&pool)
+            .await?;
+        let e = by_kind.entry(q.kind).or_default();
+        e[0] += 1;
+        e[1] += usize::from(got.first().is_some_and(|g| expect.contains(g.as_str())));
+        e[2] += usize::from(got.iter().any(|g| expect.contains(g.as_str())));
+        e[3] += usize::from(pg.first().is_some_and(|g| expect.contains(g.as_str())));
+        e[4] += usize::from(pg.iter().any(|g| expect.contains(g.as_str())));
+    }
+
+    let mut report = format!(
+        "{docs} contacts ({n} generated, seed {SEED}, {COMPANIES} companies) in {segments} segment(s); \
+         load into Postgres {load_secs:.1} s, index open/bootstrap {index_secs:.1} s.\n\n\
+         | query | n | ours p50 / p99 | Postgres + pg_trgm p50 / p99 | ratio p50 / p99 | goal |\n|---|---|---|---|---|---|\n"
+    );
+    for r in &rows {
+        let (o50, o99, p50, p99) = (pct(&r.ours, 0.5), pct(&r.ours, 0.99), pct(&r.pg, 0.5), pct(&r.pg, 0.99));
+        report.push_str(&format!(
+            "| {} | {} / {} | {o50:.2} / {o99:.2} ms | {p50:.1} / {p99:.1} ms | {:.0}× / {:.0}× | {} |\n",
+            r.name,
+            r.ours.len(),
+            r.pg.len(),
+            p50 / o50,
+            p99 / o99,
+            r.goal
+        ));
+    }
+    report.push_str("\n| relevance, query kind | n | ours success@1 | ours success@10 | pg_trgm success@1 | pg_trgm success@10 |\n|---|---|---|---|---|---|\n");
+    let mut totals = [0usize; 5];
+    for (kind, c) in &by_kind {
+        let f = |x: usize| x as f64 / c[0] as f64;
+        report.push_str(&format!("| {kind} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n", c[0], f(c[1]), f(c[2]), f(c[3]), f(c[4])));
+        for i in 0..5 {
+            totals[i] += c[i];
+        }
+    }
+    let f = |x: usize| x as f64 / totals[0] as f64;
+    report.push_str(&format!(
+        "| all | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+        totals[0],
+        f(totals[1]),
+        f(totals[2]),
+        f(totals[3]),
+        f(totals[4])
+    ));
+    println!("{report}");
+    std::fs::write(root.join("search.md"), &report)?;
+    ix.shutdown().await;
+    drop(pg);
+    Ok(())
+}
