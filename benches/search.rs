@@ -51,7 +51,10 @@ fn time<T>(inputs: &[T], mut f: impl FnMut(&T)) -> Vec<f64> {
     out
 }
 
-async fn time_pg<T>(inputs: &[T], mut f: impl AsyncFnMut(&T) -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+async fn time_pg<T>(
+    inputs: &[T],
+    mut f: impl AsyncFnMut(&T) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::with_capacity(inputs.len());
     for i in inputs {
         let t = Instant::now();
@@ -162,7 +165,11 @@ async fn main() -> anyhow::Result<()> {
     let (tenant, contacts, load_secs) = if marker.exists() {
         let tenant: Uuid = std::fs::read_to_string(&marker)?.trim().parse()?;
         let companies = seed::companies(SEED, COMPANIES);
-        (tenant, seed::contacts(SEED, n, &companies).collect::<Vec<_>>(), f64::NAN)
+        (
+            tenant,
+            seed::contacts(SEED, n, &companies).collect::<Vec<_>>(),
+            f64::NAN,
+        )
     } else {
         let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench")
             .await
@@ -186,7 +193,8 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let ix = Indexer::start(cfg.clone(), pool.clone()).await?;
     let index_secs = t.elapsed().as_secs_f64();
-    ix.wait_for(db::write_position(&pool).await?, Duration::from_secs(600)).await;
+    ix.wait_for(db::write_position(&pool).await?, Duration::from_secs(600))
+        .await;
     std::fs::write(&marker, tenant.to_string())?;
     let store = ix.store.clone();
     let segments = store.reader.searcher().segment_readers().len();
@@ -201,20 +209,35 @@ async fn main() -> anyhow::Result<()> {
         .take(queries)
         .collect();
     let typing = keystrokes(&contacts, &mut rng, queries);
-    let prefixes: Vec<String> = typing.iter().filter(|q| q.chars().count() <= 6).cloned().collect();
-    let deep: Vec<usize> = (0..queries / 4).map(|_| 400_000.min(n.saturating_sub(100)) + rng.random_range(0..1000)).collect();
+    let prefixes: Vec<String> = typing
+        .iter()
+        .filter(|q| q.chars().count() <= 6)
+        .cloned()
+        .collect();
+    let deep: Vec<usize> = (0..queries / 4)
+        .map(|_| 400_000.min(n.saturating_sub(100)) + rng.random_range(0..1000))
+        .collect();
     let stats_runs: Vec<usize> = (0..queries / 4).collect();
-    let facets = vec!["lifecycle_stage".to_owned(), "country".to_owned(), "owner_id".to_owned()];
+    let facets = vec![
+        "lifecycle_stage".to_owned(),
+        "country".to_owned(),
+        "owner_id".to_owned(),
+    ];
 
     let mut rows: Vec<Row> = Vec::new();
     // 1. two-word fuzzy query, 3 facets, exact total
     let ours = time(&typo, |q| {
-        let r = search::search(&store, tenant, Scope::Contacts, &Request {
-            q: q.q.clone(),
-            facets: facets.clone(),
-            highlight: true,
-            ..Request::default()
-        })
+        let r = search::search(
+            &store,
+            tenant,
+            Scope::Contacts,
+            &Request {
+                q: q.q.clone(),
+                facets: facets.clone(),
+                highlight: true,
+                ..Request::default()
+            },
+        )
         .unwrap();
         std::hint::black_box(r.total);
     });
@@ -228,19 +251,33 @@ async fn main() -> anyhow::Result<()> {
                 (SELECT json_agg(x) FROM (SELECT id FROM m ORDER BY s DESC, id LIMIT 20) x)"
     );
     let pg_fuzzy = time_pg(&typo, async |q| {
-        sqlx::query(&fuzzy_sql).bind(tenant).bind(q.q.to_lowercase()).execute(&pool).await?;
+        sqlx::query(&fuzzy_sql)
+            .bind(tenant)
+            .bind(q.q.to_lowercase())
+            .execute(&pool)
+            .await?;
         Ok(())
     })
     .await?;
-    rows.push(Row { name: "two-word fuzzy query, 3 facets, exact total", goal: "p99 ≤ 5 ms", ours, pg: pg_fuzzy });
+    rows.push(Row {
+        name: "two-word fuzzy query, 3 facets, exact total",
+        goal: "p99 ≤ 5 ms",
+        ours,
+        pg: pg_fuzzy,
+    });
 
     // 2. as you type: every keystroke of full names
     let ours = time(&typing, |q| {
-        let r = search::search(&store, tenant, Scope::Contacts, &Request {
-            q: q.clone(),
-            highlight: true,
-            ..Request::default()
-        })
+        let r = search::search(
+            &store,
+            tenant,
+            Scope::Contacts,
+            &Request {
+                q: q.clone(),
+                highlight: true,
+                ..Request::default()
+            },
+        )
         .unwrap();
         std::hint::black_box(r.total);
     });
@@ -251,12 +288,25 @@ async fn main() -> anyhow::Result<()> {
          SELECT (SELECT count(*) FROM m), (SELECT json_agg(x) FROM (SELECT id FROM m ORDER BY lower(last_name), id LIMIT 20) x)"
     );
     let pg_typing = time_pg(&typing, async |q| {
-        let words: Vec<String> = q.to_lowercase().split_whitespace().map(str::to_owned).collect();
-        sqlx::query(&typing_sql).bind(tenant).bind(words).execute(&pool).await?;
+        let words: Vec<String> = q
+            .to_lowercase()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        sqlx::query(&typing_sql)
+            .bind(tenant)
+            .bind(words)
+            .execute(&pool)
+            .await?;
         Ok(())
     })
     .await?;
-    rows.push(Row { name: "as-you-type (each keystroke of a name), exact total", goal: "", ours, pg: pg_typing });
+    rows.push(Row {
+        name: "as-you-type (each keystroke of a name), exact total",
+        goal: "",
+        ours,
+        pg: pg_typing,
+    });
 
     // 3. autocomplete
     let ours = time(&prefixes, |q| {
@@ -269,11 +319,20 @@ async fn main() -> anyhow::Result<()> {
     );
     let pg_ac = time_pg(&prefixes, async |q| {
         let like = format!("% {}%", q.to_lowercase());
-        sqlx::query(&ac_sql).bind(tenant).bind(like).execute(&pool).await?;
+        sqlx::query(&ac_sql)
+            .bind(tenant)
+            .bind(like)
+            .execute(&pool)
+            .await?;
         Ok(())
     })
     .await?;
-    rows.push(Row { name: "autocomplete (prefixes of 1–6 letters), 8 suggestions", goal: "p99 ≤ 2 ms", ours, pg: pg_ac });
+    rows.push(Row {
+        name: "autocomplete (prefixes of 1–6 letters), 8 suggestions",
+        goal: "p99 ≤ 2 ms",
+        ours,
+        pg: pg_ac,
+    });
 
     // 4. stats
     let ours = time(&stats_runs, |_| {
@@ -293,26 +352,45 @@ async fn main() -> anyhow::Result<()> {
         Ok(())
     })
     .await?;
-    rows.push(Row { name: "stats: 7 whole-tenant facets, top 20 each", goal: "p99 ≤ 20 ms", ours, pg: pg_stats });
+    rows.push(Row {
+        name: "stats: 7 whole-tenant facets, top 20 each",
+        goal: "p99 ≤ 20 ms",
+        ours,
+        pg: pg_stats,
+    });
 
     // 5. a deep window sorted by last name
     let ours = time(&deep, |offset| {
-        let r = search::search(&store, tenant, Scope::Contacts, &Request {
-            sort: Some("last_name:asc".into()),
-            offset: *offset,
-            limit: 100,
-            ..Request::default()
-        })
+        let r = search::search(
+            &store,
+            tenant,
+            Scope::Contacts,
+            &Request {
+                sort: Some("last_name:asc".into()),
+                offset: *offset,
+                limit: 100,
+                ..Request::default()
+            },
+        )
         .unwrap();
         assert_eq!(r.hits.len(), 100);
     });
     let deep_sql = "SELECT row_to_json(c) FROM contacts c WHERE tenant_id = $1 ORDER BY lower(last_name), id OFFSET $2 LIMIT 100";
     let pg_deep = time_pg(&deep[..deep.len().min(40)], async |offset| {
-        sqlx::query(deep_sql).bind(tenant).bind(*offset as i64).execute(&pool).await?;
+        sqlx::query(deep_sql)
+            .bind(tenant)
+            .bind(*offset as i64)
+            .execute(&pool)
+            .await?;
         Ok(())
     })
     .await?;
-    rows.push(Row { name: "100 rows at offset ~400,000 by last name", goal: "p99 ≤ 15 ms", ours, pg: pg_deep });
+    rows.push(Row {
+        name: "100 rows at offset ~400,000 by last name",
+        goal: "p99 ≤ 15 ms",
+        ours,
+        pg: pg_deep,
+    });
 
     // relevance at this scale: success@1 and @10 by kind, ours and pg_trgm
     let mut by_kind: BTreeMap<&str, [usize; 5]> = BTreeMap::new();
@@ -323,7 +401,17 @@ async fn main() -> anyhow::Result<()> {
     );
     for q in &rel_set {
         let expect: HashSet<&str> = q.expect.iter().map(String::as_str).collect();
-        let r = search::search(&store, tenant, Scope::Contacts, &Request { q: q.q.clone(), limit: 10, ..Request::default() }).unwrap();
+        let r = search::search(
+            &store,
+            tenant,
+            Scope::Contacts,
+            &Request {
+                q: q.q.clone(),
+                limit: 10,
+                ..Request::default()
+            },
+        )
+        .unwrap();
         let got: Vec<String> = r.hits.iter().map(|h| ext_id_of(h.record.value())).collect();
         let pg: Vec<String> = sqlx::query_scalar(&pg_rel_sql)
             .bind(tenant)
@@ -344,7 +432,12 @@ async fn main() -> anyhow::Result<()> {
          | query | n | ours p50 / p99 | Postgres + pg_trgm p50 / p99 | ratio p50 / p99 | goal |\n|---|---|---|---|---|---|\n"
     );
     for r in &rows {
-        let (o50, o99, p50, p99) = (pct(&r.ours, 0.5), pct(&r.ours, 0.99), pct(&r.pg, 0.5), pct(&r.pg, 0.99));
+        let (o50, o99, p50, p99) = (
+            pct(&r.ours, 0.5),
+            pct(&r.ours, 0.99),
+            pct(&r.pg, 0.5),
+            pct(&r.pg, 0.99),
+        );
         report.push_str(&format!(
             "| {} | {} / {} | {o50:.2} / {o99:.2} ms | {p50:.1} / {p99:.1} ms | {:.0}× / {:.0}× | {} |\n",
             r.name,
@@ -359,7 +452,14 @@ async fn main() -> anyhow::Result<()> {
     let mut totals = [0usize; 5];
     for (kind, c) in &by_kind {
         let f = |x: usize| x as f64 / c[0] as f64;
-        report.push_str(&format!("| {kind} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n", c[0], f(c[1]), f(c[2]), f(c[3]), f(c[4])));
+        report.push_str(&format!(
+            "| {kind} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            c[0],
+            f(c[1]),
+            f(c[2]),
+            f(c[3]),
+            f(c[4])
+        ));
         for i in 0..5 {
             totals[i] += c[i];
         }

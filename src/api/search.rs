@@ -231,6 +231,7 @@ async fn run(
         "limit": limit,
         "facets": r.facets,
         "next_cursor": r.next_cursor,
+        "fallback": r.fallback,
         "took_ms": took(started),
         "index_lsn": index_lsn,
     })))

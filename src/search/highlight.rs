@@ -246,11 +246,17 @@ pub fn line(m: &Matchers, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::query::{Scope, build, parse};
+    use crate::search::query::{Scope, Typos, build, parse};
     use schema::index::IndexSchema;
 
     fn matchers(q: &str) -> Matchers {
-        build(&parse(q), Scope::Contacts, &IndexSchema::new().fields, true).1
+        build(
+            &parse(q),
+            Scope::Contacts,
+            &IndexSchema::new().fields,
+            Typos::Normal,
+        )
+        .1
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tantivy::{Searcher, TantivyDocument, Term};
 use uuid::Uuid;
 
 use collect::{AfterKey, FacetCounter, Sort, SortKind};
-pub use query::{MAX_QUERY_CHARS, MAX_QUERY_WORDS, Scope};
+pub use query::{MAX_QUERY_CHARS, MAX_QUERY_WORDS, Scope, Typos};
 
 pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 20;
@@ -148,6 +148,18 @@ pub struct SearchResult {
     pub total: usize,
     pub facets: BTreeMap<String, Vec<FacetValue>>,
     pub next_cursor: Option<String>,
+    /// How the query was widened because as typed it found nothing.
+    pub fallback: Option<Fallback>,
+}
+
+/// How a query that found nothing was widened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// One more typo per word (1 from 3 letters, 2 from 6).
+    MoreTypos,
+    /// Any word instead of every word, more words ranking higher.
+    AnyWord,
 }
 
 /// The filters of a request body: `{"field": "value" | ["v1", "v2"] |
@@ -468,7 +480,6 @@ pub fn search(
         ));
     }
     let parsed = query::parse(&req.q);
-    let (words, matchers) = query::build(&parsed, scope, f, req.typo_tolerance);
     let (sort, sort_name) = resolve_sort(scope, req.sort.as_deref(), parsed.is_empty())?;
     let after = req
         .cursor
@@ -483,49 +494,89 @@ pub fn search(
             facet_fields.push((name.as_str(), field));
         }
     }
-    let query_without = |skip: Option<&str>| -> BooleanQuery {
-        let mut clauses = scope_clauses(f, tenant, scope.doc_type());
-        for (field, q) in &filters {
-            if Some(*field) != skip {
-                clauses.push(must_filter(q.box_clone()));
-            }
-        }
-        for w in &words {
-            clauses.push((Occur::Must, w.box_clone()));
-        }
-        if words.is_empty() {
-            clauses.push((Occur::Must, Box::new(AllQuery)));
-        }
-        BooleanQuery::new(clauses)
-    };
-    // disjunctive facets: a facet with a filter of its own counts without it
     let filtered: Vec<&str> = filters.iter().map(|(field, _)| *field).collect();
-    let mut shared: Vec<FacetCounter> = Vec::new();
-    let mut own: Vec<FacetCounter> = Vec::new();
-    for (_, field) in &facet_fields {
-        let counter = FacetCounter::new(&searcher, field)?;
-        if filtered.contains(field) {
-            own.push(counter);
-        } else {
-            shared.push(counter);
-        }
-    }
-    let main = query_without(None);
-    let mut shared_refs: Vec<&mut FacetCounter> = shared.iter_mut().collect();
-    let after_ref = after.as_ref().map(|(k, t)| (k, *t));
-    let (mut rows, total) = if req.limit == 0 && after.is_none() {
-        // counts only: no sort keys to read
-        (
-            Vec::new(),
-            collect::count(&searcher, &main, &mut shared_refs)?,
-        )
+    // a query that finds nothing is tried again with more typos, then with
+    // any of its words instead of all
+    let typos = if req.typo_tolerance {
+        Typos::Normal
     } else {
-        collect::gather(&searcher, &main, &sort, after_ref, &mut shared_refs)?
+        Typos::Off
     };
-    for counter in &mut own {
-        let q = query_without(Some(counter.field));
-        collect::count(&searcher, &q, &mut [counter])?;
+    let mut attempts = vec![(typos, Occur::Must, None)];
+    if req.typo_tolerance && !parsed.is_empty() {
+        attempts.push((Typos::Relaxed, Occur::Must, Some(Fallback::MoreTypos)));
     }
+    if parsed.words.len() > 1 {
+        attempts.push((
+            attempts[attempts.len() - 1].0,
+            Occur::Should,
+            Some(Fallback::AnyWord),
+        ));
+    }
+    let (mut rows, total, matchers, shared, own, fallback) = 'attempts: {
+        let mut last = None;
+        for (i, (typos, occur, fallback)) in attempts.iter().copied().enumerate() {
+            let (words, matchers) = query::build(&parsed, scope, f, typos);
+            let query_without = |skip: Option<&str>| -> BooleanQuery {
+                let mut clauses = scope_clauses(f, tenant, scope.doc_type());
+                for (field, q) in &filters {
+                    if Some(*field) != skip {
+                        clauses.push(must_filter(q.box_clone()));
+                    }
+                }
+                let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for w in &words {
+                    any.push((occur, w.box_clone()));
+                }
+                match occur {
+                    Occur::Should if !any.is_empty() => {
+                        clauses.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+                    }
+                    Occur::Should | Occur::Must | Occur::MustNot => clauses.extend(any),
+                }
+                if words.is_empty() {
+                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                }
+                BooleanQuery::new(clauses)
+            };
+            // disjunctive facets: a facet with a filter of its own counts without it
+            let mut shared: Vec<FacetCounter> = Vec::new();
+            let mut own: Vec<FacetCounter> = Vec::new();
+            for (_, field) in &facet_fields {
+                let counter = FacetCounter::new(&searcher, field)?;
+                if filtered.contains(field) {
+                    own.push(counter);
+                } else {
+                    shared.push(counter);
+                }
+            }
+            let main = query_without(None);
+            let mut shared_refs: Vec<&mut FacetCounter> = shared.iter_mut().collect();
+            let after_ref = after.as_ref().map(|(k, t)| (k, *t));
+            let (rows, total) = if req.limit == 0 && after.is_none() {
+                // counts only: no sort keys to read
+                (
+                    Vec::new(),
+                    collect::count(&searcher, &main, &mut shared_refs)?,
+                )
+            } else {
+                collect::gather(&searcher, &main, &sort, after_ref, &mut shared_refs)?
+            };
+            for counter in &mut own {
+                let q = query_without(Some(counter.field));
+                collect::count(&searcher, &q, &mut [counter])?;
+            }
+            let found = (rows, total, matchers, shared, own, fallback);
+            if total > 0 || i + 1 == attempts.len() {
+                break 'attempts found;
+            }
+            last = Some(found);
+        }
+        match last {
+            Some(found) => found,
+            None => unreachable!("at least one attempt runs"),
+        }
+    };
     let remaining = rows.len();
     let window = collect::window(&mut rows, req.offset, req.limit);
     let hits = window
@@ -554,6 +605,8 @@ pub fn search(
         total,
         facets,
         next_cursor,
+        // what was tried is not worth saying when nothing was found
+        fallback: fallback.filter(|_| total > 0),
     })
 }
 
@@ -634,7 +687,7 @@ pub fn autocomplete(
     };
     let mut out: Vec<Suggestion> = Vec::new();
     for scope in [Scope::ContactNames, Scope::CompanyNames] {
-        let (words, matchers) = query::build(&parsed, scope, f, true);
+        let (words, matchers) = query::build(&parsed, scope, f, Typos::Normal);
         let mut clauses = scope_clauses(f, tenant, scope.doc_type());
         clauses.extend(words.into_iter().map(|w| (Occur::Must, w)));
         let (mut rows, _) =

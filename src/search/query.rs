@@ -119,12 +119,34 @@ pub fn parse(q: &str) -> Parsed {
     Parsed { words, typing }
 }
 
+/// How many typos a word may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typos {
+    /// None at all (`"typo_tolerance": false`).
+    Off,
+    /// By length: 0 under 5 letters, 1 from 5, 2 from 9.
+    Normal,
+    /// One more step, for a query that found nothing: 1 from 3 letters, 2
+    /// from 6 (a deletion makes "Käthe" a four-letter "Kähe").
+    Relaxed,
+}
+
 /// Edits allowed for a word of `len` letters.
 pub fn distance_for(len: usize) -> u8 {
     match len {
         0..=4 => 0,
         5..=8 => 1,
         _ => 2,
+    }
+}
+
+fn distance(typos: Typos, len: usize) -> u8 {
+    match (typos, len) {
+        (Typos::Off, _) => 0,
+        (Typos::Normal, len) => distance_for(len),
+        (Typos::Relaxed, 0..=2) => 0,
+        (Typos::Relaxed, 3..=5) => 1,
+        (Typos::Relaxed, _) => 2,
     }
 }
 
@@ -211,7 +233,7 @@ pub fn build(
     parsed: &Parsed,
     scope: Scope,
     f: &Fields,
-    typo_tolerance: bool,
+    typos: Typos,
 ) -> (Vec<Box<dyn Query>>, Matchers) {
     let targets = scope.targets(f);
     let last = parsed.words.len().saturating_sub(1);
@@ -227,7 +249,7 @@ pub fn build(
             Word::Text(text) | Word::Email(text) => {
                 let email = matches!(word, Word::Email(_));
                 let len = text.chars().count();
-                let distance = if typo_tolerance { distance_for(len) } else { 0 };
+                let distance = distance(typos, len);
                 let mut alternatives: Vec<(String, f32)> = Vec::new();
                 if !email && let Some(alt) = analysis::german_alternative(text) {
                     alternatives.push((alt, kind::EXACT));
