@@ -6,25 +6,14 @@
 //! `cargo bench --bench cdc` (env: CDC_RATE=500, CDC_SECS=60, CDC_CONTACTS=500000).
 //! Prints a table and writes `target/bench-cdc/cdc.md`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{env, pct};
 use crmsearch::db;
 use crmsearch::search::{self, Request, Scope};
 use indexer::{Indexer, IndexerConfig, Lsn};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -32,9 +21,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     crmsearch::telemetry::init(crmsearch::config::LogFormat::Text);
-    let rate = env("CDC_RATE", 500);
-    let secs = env("CDC_SECS", 60);
-    let contacts = env("CDC_CONTACTS", 500_000);
+    let rate = env("CDC_RATE", 500u64);
+    let secs = env("CDC_SECS", 60u64);
+    let contacts = env("CDC_CONTACTS", 500_000u64);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-cdc");
     let _ = std::fs::remove_dir_all(&root);
     let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");

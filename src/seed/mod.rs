@@ -685,101 +685,26 @@ fn pick_locale(rng: &mut StdRng) -> usize {
 /// `company_external_id` kept (`ContactFields` itself does not serialize
 /// it). Reads back as `ContactFields`.
 pub fn contact_json(c: &ContactFields) -> String {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        external_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        first_name: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        last_name: Option<&'a str>,
-        #[serde(skip_serializing_if = "<[String]>::is_empty")]
-        emails: &'a [String],
-        #[serde(skip_serializing_if = "<[String]>::is_empty")]
-        phones: &'a [String],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        title: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        company_id: Option<uuid::Uuid>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        company_external_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        city: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        region: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        country: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        lifecycle_stage: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        owner_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "<[String]>::is_empty")]
-        tags: &'a [String],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        notes: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        custom: Option<&'a serde_json::Value>,
-    }
-    let line = Line {
-        external_id: c.external_id.as_deref(),
-        first_name: c.first_name.as_deref(),
-        last_name: c.last_name.as_deref(),
-        emails: &c.emails,
-        phones: &c.phones,
-        title: c.title.as_deref(),
-        company_id: c.company_id,
-        company_external_id: c.company_external_id.as_deref(),
-        city: c.city.as_deref(),
-        region: c.region.as_deref(),
-        country: c.country.as_deref(),
-        lifecycle_stage: c.lifecycle_stage.as_deref(),
-        owner_id: c.owner_id.as_deref(),
-        tags: &c.tags,
-        notes: c.notes.as_deref(),
-        custom: c.custom.as_ref(),
-    };
-    serde_json::to_string(&line).expect("a contact serializes")
+    compact_line(c, ("company_external_id", c.company_external_id.as_deref()))
 }
 
 /// One company as a compact JSON line (empty fields left out). Reads back
 /// as `CompanyFields`.
 pub fn company_json(c: &CompanyFields) -> String {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        external_id: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        name: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        domain: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        industry: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        city: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        region: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        country: Option<&'a str>,
-        #[serde(skip_serializing_if = "<[String]>::is_empty")]
-        tags: &'a [String],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        notes: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        custom: Option<&'a serde_json::Value>,
+    compact_line(c, ("", None))
+}
+
+/// A record as JSON without its nulls and empty lists, plus one field serde
+/// skips when writing.
+fn compact_line<T: Serialize>(record: &T, extra: (&str, Option<&str>)) -> String {
+    let mut v = serde_json::to_value(record).expect("a record serializes");
+    if let serde_json::Value::Object(map) = &mut v {
+        map.retain(|_, x| !(x.is_null() || x.as_array().is_some_and(Vec::is_empty)));
+        if let (key, Some(value)) = extra {
+            map.insert(key.to_owned(), value.into());
+        }
     }
-    let line = Line {
-        external_id: c.external_id.as_deref(),
-        name: c.name.as_deref(),
-        domain: c.domain.as_deref(),
-        industry: c.industry.as_deref(),
-        city: c.city.as_deref(),
-        region: c.region.as_deref(),
-        country: c.country.as_deref(),
-        tags: &c.tags,
-        notes: c.notes.as_deref(),
-        custom: c.custom.as_ref(),
-    };
-    serde_json::to_string(&line).expect("a company serializes")
+    v.to_string()
 }
 
 /// The seed of `fixtures/relevance/`.
