@@ -55,6 +55,11 @@ async fn time_pg<T>(
 }
 
 const COMPANIES: usize = 20_000;
+/// Most queries of a kind sent to Postgres (its slow ones take seconds);
+/// `SEARCH_PG=0` sends none (a quick run of ours alone).
+fn pg_max() -> usize {
+    env("SEARCH_PG", 100usize)
+}
 const SEED: u64 = 42;
 /// The text Postgres searches with trigrams: names, emails, phones.
 const PG_TEXT: &str = "lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' \
@@ -243,7 +248,7 @@ async fn main() -> anyhow::Result<()> {
                 (SELECT json_agg(x) FROM (SELECT owner_id, count(*) FROM m GROUP BY 1) x),
                 (SELECT json_agg(x) FROM (SELECT id FROM m ORDER BY s DESC, id LIMIT 20) x)"
     );
-    let pg_fuzzy = time_pg(&typo, async |q| {
+    let pg_fuzzy = time_pg(&typo[..typo.len().min(pg_max())], async |q| {
         sqlx::query(&fuzzy_sql)
             .bind(tenant)
             .bind(q.q.to_lowercase())
@@ -268,23 +273,28 @@ async fn main() -> anyhow::Result<()> {
         });
         std::hint::black_box(r.total);
     });
-    let typing_sql = format!(
-        "WITH m AS (SELECT id, last_name FROM contacts
-                     WHERE tenant_id = $1 AND (SELECT bool_and((' ' || {PG_TEXT}) LIKE '% ' || w || '%')
-                                                FROM unnest($2::text[]) w))
-         SELECT (SELECT count(*) FROM m), (SELECT json_agg(x) FROM (SELECT id FROM m ORDER BY lower(last_name), id LIMIT 20) x)"
-    );
-    let pg_typing = time_pg(&typing, async |q| {
+    // each word a LIKE on the trigram-indexed text (the GIN index serves it
+    // from 3 letters on), the total, and the first 20 by last name
+    let pg_typing = time_pg(&typing[..typing.len().min(pg_max())], async |q| {
         let words: Vec<String> = q
             .to_lowercase()
             .split_whitespace()
-            .map(str::to_owned)
+            .map(|w| format!("%{w}%"))
             .collect();
-        sqlx::query(&typing_sql)
-            .bind(tenant)
-            .bind(words)
-            .execute(&pool)
-            .await?;
+        let cond: Vec<String> = (0..words.len())
+            .map(|i| format!("{PG_TEXT} LIKE ${}", i + 2))
+            .collect();
+        let sql = format!(
+            "WITH m AS (SELECT id, last_name FROM contacts WHERE tenant_id = $1 AND {})
+             SELECT (SELECT count(*) FROM m),
+                    (SELECT json_agg(x) FROM (SELECT id FROM m ORDER BY lower(last_name), id LIMIT 20) x)",
+            cond.join(" AND ")
+        );
+        let mut query = sqlx::query(&sql).bind(tenant);
+        for w in words {
+            query = query.bind(w);
+        }
+        query.execute(&pool).await?;
         Ok(())
     })
     .await?;
@@ -304,7 +314,7 @@ async fn main() -> anyhow::Result<()> {
         "(SELECT DISTINCT {PG_NAME} FROM contacts WHERE tenant_id = $1 AND (' ' || {PG_NAME}) LIKE $2 LIMIT 8)
          UNION ALL (SELECT DISTINCT lower(name) FROM companies WHERE tenant_id = $1 AND (' ' || lower(name)) LIKE $2 LIMIT 8)"
     );
-    let pg_ac = time_pg(&prefixes, async |q| {
+    let pg_ac = time_pg(&prefixes[..prefixes.len().min(pg_max())], async |q| {
         let like = format!("% {}%", q.to_lowercase());
         sqlx::query(&ac_sql)
             .bind(tenant)
@@ -323,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. stats
     let ours = time(&stats_runs, |_| {
-        let r = search::stats(&store, tenant, Scope::Contacts, 20).unwrap();
+        let r = search::compute_stats(&store, tenant, Scope::Contacts, 20).unwrap();
         std::hint::black_box(r.total);
     });
     let stats_sql = "SELECT (SELECT count(*) FROM contacts WHERE tenant_id = $1),
@@ -334,13 +344,26 @@ async fn main() -> anyhow::Result<()> {
         (SELECT json_agg(x) FROM (SELECT country, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
         (SELECT json_agg(x) FROM (SELECT company_name, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x),
         (SELECT json_agg(x) FROM (SELECT company_id, count(*) c FROM contacts WHERE tenant_id = $1 GROUP BY 1 ORDER BY c DESC LIMIT 20) x)";
-    let pg_stats = time_pg(&stats_runs[..stats_runs.len().min(20)], async |_| {
-        sqlx::query(stats_sql).bind(tenant).execute(&pool).await?;
-        Ok(())
-    })
+    let pg_stats = time_pg(
+        &stats_runs[..stats_runs.len().min(20).min(pg_max())],
+        async |_| {
+            sqlx::query(stats_sql).bind(tenant).execute(&pool).await?;
+            Ok(())
+        },
+    )
     .await?;
+    let cached = time(&stats_runs, |_| {
+        let r = search::stats(&store, tenant, Scope::Contacts, 20).unwrap();
+        std::hint::black_box(r.total);
+    });
     rows.push(Row {
-        name: "stats: 7 whole-tenant facets, top 20 each",
+        name: "stats, cached for the index generation (as served)",
+        goal: "p99 ≤ 20 ms",
+        ours: cached,
+        pg: pg_stats.clone(),
+    });
+    rows.push(Row {
+        name: "stats: 7 whole-tenant facets, top 20 each, computed",
         goal: "p99 ≤ 20 ms",
         ours,
         pg: pg_stats,
@@ -357,7 +380,7 @@ async fn main() -> anyhow::Result<()> {
         assert_eq!(r.hits.len(), 100);
     });
     let deep_sql = "SELECT row_to_json(c) FROM contacts c WHERE tenant_id = $1 ORDER BY lower(last_name), id OFFSET $2 LIMIT 100";
-    let pg_deep = time_pg(&deep[..deep.len().min(40)], async |offset| {
+    let pg_deep = time_pg(&deep[..deep.len().min(40).min(pg_max())], async |offset| {
         sqlx::query(deep_sql)
             .bind(tenant)
             .bind(*offset as i64)
@@ -376,7 +399,7 @@ async fn main() -> anyhow::Result<()> {
     // relevance at this scale: success@1 and @10 by kind, ours and pg_trgm
     let mut by_kind: BTreeMap<&str, [usize; 5]> = BTreeMap::new();
     let ext_id_of = |v: &serde_json::Value| v["external_id"].as_str().unwrap_or("").to_owned();
-    let rel_set: Vec<&seed::RelevanceQuery> = rel.iter().take(queries * 2).collect();
+    let rel_set: Vec<&seed::RelevanceQuery> = rel.iter().take(queries).collect();
     let pg_rel_sql = format!(
         "SELECT external_id FROM contacts WHERE tenant_id = $1 AND {PG_TEXT} % $2 ORDER BY similarity({PG_TEXT}, $2) DESC, id LIMIT 10"
     );
@@ -388,11 +411,15 @@ async fn main() -> anyhow::Result<()> {
             ..Request::default()
         });
         let got: Vec<String> = r.hits.iter().map(|h| ext_id_of(h.record.value())).collect();
-        let pg: Vec<String> = sqlx::query_scalar(&pg_rel_sql)
-            .bind(tenant)
-            .bind(q.q.to_lowercase())
-            .fetch_all(&pool)
-            .await?;
+        let pg: Vec<String> = if pg_max() == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(&pg_rel_sql)
+                .bind(tenant)
+                .bind(q.q.to_lowercase())
+                .fetch_all(&pool)
+                .await?
+        };
         let e = by_kind.entry(q.kind).or_default();
         e[0] += 1;
         e[1] += usize::from(got.first().is_some_and(|g| expect.contains(g.as_str())));

@@ -497,6 +497,9 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
     let s = store.clone();
     tokio::task::spawn_blocking(move || {
         s.commit(consistent, true)?;
+        // one segment: every search pays per segment
+        s.merge_all()?;
+        s.commit(consistent, true)?;
         s.streaming_writer()
     })
     .await??;

@@ -179,6 +179,23 @@ impl IndexStore {
         Ok(started.elapsed())
     }
 
+    /// Merges every segment into one and waits (after a snapshot: a search
+    /// costs per segment). The merge is visible at once and durable with
+    /// the next durable commit.
+    pub fn merge_all(&self) -> anyhow::Result<()> {
+        let ids = self.index.searchable_segment_ids()?;
+        if ids.len() > 1 {
+            let mut guard = self.writer();
+            let w = guard
+                .as_mut()
+                .ok_or_else(|| anyhow::anyhow!("no index writer"))?;
+            w.merge(&ids).wait()?;
+            drop(guard);
+            self.reader.reload()?;
+        }
+        Ok(())
+    }
+
     /// Fsyncs written files ahead of the next durable commit (see
     /// [`SoftDirectory::presync`]). Blocking.
     pub fn presync(&self) -> std::io::Result<usize> {

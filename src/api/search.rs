@@ -316,8 +316,11 @@ async fn stats(
     let tenant = key.0.tenant_id;
     let size = p.size.unwrap_or(20);
     let s = blocking(move || search::stats(&indexer.store, tenant, Scope::Contacts, size)).await?;
-    let facets: BTreeMap<String, Value> =
-        s.facets.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    let facets: BTreeMap<String, Value> = s
+        .facets
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
     Ok(axum::Json(json!({
         "total": s.total,
         "facets": facets,

@@ -15,7 +15,7 @@
 
 use std::cmp::Ordering;
 
-use tantivy::columnar::StrColumn;
+use tantivy::columnar::{Cardinality, StrColumn};
 use tantivy::query::{EnableScoring, Query};
 use tantivy::{DocAddress, DocId, Score, Searcher};
 
@@ -129,9 +129,25 @@ impl FacetCounter {
             return;
         };
         let ords = column.ords();
-        for &doc in docs {
-            for ord in ords.values_for_doc(doc) {
-                counts[ord as usize] += 1;
+        match ords.get_cardinality() {
+            Cardinality::Multivalued => {
+                for &doc in docs {
+                    for ord in ords.values_for_doc(doc) {
+                        counts[ord as usize] += 1;
+                    }
+                }
+            }
+            // one value at most: read them in blocks
+            Cardinality::Full | Cardinality::Optional => {
+                let mut vals = [None; 1024];
+                for block in docs.chunks(vals.len()) {
+                    let vals = &mut vals[..block.len()];
+                    vals.fill(None);
+                    ords.first_vals(block, vals);
+                    for ord in vals.iter().flatten() {
+                        counts[*ord as usize] += 1;
+                    }
+                }
             }
         }
     }
@@ -177,12 +193,23 @@ fn for_each_segment(
         docs.clear();
         scores.clear();
         let alive = seg.alive_bitset();
-        weight.for_each(seg, &mut |doc, score| {
-            if alive.is_none_or(|a| a.is_alive(doc)) {
-                docs.push(doc);
-                scores.push(score);
-            }
-        })?;
+        if scoring {
+            weight.for_each(seg, &mut |doc, score| {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    docs.push(doc);
+                    scores.push(score);
+                }
+            })?;
+        } else {
+            weight.for_each_no_score(seg, &mut |block| {
+                docs.extend(
+                    block
+                        .iter()
+                        .filter(|d| alive.is_none_or(|a| a.is_alive(**d))),
+                );
+            })?;
+            scores.resize(docs.len(), 0.0);
+        }
         f(seg_ord, seg, &docs, &scores)?;
     }
     Ok(())

@@ -20,9 +20,7 @@ use schema::index::{
     COMPANY_FACETS, COMPANY_SORTS, CONTACT_FACETS, CONTACT_SORTS, DATE_FIELDS, DocType, Fields,
 };
 use serde::{Deserialize, Serialize};
-use tantivy::query::{
-    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
-};
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Value as _};
 use tantivy::{Searcher, TantivyDocument, Term};
 use uuid::Uuid;
@@ -534,9 +532,7 @@ pub fn search(
                     }
                     Occur::Should | Occur::Must | Occur::MustNot => clauses.extend(any),
                 }
-                if words.is_empty() {
-                    clauses.push((Occur::Must, Box::new(AllQuery)));
-                }
+                // no words: the scope alone (its clauses are all Must)
                 BooleanQuery::new(clauses)
             };
             // disjunctive facets: a facet with a filter of its own counts without it
@@ -754,7 +750,8 @@ pub struct Stats {
     pub facets: BTreeMap<String, Vec<FacetValue>>,
 }
 
-pub fn stats(store: &IndexStore, tenant: Uuid, scope: Scope, size: usize) -> Result<Stats> {
+/// Whole-tenant facet counts, computed (no cache).
+pub fn compute_stats(store: &IndexStore, tenant: Uuid, scope: Scope, size: usize) -> Result<Stats> {
     let req = Request {
         facets: facets_of(scope)
             .iter()
@@ -769,4 +766,35 @@ pub fn stats(store: &IndexStore, tenant: Uuid, scope: Scope, size: usize) -> Res
         total: r.total,
         facets: r.facets,
     })
+}
+
+/// Stats are cached per tenant and index generation: a dashboard asks
+/// often, and they change only with a commit.
+type StatsCache =
+    std::sync::Mutex<std::collections::HashMap<(Uuid, u64, usize), std::sync::Arc<Stats>>>;
+
+pub fn stats(
+    store: &IndexStore,
+    tenant: Uuid,
+    scope: Scope,
+    size: usize,
+) -> Result<std::sync::Arc<Stats>> {
+    static CACHE: std::sync::OnceLock<StatsCache> = std::sync::OnceLock::new();
+    let searcher = store.reader.searcher();
+    let generation = searcher.generation().generation_id();
+    let key = (tenant, generation, size);
+    let cache = CACHE.get_or_init(Default::default);
+    if scope == Scope::Contacts
+        && let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+    {
+        return Ok(hit.clone());
+    }
+    let stats = std::sync::Arc::new(compute_stats(store, tenant, scope, size)?);
+    if scope == Scope::Contacts {
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        // entries of older generations are dead weight
+        c.retain(|(_, g, _), _| *g == generation);
+        c.insert(key, stats.clone());
+    }
+    Ok(stats)
 }

@@ -29,9 +29,9 @@ use super::matcher::{FieldMatch, WordMatch, kind};
 pub const MAX_QUERY_CHARS: usize = 256;
 /// Most words of `q` considered; the rest are ignored.
 pub const MAX_QUERY_WORDS: usize = 10;
-/// Shortest prefix looked up in long text (notes), where short prefixes
-/// match too much to mean anything.
-const MIN_NOTES_PREFIX: usize = 3;
+/// Shortest prefix looked up in secondary fields (title, city, tags, notes),
+/// where one or two letters match too much to mean anything.
+const MIN_SECONDARY_PREFIX: usize = 3;
 /// Shortest digits word matched as a prefix of a phone number.
 const MIN_PHONE_PREFIX: usize = 3;
 
@@ -156,7 +156,8 @@ struct Target {
     field: Field,
     weight: f32,
     fuzzy: bool,
-    prefix: bool,
+    /// Prefixes of any length (names, emails, company); others from 3 letters.
+    primary: bool,
     nicknames: bool,
 }
 
@@ -182,11 +183,11 @@ impl Scope {
     }
 
     fn targets(self, f: &Fields) -> Vec<Target> {
-        let t = |field, weight, fuzzy, prefix| Target {
+        let t = |field, weight, fuzzy, primary| Target {
             field,
             weight,
             fuzzy,
-            prefix,
+            primary,
             nicknames: false,
         };
         let first = Target {
@@ -197,24 +198,24 @@ impl Scope {
             Scope::Contacts => vec![
                 first,
                 t(f.last_name, 10.0, true, true),
-                t(f.emails, 7.0, true, true),
+                t(f.emails, 7.0, false, false),
                 t(f.company_name, 6.0, true, true),
-                t(f.title, 4.0, true, true),
-                t(f.city, 4.0, true, true),
-                t(f.tags, 3.0, false, true),
-                t(f.notes, 1.0, false, true),
+                t(f.title, 4.0, false, false),
+                t(f.city, 4.0, false, false),
+                t(f.tags, 3.0, false, false),
+                t(f.notes, 1.0, false, false),
             ],
             Scope::Companies => vec![
                 t(f.name, 10.0, true, true),
-                t(f.emails, 7.0, true, true),
-                t(f.city, 4.0, true, true),
-                t(f.tags, 3.0, false, true),
-                t(f.notes, 1.0, false, true),
+                t(f.emails, 7.0, false, false),
+                t(f.city, 4.0, false, false),
+                t(f.tags, 3.0, false, false),
+                t(f.notes, 1.0, false, false),
             ],
             Scope::ContactNames => vec![
                 first,
                 t(f.last_name, 10.0, true, true),
-                t(f.emails, 7.0, true, true),
+                t(f.emails, 7.0, false, false),
             ],
             Scope::CompanyNames => vec![t(f.name, 10.0, true, true)],
         }
@@ -274,7 +275,8 @@ pub fn build(
                     if email && t.field != f.emails {
                         continue;
                     }
-                    let short = t.field == f.notes && len < MIN_NOTES_PREFIX;
+                    // an address being typed matches by prefix however short
+                    let short = !t.primary && !email && len < MIN_SECONDARY_PREFIX;
                     let word = match (&nicknames, t.nicknames) {
                         (Some(n), true) => n.clone(),
                         (Some(_) | None, _) => word.clone(),
@@ -283,8 +285,9 @@ pub fn build(
                         field: t.field,
                         weight: t.weight,
                         word,
-                        fuzzy: t.fuzzy,
-                        prefix: t.prefix && !short,
+                        // the email tokens are many: fuzzy only for a whole address
+                        fuzzy: t.fuzzy || email,
+                        prefix: !short,
                         automaton: automaton.clone(),
                     }));
                 }
