@@ -17,10 +17,9 @@ use indexer::{Indexer, IndexerConfig, Lsn};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--list") {
+    if !common::begin() {
         return Ok(());
     }
-    crmsearch::telemetry::init(crmsearch::config::LogFormat::Text);
     let rate = env("CDC_RATE", 500u64);
     let secs = env("CDC_SECS", 60u64);
     let contacts = env("CDC_CONTACTS", 500_000u64);

@@ -15,3 +15,13 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
+
+/// Starts a bench binary: false under `--list` (cargo's test harness probe,
+/// nothing to run), otherwise sets up text logs.
+pub fn begin() -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return false;
+    }
+    crmsearch::telemetry::init(crmsearch::config::LogFormat::Text);
+    true
+}
