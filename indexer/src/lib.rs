@@ -7,6 +7,7 @@ pub mod pgoutput;
 pub mod pipeline;
 pub mod rows;
 pub mod store;
+pub mod vectors;
 
 pub use lsn::Lsn;
 pub use pipeline::{Indexer, IndexerConfig, Status};

@@ -168,6 +168,8 @@ pub struct Indexer {
     pub slot: String,
     /// Whether this start indexed a snapshot (rather than resuming).
     pub rebuilt: bool,
+    /// How the vector collections came back when resuming.
+    pub vectors_loaded: Option<VectorLoad>,
     pool: PgPool,
     heartbeat_at: Mutex<Option<Instant>>,
     shutdown: watch::Sender<bool>,
@@ -185,6 +187,12 @@ impl Indexer {
         let (start, replay_guard) = prepare_slot(&pool, &store, &slot).await?;
         let rebuilt = replay_guard.is_some();
         let replay_guard = replay_guard.unwrap_or(start);
+        let vector_dir = crate::vectors::dump_dir(&cfg.index_dir);
+        let vectors_loaded = if rebuilt {
+            None
+        } else {
+            Some(load_vectors(&pool, &store, &vector_dir).await?)
+        };
         let progress = Arc::new(Progress::new(start));
         progress.bootstrapped.store(true, Ordering::Release);
         let (shutdown, _) = watch::channel(false);
@@ -193,6 +201,7 @@ impl Indexer {
             progress: progress.clone(),
             slot,
             rebuilt,
+            vectors_loaded,
             pool: pool.clone(),
             heartbeat_at: Mutex::new(None),
             shutdown,
@@ -222,6 +231,12 @@ impl Indexer {
             )),
             tokio::spawn(run_presync(
                 indexer.store.clone(),
+                indexer.shutdown.subscribe(),
+            )),
+            tokio::spawn(run_vector_maintenance(
+                indexer.store.clone(),
+                indexer.progress.clone(),
+                vector_dir,
                 indexer.shutdown.subscribe(),
             )),
         ];
@@ -459,7 +474,7 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
         .await?;
     let seen: Lsn = seen.parse()?;
     let mut total = 0u64;
-    for table in [Table::Companies, Table::Contacts] {
+    for table in [Table::Companies, Table::Contacts, Table::Memories] {
         let sql = table.select_text();
         let mut rows = sqlx::query(&sql).fetch(&mut *tx);
         let mut ops = Vec::with_capacity(4096);
@@ -467,7 +482,7 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
         while let Some(row) = rows.try_next().await? {
             let map = rows::to_map(table, &row)?;
             // the index was emptied: nothing to replace
-            match table.upsert(&store.schema, &map, true) {
+            match table.upsert(&store.schema, &map, true, consistent) {
                 Ok(op) => ops.push(op),
                 Err(e) => tracing::error!(table = table.name(), error = %e, "cannot index a row"),
             }
@@ -543,6 +558,170 @@ async fn run_presync(store: Arc<IndexStore>, mut shutdown: watch::Receiver<bool>
         let s = store.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.presync()).await {
             tracing::warn!(error = %e, "fsync of index files failed");
+        }
+    }
+}
+
+/// Loads the vector collections from their dump and brings them to the
+/// text index's position: memories the index holds at a later version than
+/// the dump are read again from Postgres (the durable copy of the vectors),
+/// and points the index no longer holds are dropped. Without a dump every
+/// memory is read.
+async fn load_vectors(pool: &PgPool, store: &Arc<IndexStore>, dir: &std::path::Path) -> Result<VectorLoad> {
+    let started = Instant::now();
+    let (s, d) = (store.clone(), dir.to_owned());
+    let dumped = tokio::task::spawn_blocking(move || match s.vectors.load(&d) {
+        Ok(lsn) => lsn,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot load the vector dump; reading every vector again");
+            s.vectors.clear();
+            None
+        }
+    })
+    .await?;
+    let since = dumped.unwrap_or_default();
+    let s = store.clone();
+    let (stale, gone) = tokio::task::spawn_blocking(move || memory_versions(&s, since)).await??;
+    for id in &gone {
+        store.vectors.delete(*id);
+    }
+    let sql = format!("{} WHERE id = ANY($1)", Table::Memories.select_text());
+    for chunk in stale.chunks(5_000) {
+        let rows = sqlx::query(&sql).bind(chunk).fetch_all(pool).await?;
+        let mut found = std::collections::HashSet::with_capacity(chunk.len());
+        for row in &rows {
+            let map = rows::to_map(Table::Memories, row)?;
+            match Table::Memories.upsert(&store.schema, &map, false, since) {
+                Ok(Op::Upsert { id, point, .. }) => {
+                    found.insert(id);
+                    match point {
+                        Some(p) => store.vectors.upsert(&p),
+                        None => store.vectors.delete(id),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read a memory's vector"),
+            }
+        }
+        for id in chunk.iter().filter(|id| !found.contains(*id)) {
+            store.vectors.delete(*id);
+        }
+    }
+    tracing::info!(
+        dump = ?dumped,
+        reread = stale.len(),
+        dropped = gone.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "vector collections loaded"
+    );
+    Ok(VectorLoad {
+        dump: dumped,
+        reread: stale.len(),
+        dropped: gone.len(),
+    })
+}
+
+/// What [`load_vectors`] did at a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorLoad {
+    /// The position of the dump loaded (none: every vector was read again).
+    pub dump: Option<Lsn>,
+    /// Memories read again from Postgres (changed after the dump).
+    pub reread: usize,
+    /// Points dropped (deleted after the dump).
+    pub dropped: usize,
+}
+
+/// The memories the text index holds at a version after `since`, and the
+/// vector points it no longer holds.
+fn memory_versions(store: &IndexStore, since: Lsn) -> Result<(Vec<Uuid>, Vec<Uuid>)> {
+    let searcher = store.reader.searcher();
+    let q = tantivy::query::TermQuery::new(
+        tantivy::Term::from_field_text(store.schema.fields.doc_type, DocType::Memory.as_str()),
+        tantivy::schema::IndexRecordOption::Basic,
+    );
+    let mut present = std::collections::HashSet::new();
+    let mut stale = Vec::new();
+    let docs = searcher.search(&q, &tantivy::collector::DocSetCollector)?;
+    let mut by_segment: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    for a in docs {
+        by_segment.entry(a.segment_ord).or_default().push(a.doc_id);
+    }
+    for (seg, docs) in by_segment {
+        let reader = searcher.segment_reader(seg);
+        let ids = reader
+            .fast_fields()
+            .str("id")?
+            .ok_or_else(|| anyhow::anyhow!("the index has no id column"))?;
+        let lsns = reader.fast_fields().u64("lsn")?;
+        let mut buf = String::new();
+        for doc in docs {
+            let Some(ord) = ids.term_ords(doc).next() else { continue };
+            buf.clear();
+            ids.ord_to_str(ord, &mut buf)?;
+            let Ok(id) = buf.parse::<Uuid>() else { continue };
+            present.insert(id);
+            if lsns.first(doc).is_none_or(|l| l > since.0) {
+                stale.push(id);
+            }
+        }
+    }
+    let gone = store
+        .vectors
+        .ids()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    Ok((stale, gone))
+}
+
+/// Keeps the vector collections' approximate indexes built (in the
+/// background, off the committer) and dumps them with their position every
+/// few minutes when they changed, and at shutdown.
+async fn run_vector_maintenance(
+    store: Arc<IndexStore>,
+    progress: Arc<Progress>,
+    dir: std::path::PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    const DUMP_EVERY: Duration = Duration::from_secs(300);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut dumped_changes = u64::MAX;
+    let mut last_dump = Instant::now();
+    let dump = async |store: &Arc<IndexStore>, dumped_changes: &mut u64| {
+        let changes = store.vectors.changes();
+        if changes == *dumped_changes {
+            return;
+        }
+        // every change up to the visible position is in the collections
+        let lsn = progress.visible();
+        let (s, d) = (store.clone(), dir.clone());
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || s.vectors.dump(&d, lsn)).await {
+            Ok(Ok(())) => {
+                *dumped_changes = changes;
+                tracing::info!(%lsn, secs = started.elapsed().as_secs_f64(), "vector collections dumped");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cannot dump the vector collections"),
+            Err(e) => tracing::warn!(error = %e, "vector dump task failed"),
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {
+                dump(&store, &mut dumped_changes).await;
+                return;
+            }
+        }
+        let s = store.clone();
+        let built = tokio::task::spawn_blocking(move || s.vectors.maintain())
+            .await
+            .unwrap_or(false);
+        if built || last_dump.elapsed() >= DUMP_EVERY {
+            dump(&store, &mut dumped_changes).await;
+            last_dump = Instant::now();
         }
     }
 }
@@ -747,7 +926,7 @@ async fn run_mapper(
             } => {
                 let mut ops = Vec::with_capacity(changes.len());
                 for change in changes {
-                    match map_change(&store, &pool, change, end_lsn > replay_guard).await {
+                    match map_change(&store, &pool, change, end_lsn > replay_guard, end_lsn).await {
                         Ok(op) => ops.extend(op),
                         Err(e) => {
                             metrics::counter!("crmsearch_cdc_map_errors_total").increment(1);
@@ -769,12 +948,13 @@ async fn run_mapper(
 }
 
 /// `fresh_inserts`: an INSERT of this transaction cannot be in the index yet
-/// (see [`run_mapper`]).
+/// (see [`run_mapper`]); `lsn`: the transaction's commit position.
 async fn map_change(
     store: &IndexStore,
     pool: &PgPool,
     change: Change,
     fresh_inserts: bool,
+    lsn: Lsn,
 ) -> Result<Vec<Op>> {
     Ok(match change {
         Change::Upsert(table, tuple, _) if tuple.has_unchanged_toast() => {
@@ -795,12 +975,12 @@ async fn map_change(
                 }
             };
             match row {
-                Some(row) => vec![table.upsert(&store.schema, &row, false)?],
+                Some(row) => vec![table.upsert(&store.schema, &row, false, lsn)?],
                 None => vec![Op::Delete { id }],
             }
         }
         Change::Upsert(table, tuple, insert) => {
-            vec![table.upsert(&store.schema, &tuple, insert && fresh_inserts)?]
+            vec![table.upsert(&store.schema, &tuple, insert && fresh_inserts, lsn)?]
         }
         Change::Delete(id) => vec![Op::Delete { id }],
         Change::Truncate(tables) => tables

@@ -11,13 +11,16 @@ use sqlx::postgres::PgRow;
 use sqlx::{Executor, Postgres, Row};
 use uuid::Uuid;
 
+use crate::Lsn;
 use crate::store::Op;
+use crate::vectors::{self, Point};
 
 /// The tables the index follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
     Contacts,
     Companies,
+    Memories,
 }
 
 impl Table {
@@ -25,6 +28,7 @@ impl Table {
         match name {
             "contacts" => Some(Table::Contacts),
             "companies" => Some(Table::Companies),
+            "memories" => Some(Table::Memories),
             _ => None,
         }
     }
@@ -33,6 +37,7 @@ impl Table {
         match self {
             Table::Contacts => "contacts",
             Table::Companies => "companies",
+            Table::Memories => "memories",
         }
     }
 
@@ -40,6 +45,7 @@ impl Table {
         match self {
             Table::Contacts => DocType::Contact,
             Table::Companies => DocType::Company,
+            Table::Memories => DocType::Memory,
         }
     }
 
@@ -49,9 +55,12 @@ impl Table {
             LazyLock::new(|| with_tenant(schema::contact::CONTACT_COLUMNS));
         static COMPANIES: LazyLock<Vec<&str>> =
             LazyLock::new(|| with_tenant(schema::company::COMPANY_COLUMNS));
+        static MEMORIES: LazyLock<Vec<&str>> =
+            LazyLock::new(|| with_tenant(schema::memory::MEMORY_COLUMNS));
         match self {
             Table::Contacts => &CONTACTS,
             Table::Companies => &COMPANIES,
+            Table::Memories => &MEMORIES,
         }
     }
 
@@ -61,7 +70,7 @@ impl Table {
             .columns()
             .iter()
             .map(|c| match *c {
-                "created_at" | "updated_at" => format!(
+                "created_at" | "updated_at" | "expires_at" => format!(
                     "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS {c}"
                 ),
                 _ => format!("{c}::text AS {c}"),
@@ -70,12 +79,14 @@ impl Table {
         format!("SELECT {} FROM {}", cols.join(", "), self.name())
     }
 
-    /// The index operation for one row of this table (`fresh`: see [`Op::Upsert`]).
+    /// The index operation for one row of this table (`fresh`: see
+    /// [`Op::Upsert`]; `lsn`: the commit position of this row version).
     pub fn upsert(
         self,
         schema: &IndexSchema,
         row: &dyn TextRow,
         fresh: bool,
+        lsn: Lsn,
     ) -> Result<Op, pgtext::RowError> {
         match self {
             Table::Contacts => {
@@ -84,6 +95,7 @@ impl Table {
                     id: c.id,
                     doc: Box::new(schema.contact_doc(tenant, &c)),
                     fresh,
+                    point: None,
                 })
             }
             Table::Companies => {
@@ -92,9 +104,45 @@ impl Table {
                     id: c.id,
                     doc: Box::new(schema.company_doc(tenant, &c)),
                     fresh,
+                    point: None,
+                })
+            }
+            Table::Memories => {
+                let (tenant, m, embedding) = pgtext::memory(row)?;
+                let point = embedding.and_then(|v| {
+                    let v = vectors::normalize(v);
+                    if v.is_none() {
+                        tracing::warn!(id = %m.id, "a memory's embedding is zero: kept for keyword search only");
+                    }
+                    v
+                });
+                let point = point.map(|vector| Box::new(point_of(tenant, &m, vector)));
+                Ok(Op::Upsert {
+                    id: m.id,
+                    doc: Box::new(schema.memory_doc(tenant, &m, lsn.0)),
+                    fresh,
+                    point,
                 })
             }
         }
+    }
+}
+
+/// A memory's point in its tenant's vector collection.
+pub fn point_of(tenant: Uuid, m: &schema::Memory, vector: Vec<f32>) -> Point {
+    Point {
+        id: m.id,
+        tenant,
+        agent: m.agent_id.clone(),
+        subject: m.subject_id.clone(),
+        session: m.session_id.clone(),
+        kind: vectors::KINDS
+            .iter()
+            .position(|k| *k == m.kind.as_str())
+            .unwrap_or(0) as u8,
+        created_micros: m.created_at.timestamp_micros(),
+        expires_micros: m.expires_at.map(|t| t.timestamp_micros()),
+        vector,
     }
 }
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::Lsn;
 use crate::directory::SoftDirectory;
+use crate::vectors::{Point, VectorConfig, VectorStore};
 
 /// One change to the index.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub enum Op {
         id: Uuid,
         doc: Box<TantivyDocument>,
         fresh: bool,
+        /// A memory's vector (none: the row has no embedding).
+        point: Option<Box<Point>>,
     },
     Delete {
         id: Uuid,
@@ -38,6 +41,8 @@ pub struct IndexStore {
     pub schema: IndexSchema,
     pub index: Index,
     pub reader: IndexReader,
+    /// The memories' vectors, per tenant.
+    pub vectors: VectorStore,
     dir: SoftDirectory,
     writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
 }
@@ -83,6 +88,7 @@ impl IndexStore {
             schema,
             index,
             reader,
+            vectors: VectorStore::new(VectorConfig::default()),
             dir,
             writer: Mutex::new(Some(writer)),
         })
@@ -128,18 +134,31 @@ impl IndexStore {
         let f = &self.schema.fields;
         for op in ops {
             match op {
-                Op::Upsert { id, doc, fresh } => {
+                Op::Upsert {
+                    id,
+                    doc,
+                    fresh,
+                    point,
+                } => {
                     // deletes cost every commit a pass over every segment
                     if !fresh {
                         w.delete_term(Term::from_field_text(f.id, &id.to_string()));
                     }
                     w.add_document(*doc)?;
+                    match point {
+                        Some(p) => self.vectors.upsert(&p),
+                        None => self.vectors.delete(id),
+                    }
                 }
                 Op::Delete { id } => {
                     w.delete_term(Term::from_field_text(f.id, &id.to_string()));
+                    self.vectors.delete(id);
                 }
                 Op::DeleteAll(t) => {
                     w.delete_term(Term::from_field_text(f.doc_type, t.as_str()));
+                    if t == DocType::Memory {
+                        self.vectors.clear();
+                    }
                 }
             }
         }
@@ -152,6 +171,7 @@ impl IndexStore {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no index writer"))?
             .delete_all_documents()?;
+        self.vectors.clear();
         Ok(())
     }
 

@@ -13,13 +13,14 @@ use tantivy::{DateTime, TantivyDocument};
 use uuid::Uuid;
 
 use crate::analysis::{self, FOLD_TOKENIZER, SORT_TOKENIZER};
-use crate::{Company, Contact};
+use crate::{Company, Contact, Memory};
 
 /// The kinds of document in the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DocType {
     Contact,
     Company,
+    Memory,
 }
 
 impl DocType {
@@ -27,6 +28,7 @@ impl DocType {
         match self {
             DocType::Contact => "contact",
             DocType::Company => "company",
+            DocType::Memory => "memory",
         }
     }
 }
@@ -73,6 +75,17 @@ pub struct Fields {
     pub s_name: Field,
     pub created_at: Field,
     pub updated_at: Field,
+    /// Memories: `content` (BM25: freqs and norms), the scope (`agent_id`,
+    /// `subject_id`, `session_id`, `kind`: raw, fast), `importance`,
+    /// `expires_at`, and `lsn`, the commit position of the row version.
+    pub content: Field,
+    pub agent_id: Field,
+    pub subject_id: Field,
+    pub session_id: Field,
+    pub kind: Field,
+    pub importance: Field,
+    pub expires_at: Field,
+    pub lsn: Field,
 }
 
 /// Facets (API name, index field) of contacts.
@@ -169,7 +182,23 @@ impl IndexSchema {
         let s_name = t("s_name", sort);
         let id_key = b.add_u64_field("id_key", FAST);
         let created_at = b.add_date_field("created_at", date.clone());
-        let updated_at = b.add_date_field("updated_at", date);
+        let updated_at = b.add_date_field("updated_at", date.clone());
+        let content = b.add_text_field(
+            "content",
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(FOLD_TOKENIZER)
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            ),
+        );
+        let raw = STRING | FAST;
+        let agent_id = b.add_text_field("agent_id", raw.clone());
+        let subject_id = b.add_text_field("subject_id", raw.clone());
+        let session_id = b.add_text_field("session_id", raw.clone());
+        let kind = b.add_text_field("kind", raw);
+        let importance = b.add_f64_field("importance", FAST);
+        let expires_at = b.add_date_field("expires_at", date);
+        let lsn = b.add_u64_field("lsn", FAST);
         let fields = Fields {
             id,
             id_key,
@@ -200,6 +229,14 @@ impl IndexSchema {
             s_name,
             created_at,
             updated_at,
+            content,
+            agent_id,
+            subject_id,
+            session_id,
+            kind,
+            importance,
+            expires_at,
+            lsn,
         };
         Self {
             schema: b.build(),
@@ -293,6 +330,32 @@ impl IndexSchema {
         if let Some(domain) = &c.domain {
             add_emails(&mut doc, f.emails, std::iter::once(domain.as_str()));
         }
+        doc
+    }
+}
+
+impl IndexSchema {
+    /// A memory's document; `lsn`: the commit position of this version.
+    pub fn memory_doc(&self, tenant: Uuid, m: &Memory, lsn: u64) -> TantivyDocument {
+        let f = &self.fields;
+        let times = [m.created_at, m.updated_at];
+        let mut doc = self.base(DocType::Memory, m.id, tenant, m, &[], times);
+        doc.add_text(f.content, &m.content);
+        doc.add_text(f.agent_id, &m.agent_id);
+        for (field, v) in [(f.subject_id, &m.subject_id), (f.session_id, &m.session_id)] {
+            if let Some(v) = v {
+                doc.add_text(field, v);
+            }
+        }
+        doc.add_text(f.kind, m.kind.as_str());
+        doc.add_f64(f.importance, f64::from(m.importance));
+        if let Some(t) = m.expires_at {
+            doc.add_date(
+                f.expires_at,
+                DateTime::from_timestamp_micros(t.timestamp_micros()),
+            );
+        }
+        doc.add_u64(f.lsn, lsn);
         doc
     }
 }

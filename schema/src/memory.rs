@@ -115,6 +115,23 @@ impl MemoryFields {
     }
 }
 
+/// The columns of a stored memory, in the order of [`Memory`]'s fields
+/// (`embedding` where `has_embedding` stands).
+pub const MEMORY_COLUMNS: &[&str] = &[
+    "id",
+    "agent_id",
+    "subject_id",
+    "session_id",
+    "kind",
+    "content",
+    "importance",
+    "embedding",
+    "metadata",
+    "expires_at",
+    "created_at",
+    "updated_at",
+];
+
 /// A stored memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {

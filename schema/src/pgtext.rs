@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use uuid::Uuid;
 
-use crate::{Company, Contact};
+use crate::{Company, Contact, EMBEDDING_DIM, Memory, MemoryKind};
 
 /// A column lookup over one row: `None` for SQL NULL or a missing column.
 pub trait TextRow {
@@ -119,6 +119,52 @@ fn json(row: &dyn TextRow, col: &str) -> R<serde_json::Value> {
         None => Ok(serde_json::json!({})),
         Some(v) => serde_json::from_str(v).map_err(|e| RowError(format!("column {col}: {e}"))),
     }
+}
+
+/// A `vector` literal: `[0.1,-2e-05,...]`.
+pub fn parse_vector(v: &str) -> R<Vec<f32>> {
+    let bad = || RowError(format!("`{}` is not a vector", v.chars().take(40).collect::<String>()));
+    let inner = v
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .ok_or_else(bad)?;
+    let mut out = Vec::with_capacity(EMBEDDING_DIM);
+    for x in inner.split(',') {
+        out.push(x.trim().parse::<f32>().map_err(|_| bad())?);
+    }
+    Ok(out)
+}
+
+fn opt_timestamptz(row: &dyn TextRow, col: &str) -> R<Option<DateTime<Utc>>> {
+    row.get(col).map(|_| timestamptz(row, col)).transpose()
+}
+
+/// A `memories` row, its tenant and its embedding.
+pub fn memory(row: &dyn TextRow) -> R<(Uuid, Memory, Option<Vec<f32>>)> {
+    let kind = required(row, "kind")?;
+    let importance = required(row, "importance")?;
+    let embedding = row.get("embedding").map(parse_vector).transpose()?;
+    Ok((
+        uuid(row, "tenant_id")?,
+        Memory {
+            id: uuid(row, "id")?,
+            agent_id: text(row, "agent_id").unwrap_or_default(),
+            subject_id: text(row, "subject_id"),
+            session_id: text(row, "session_id"),
+            kind: MemoryKind::parse(kind)
+                .ok_or_else(|| RowError(format!("column kind: `{kind}` is not a memory kind")))?,
+            content: text(row, "content").unwrap_or_default(),
+            importance: importance
+                .parse()
+                .map_err(|_| RowError(format!("column importance: `{importance}` is not a number")))?,
+            has_embedding: embedding.is_some(),
+            metadata: json(row, "metadata")?,
+            expires_at: opt_timestamptz(row, "expires_at")?,
+            created_at: timestamptz(row, "created_at")?,
+            updated_at: timestamptz(row, "updated_at")?,
+        },
+        embedding,
+    ))
 }
 
 /// A `contacts` row, and its tenant.

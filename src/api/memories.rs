@@ -1,24 +1,43 @@
-//! Memory writes and reads: `/v1/memories`, `/v1/memories/{id}`.
+//! Memory writes and retrieval: `/v1/memories`, `/v1/memories/{id}`,
+//! `/v1/memories/search`, and `/v1/contacts/{id}/context`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use indexer::Lsn;
 use schema::{Memory, MemoryFields};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::AppState;
 use super::auth::AgentKey;
-use super::contacts::Written;
 use super::extract::{Id, Json};
-use crate::error::Result;
-use crate::store::memories;
+use crate::embed::Embedder;
+use crate::error::{Code, Error, Result};
+use crate::retrieve::{self, MemoryQuery, Retrieval};
+use crate::store::{self, memories};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/memories", post(create))
+        .route("/v1/memories/search", post(search))
         .route("/v1/memories/{id}", get(read).delete(remove))
+        .route("/v1/contacts/{id}/context", get(context))
+}
+
+/// Runs the model off the async workers.
+async fn embed(embedder: &Arc<Embedder>, text: String) -> Result<Arc<[f32]>> {
+    let e = embedder.clone();
+    tokio::task::spawn_blocking(move || e.embed_query(&text))
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
+        .map_err(Error::Internal)
 }
 
 async fn create(
@@ -26,23 +45,180 @@ async fn create(
     AgentKey(p): AgentKey,
     Json(fields): Json<MemoryFields>,
 ) -> Result<impl IntoResponse> {
-    let (record, lsn) = memories::create(&st.pool, p.tenant_id, fields).await?;
-    Ok((StatusCode::CREATED, axum::Json(Written { record, lsn })))
+    let m = fields.validate()?;
+    // stored as sent (cosine does not care about length); the index scales it
+    let vector = match &m.embedding {
+        Some(v) if indexer::vectors::normalize(v.clone()).is_none() => {
+            return Err(Error::user(
+                Code::InvalidValue,
+                "embedding: must not be all zeros; send a real vector or leave it out to embed `content`",
+            ));
+        }
+        Some(v) => v.clone(),
+        None => embed(st.embedder()?, m.content.clone()).await?.to_vec(),
+    };
+    let created = memories::create(&st.pool, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
+    let status = if created.deduplicated_into.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let mut body = serde_json::to_value(&created.record).map_err(|e| Error::Internal(e.into()))?;
+    body["lsn"] = json!(created.lsn);
+    body["deduplicated_into"] = json!(created.deduplicated_into);
+    Ok((status, axum::Json(body)))
 }
 
-async fn read(
-    State(st): State<AppState>,
-    AgentKey(p): AgentKey,
-    Id(id): Id,
-) -> Result<axum::Json<Memory>> {
+async fn read(State(st): State<AppState>, AgentKey(p): AgentKey, Id(id): Id) -> Result<axum::Json<Memory>> {
     Ok(axum::Json(memories::get(&st.pool, p.tenant_id, id).await?))
 }
 
-async fn remove(
+async fn remove(State(st): State<AppState>, AgentKey(p): AgentKey, Id(id): Id) -> Result<impl IntoResponse> {
+    let lsn = memories::delete(&st.pool, p.tenant_id, id).await?;
+    Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
+}
+
+/// Retrieval as asked: the index when it has reached `min_lsn` (waiting up
+/// to `wait_ms`), else Postgres.
+async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrieval> {
+    let given = q.check().map_err(|e| Error::user(Code::InvalidValue, e.to_string()))?;
+    let query_vector: Option<Arc<[f32]>> = match (given, q.mode, q.query.as_deref().map(str::trim)) {
+        (Some(v), _, _) => Some(v.into()),
+        (None, retrieve::Mode::Keyword, _) | (None, _, None | Some("")) => None,
+        (None, _, Some(text)) => match &st.embedder {
+            Some(e) => Some(embed(e, text.to_owned()).await?),
+            // without a model, meaning cannot be searched: keywords still can
+            None if q.mode == retrieve::Mode::Hybrid => None,
+            None => return Err(Error::user(Code::EmbeddingModelMissing, crate::embed::MODEL_MISSING)),
+        },
+    };
+    let ix = st.indexer()?;
+    let count = |t: &str| match &st.embedder {
+        Some(e) => e.count_tokens(t),
+        None => t.split_whitespace().count(),
+    };
+    let behind = match q.min_lsn.as_deref() {
+        Some(s) => {
+            let lsn: Lsn = s.parse().map_err(|_| {
+                Error::user(Code::InvalidValue, format!("min_lsn: `{s}` is not a position like 0/16B3748 (the `lsn` of a write)"))
+            })?;
+            !ix.wait_for(lsn, Duration::from_millis(q.wait_ms.unwrap_or(1_000))).await
+        }
+        None => false,
+    };
+    if behind {
+        metrics::counter!("crmsearch_memory_search_postgres_total").increment(1);
+        return Ok(retrieve::from_postgres(&st.pool, tenant, q, query_vector.as_deref(), &count).await?);
+    }
+    let (store, q2, v) = (ix.store.clone(), q.clone(), query_vector.clone());
+    let e = st.embedder.clone();
+    tokio::task::spawn_blocking(move || {
+        let count = |t: &str| match &e {
+            Some(e) => e.count_tokens(t),
+            None => t.split_whitespace().count(),
+        };
+        retrieve::from_index(&store, tenant, &q2, v.as_deref(), &count)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))?
+    .map_err(|e| Error::Internal(e.into()))
+}
+
+async fn search(State(st): State<AppState>, AgentKey(p): AgentKey, Json(q): Json<MemoryQuery>) -> Result<axum::Json<Value>> {
+    let started = Instant::now();
+    let r = retrieve(&st, p.tenant_id, &q).await?;
+    Ok(axum::Json(json!({
+        "memories": r.memories,
+        "tokens_used": r.tokens_used,
+        "source": r.source,
+        "took_ms": started.elapsed().as_secs_f64() * 1e3,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextParams {
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    token_budget: Option<usize>,
+    #[serde(default)]
+    top_k: Option<usize>,
+}
+
+/// The contact card, its company, and its most relevant memories (about
+/// the contact: `subject_id` = its id), packed into the token budget with
+/// the card counted first; as JSON and as a prompt block.
+async fn context(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
     Id(id): Id,
-) -> Result<impl IntoResponse> {
-    let lsn = memories::delete(&st.pool, p.tenant_id, id).await?;
-    Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
+    params: super::search::Params<ContextParams>,
+) -> Result<axum::Json<Value>> {
+    let params = super::search::params(params)?;
+    let started = Instant::now();
+    let budget = params.token_budget.unwrap_or(1_500);
+    if budget == 0 || budget > 100_000 {
+        return Err(Error::user(Code::InvalidValue, "token_budget: must be between 1 and 100000"));
+    }
+    let contact = store::contacts::get(&st.pool, p.tenant_id, id).await?;
+    let company = match contact.company_id {
+        Some(c) => store::companies::get(&st.pool, p.tenant_id, c).await.ok(),
+        None => None,
+    };
+    let mut card = vec![format!(
+        "Contact: {}",
+        [contact.first_name.as_deref(), contact.last_name.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ")
+    )];
+    let mut line = |label: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            card.push(format!("{label}: {v}"));
+        }
+    };
+    line("Title", contact.title.clone());
+    line("Company", contact.company_name.clone().or_else(|| company.as_ref().map(|c| c.name.clone())));
+    line("Emails", Some(contact.emails.join(", ")));
+    line("Phones", Some(contact.phones.join(", ")));
+    line("Location", Some([contact.city.as_deref(), contact.country.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", ")));
+    line("Lifecycle stage", contact.lifecycle_stage.clone());
+    line("Tags", Some(contact.tags.join(", ")));
+    if let Some(c) = &company {
+        line("Company industry", c.industry.clone());
+        line("Company domain", c.domain.clone());
+    }
+    let card = card.join("\n");
+    let count = |t: &str| match &st.embedder {
+        Some(e) => e.count_tokens(t),
+        None => t.split_whitespace().count(),
+    };
+    let card_tokens = count(&card) + 8;
+    let mut prompt = format!("## Contact\n{card}\n");
+    let mut memories = Vec::new();
+    let mut tokens_used = card_tokens.min(budget);
+    if budget > card_tokens + 8 {
+        let q = MemoryQuery {
+            query: params.q.clone(),
+            agent_id: params.agent_id.clone(),
+            subject_id: Some(id.to_string()),
+            top_k: params.top_k.unwrap_or(20).clamp(1, retrieve::MAX_TOP_K),
+            // each memory line carries a few tokens of framing
+            token_budget: Some(budget - card_tokens - 8),
+            ..MemoryQuery::default()
+        };
+        let r = retrieve(&st, p.tenant_id, &q).await?;
+        if !r.memories.is_empty() {
+            prompt.push_str("\n## What we remember (most relevant first)\n");
+            for m in &r.memories {
+                prompt.push_str(&format!("- [{}, {}] {}\n", m.kind.as_str(), m.created_at.format("%Y-%m-%d"), m.content));
+            }
+        }
+        tokens_used += r.tokens_used;
+        memories = r.memories;
+    }
+    Ok(axum::Json(json!({
+        "contact": contact,
+        "company": company,
+        "memories": memories,
+        "tokens_used": tokens_used,
+        "prompt": prompt,
+        "took_ms": started.elapsed().as_secs_f64() * 1e3,
+    })))
 }

@@ -35,16 +35,28 @@ pub struct AppState {
     /// The index and its CDC pipeline (absent only in write-path tests).
     pub indexer: Option<Arc<Indexer>>,
     pub keys: Arc<crate::auth::KeyCache>,
+    /// The embedding model, when one is installed.
+    pub embedder: Option<Arc<crate::embed::Embedder>>,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, cfg: Config) -> Self {
+        let embedder = crate::embed::shared(cfg.model_dir.as_deref());
         Self {
             pool,
             cfg: Arc::new(cfg),
             indexer: None,
             keys: Arc::default(),
+            embedder,
         }
+    }
+
+    /// The embedding model, or 422 `embedding_model_missing` saying how to
+    /// install it.
+    pub fn embedder(&self) -> crate::error::Result<&Arc<crate::embed::Embedder>> {
+        self.embedder.as_ref().ok_or_else(|| {
+            crate::error::Error::user(Code::EmbeddingModelMissing, crate::embed::MODEL_MISSING)
+        })
     }
 
     pub fn with_indexer(mut self, indexer: Arc<Indexer>) -> Self {

@@ -90,9 +90,9 @@ pub struct SearchParams {
     wait_ms: Option<u64>,
 }
 
-type Params<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
+pub(super) type Params<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
-fn params<T>(p: Params<T>) -> Result<T> {
+pub(super) fn params<T>(p: Params<T>) -> Result<T> {
     p.map(|Query(p)| p)
         .map_err(|e| Error::user(Code::InvalidQuery, e.body_text()))
 }

@@ -248,16 +248,16 @@ fn parse_date(s: &str) -> Option<DateTime<Utc>> {
 }
 
 fn facets_of(scope: Scope) -> &'static [(&'static str, &'static str)] {
-    match scope.doc_type() {
-        DocType::Contact => CONTACT_FACETS,
-        DocType::Company => COMPANY_FACETS,
+    match scope {
+        Scope::Contacts | Scope::ContactNames => CONTACT_FACETS,
+        Scope::Companies | Scope::CompanyNames => COMPANY_FACETS,
     }
 }
 
 fn sorts_of(scope: Scope) -> &'static [(&'static str, &'static str)] {
-    match scope.doc_type() {
-        DocType::Contact => CONTACT_SORTS,
-        DocType::Company => COMPANY_SORTS,
+    match scope {
+        Scope::Contacts | Scope::ContactNames => CONTACT_SORTS,
+        Scope::Companies | Scope::CompanyNames => COMPANY_SORTS,
     }
 }
 
@@ -384,19 +384,19 @@ fn decode_cursor(cursor: &str, sort: &str) -> Result<(AfterKey, u64)> {
     Ok((c.k, c.t))
 }
 
-fn term_filter(field: Field, text: &str) -> Box<dyn Query> {
+pub(crate) fn term_filter(field: Field, text: &str) -> Box<dyn Query> {
     Box::new(TermQuery::new(
         Term::from_field_text(field, text),
         IndexRecordOption::Basic,
     ))
 }
 
-fn must_filter(q: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
+pub(crate) fn must_filter(q: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
     (Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0)))
 }
 
 /// A tenant's documents of one type.
-fn scope_clauses(f: &Fields, tenant: Uuid, t: DocType) -> Vec<(Occur, Box<dyn Query>)> {
+pub(crate) fn scope_clauses(f: &Fields, tenant: Uuid, t: DocType) -> Vec<(Occur, Box<dyn Query>)> {
     vec![
         must_filter(term_filter(f.tenant_id, &tenant.to_string())),
         must_filter(term_filter(f.doc_type, t.as_str())),
@@ -634,9 +634,9 @@ fn hit(
     let value: serde_json::Value = serde_json::from_str(source)
         .map_err(|e| tantivy::TantivyError::InternalError(format!("stored record of {id}: {e}")))?;
     let highlights = matchers.map(|m| highlight::record(m, &value));
-    let record = match scope.doc_type() {
-        DocType::Contact => Record::Contact(value),
-        DocType::Company => Record::Company(value),
+    let record = match scope {
+        Scope::Contacts | Scope::ContactNames => Record::Contact(value),
+        Scope::Companies | Scope::CompanyNames => Record::Company(value),
     };
     Ok(Hit {
         id,
@@ -693,9 +693,9 @@ pub fn autocomplete(
             let hit = hit(&searcher, f, scope, row, None)?;
             let v = hit.record.value();
             let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
-            let (kind, text) = match scope.doc_type() {
-                DocType::Company => ("company", s("name").to_owned()),
-                DocType::Contact => {
+            let (kind, text) = match scope {
+                Scope::Companies | Scope::CompanyNames => ("company", s("name").to_owned()),
+                Scope::Contacts | Scope::ContactNames => {
                     let name = format!("{} {}", s("first_name"), s("last_name"))
                         .trim()
                         .to_owned();

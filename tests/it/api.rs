@@ -375,7 +375,7 @@ async fn memories_create_read_delete() {
         (s, got["content"].as_str()),
         (StatusCode::OK, Some("Anna prefers email in the morning"))
     );
-    // without an embedding (the model lands with the memory issue)
+    // without an embedding: the built-in model embeds the content
     let (s, m2) = t
         .call(
             Method::POST,
@@ -386,7 +386,7 @@ async fn memories_create_read_delete() {
         .await;
     assert_eq!(
         (s, m2["has_embedding"].as_bool(), m2["importance"].as_f64()),
-        (StatusCode::CREATED, Some(false), Some(0.5))
+        (StatusCode::CREATED, Some(true), Some(0.5))
     );
 
     let other = t

@@ -11,4 +11,5 @@ mod bulk;
 mod cdc;
 mod crash;
 mod embedded;
+mod memories;
 mod search;
