@@ -74,10 +74,16 @@ impl Embedder {
     /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let read = |name: &str| {
-            std::fs::read(dir.join(name)).with_context(|| format!("cannot read {}", dir.join(name).display()))
+            std::fs::read(dir.join(name))
+                .with_context(|| format!("cannot read {}", dir.join(name).display()))
         };
-        let config: Config = serde_json::from_slice(&read("config.json")?).context("config.json")?;
-        let vb = VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, &Device::Cpu)?;
+        let config: Config =
+            serde_json::from_slice(&read("config.json")?).context("config.json")?;
+        let vb = VarBuilder::from_buffered_safetensors(
+            read("model.safetensors")?,
+            DType::F32,
+            &Device::Cpu,
+        )?;
         let model = BertModel::load(vb, &config).context("model.safetensors")?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| anyhow::anyhow!("tokenizer.json: {e}"))?;
@@ -100,7 +106,9 @@ impl Embedder {
             model,
             tokenizer,
             counter,
-            cache: Mutex::new(lru::LruCache::new(NonZeroUsize::new(CACHE).unwrap_or(NonZeroUsize::MIN))),
+            cache: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
             dir: dir.to_owned(),
         })
     }
@@ -143,7 +151,12 @@ impl Embedder {
 
     /// A query text's embedding, cached.
     pub fn embed_query(&self, text: &str) -> Result<Arc<[f32]>> {
-        if let Some(v) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(text) {
+        if let Some(v) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(text)
+        {
             metrics::counter!("crmsearch_embedding_cache_total", "result" => "hit").increment(1);
             return Ok(v.clone());
         }

@@ -127,15 +127,24 @@ impl MemoryQuery {
     /// Checks the numbers; returns the query vector the caller sent, unit length.
     pub fn check(&self) -> Result<Option<Vec<f32>>, Invalid> {
         if self.top_k == 0 || self.top_k > MAX_TOP_K {
-            return Err(invalid("top_k", format!("must be between 1 and {MAX_TOP_K}")));
+            return Err(invalid(
+                "top_k",
+                format!("must be between 1 and {MAX_TOP_K}"),
+            ));
         }
         if !(0.0..=1.0).contains(&self.diversity) {
             return Err(invalid("diversity", "must be between 0 and 1"));
         }
         if !(self.half_life_days.is_finite() && self.half_life_days > 0.0) {
-            return Err(invalid("half_life_days", "must be a positive number of days"));
+            return Err(invalid(
+                "half_life_days",
+                "must be a positive number of days",
+            ));
         }
-        for (name, w) in [("weights.recency", self.weights.recency), ("weights.importance", self.weights.importance)] {
+        for (name, w) in [
+            ("weights.recency", self.weights.recency),
+            ("weights.importance", self.weights.importance),
+        ] {
             if !(w.is_finite() && (0.0..=10.0).contains(&w)) {
                 return Err(invalid(name, "must be between 0 and 10"));
             }
@@ -157,7 +166,8 @@ impl MemoryQuery {
         match &self.embedding {
             None => Ok(None),
             Some(v) => {
-                schema::memory::check_embedding("embedding", v).map_err(|e| invalid("embedding", e.message))?;
+                schema::memory::check_embedding("embedding", v)
+                    .map_err(|e| invalid("embedding", e.message))?;
                 vectors::normalize(v.clone())
                     .map(Some)
                     .ok_or_else(|| invalid("embedding", "must not be all zeros"))
@@ -171,7 +181,11 @@ impl MemoryQuery {
             subject: self.subject_id.clone(),
             session: self.session_id.clone(),
             kinds: self.kinds.iter().fold(0u8, |acc, k| {
-                acc | 1 << vectors::KINDS.iter().position(|n| *n == k.as_str()).unwrap_or(0)
+                acc | 1
+                    << vectors::KINDS
+                        .iter()
+                        .position(|n| *n == k.as_str())
+                        .unwrap_or(0)
             }),
             since_micros: self.since.map(|t| t.timestamp_micros()),
             until_micros: self.until.map(|t| t.timestamp_micros()),
@@ -185,7 +199,10 @@ impl MemoryQuery {
     }
 
     fn text(&self) -> Option<&str> {
-        self.query.as_deref().map(str::trim).filter(|q| !q.is_empty())
+        self.query
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
     }
 }
 
@@ -243,7 +260,10 @@ fn rank(
     now: DateTime<Utc>,
     count_tokens: &dyn Fn(&str) -> usize,
 ) -> (Vec<Retrieved>, usize) {
-    let sides = f64::from(u8::from(cands.iter().any(|c| c.semantic.is_some())) + u8::from(cands.iter().any(|c| c.keyword.is_some())));
+    let sides = f64::from(
+        u8::from(cands.iter().any(|c| c.semantic.is_some()))
+            + u8::from(cands.iter().any(|c| c.keyword.is_some())),
+    );
     let best = sides.max(1.0) / (RRF_K + 1.0);
     let half_life = q.half_life_days * 86_400.0;
     let mut scored: Vec<(f64, Scores, Candidate)> = cands
@@ -255,7 +275,10 @@ fn rank(
                 .map(|rank| 1.0 / (RRF_K + 1.0 + rank as f64))
                 .sum::<f64>();
             let relevance = rrf / best;
-            let age = (now - c.memory.updated_at.max(c.memory.created_at)).num_milliseconds().max(0) as f64 / 1e3;
+            let age = (now - c.memory.updated_at.max(c.memory.created_at))
+                .num_milliseconds()
+                .max(0) as f64
+                / 1e3;
             let recency = (-age / half_life).exp();
             let importance = f64::from(c.memory.importance);
             let score = relevance + q.weights.recency * recency + q.weights.importance * importance;
@@ -280,10 +303,8 @@ fn rank(
             break;
         }
         let tokens = count_tokens(&c.memory.content);
-        if let Some(budget) = q.token_budget {
-            if used + tokens > budget {
-                continue;
-            }
+        if q.token_budget.is_some_and(|budget| used + tokens > budget) {
+            continue;
         }
         used += tokens;
         let m = c.memory;
@@ -309,8 +330,14 @@ fn rank(
 /// Maximal marginal relevance: picks, one at a time, the candidate with the
 /// best `(1 − diversity) · score − diversity · max similarity to those
 /// picked` (scores scaled to [0, 1]); the first `keep` in that order.
-fn mmr(mut rest: Vec<(f64, Scores, Candidate)>, diversity: f64, keep: usize) -> Vec<(f64, Scores, Candidate)> {
-    let (lo, hi) = rest.iter().fold((f64::MAX, f64::MIN), |(lo, hi), s| (lo.min(s.0), hi.max(s.0)));
+fn mmr(
+    mut rest: Vec<(f64, Scores, Candidate)>,
+    diversity: f64,
+    keep: usize,
+) -> Vec<(f64, Scores, Candidate)> {
+    let (lo, hi) = rest.iter().fold((f64::MAX, f64::MIN), |(lo, hi), s| {
+        (lo.min(s.0), hi.max(s.0))
+    });
     let span = (hi - lo).max(1e-9);
     let mut picked: Vec<(f64, Scores, Candidate)> = Vec::with_capacity(keep);
     while !rest.is_empty() && picked.len() < keep {
@@ -318,7 +345,9 @@ fn mmr(mut rest: Vec<(f64, Scores, Candidate)>, diversity: f64, keep: usize) -> 
         for (i, (score, _, c)) in rest.iter().enumerate() {
             let redundancy = picked
                 .iter()
-                .filter_map(|p| Some(1.0 - vectors::distance(c.vector.as_deref()?, p.2.vector.as_deref()?)))
+                .filter_map(|p| {
+                    Some(1.0 - vectors::distance(c.vector.as_deref()?, p.2.vector.as_deref()?))
+                })
                 .fold(0.0f32, f32::max);
             let v = (1.0 - diversity) * (score - lo) / span - diversity * f64::from(redundancy);
             if v > best.0 {
@@ -371,8 +400,10 @@ pub fn from_index(
         let words: Vec<Box<dyn Query>> = keywords(text.unwrap_or_default())
             .into_iter()
             .map(|t| {
-                Box::new(TermQuery::new(Term::from_field_text(f.content, &t), IndexRecordOption::WithFreqs))
-                    as Box<dyn Query>
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.content, &t),
+                    IndexRecordOption::WithFreqs,
+                )) as Box<dyn Query>
             })
             .collect();
         let has_words = !words.is_empty();
@@ -380,10 +411,15 @@ pub fn from_index(
             clauses.push((Occur::Must, Box::new(BooleanQuery::union(words))));
         }
         if has_words || query_vector.is_none() {
-            let top = searcher.search(&BooleanQuery::new(clauses), &TopDocs::with_limit(depth).order_by_score())?;
+            let top = searcher.search(
+                &BooleanQuery::new(clauses),
+                &TopDocs::with_limit(depth).order_by_score(),
+            )?;
             for (rank, (score, addr)) in top.into_iter().enumerate() {
                 let doc: TantivyDocument = searcher.doc(addr)?;
-                let Some(m) = memory_of(&doc, f) else { continue };
+                let Some(m) = memory_of(&doc, f) else {
+                    continue;
+                };
                 let keyword = has_words.then_some((rank, score));
                 match at.get(&m.id) {
                     Some(i) => cands[*i].keyword = keyword,
@@ -418,31 +454,52 @@ pub fn from_index(
 /// English function words: a question's "how", "does", "the" match every
 /// memory and would push real keyword matches out of the fused ranking.
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by", "can",
-    "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "him", "his", "how", "i", "if",
-    "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "she", "should", "so",
-    "some", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "us", "was",
-    "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your",
+    "a", "about", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but",
+    "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her",
+    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of",
+    "on", "or", "our", "she", "should", "so", "some", "than", "that", "the", "their", "them",
+    "then", "there", "these", "they", "this", "to", "us", "was", "we", "were", "what", "when",
+    "where", "which", "who", "whom", "why", "will", "with", "would", "you", "your",
 ];
 
 /// The index terms of a query text without function words (all of them
 /// when nothing else is left).
 fn keywords(text: &str) -> Vec<String> {
-    let all: Vec<String> = schema::analysis::index_tokens(text).into_iter().map(|t| t.text).collect();
-    let kept: Vec<String> = all.iter().filter(|t| !STOP_WORDS.contains(&String::as_str(t))).cloned().collect();
+    let all: Vec<String> = schema::analysis::index_tokens(text)
+        .into_iter()
+        .map(|t| t.text)
+        .collect();
+    let kept: Vec<String> = all
+        .iter()
+        .filter(|t| !STOP_WORDS.contains(&String::as_str(t)))
+        .cloned()
+        .collect();
     if kept.is_empty() { all } else { kept }
 }
 
 /// The tenant's memories that pass the request's filters (not expired).
-fn filter_clauses(f: &schema::index::Fields, tenant: Uuid, q: &MemoryQuery, now: DateTime<Utc>) -> Vec<(Occur, Box<dyn Query>)> {
+fn filter_clauses(
+    f: &schema::index::Fields,
+    tenant: Uuid,
+    q: &MemoryQuery,
+    now: DateTime<Utc>,
+) -> Vec<(Occur, Box<dyn Query>)> {
     let mut clauses = scope_clauses(f, tenant, DocType::Memory);
-    for (field, v) in [(f.agent_id, &q.agent_id), (f.subject_id, &q.subject_id), (f.session_id, &q.session_id)] {
+    for (field, v) in [
+        (f.agent_id, &q.agent_id),
+        (f.subject_id, &q.subject_id),
+        (f.session_id, &q.session_id),
+    ] {
         if let Some(v) = v {
             clauses.push(must_filter(term_filter(field, v)));
         }
     }
     if !q.kinds.is_empty() {
-        let kinds: Vec<Box<dyn Query>> = q.kinds.iter().map(|k| term_filter(f.kind, k.as_str())).collect();
+        let kinds: Vec<Box<dyn Query>> = q
+            .kinds
+            .iter()
+            .map(|k| term_filter(f.kind, k.as_str()))
+            .collect();
         clauses.push(must_filter(Box::new(BooleanQuery::union(kinds))));
     }
     let date = |t: DateTime<Utc>| tantivy::DateTime::from_timestamp_micros(t.timestamp_micros());
@@ -450,13 +507,18 @@ fn filter_clauses(f: &schema::index::Fields, tenant: Uuid, q: &MemoryQuery, now:
     use std::ops::Bound::{Included, Unbounded};
     if q.since.is_some() || q.until.is_some() {
         clauses.push(must_filter(Box::new(RangeQuery::new(
-            q.since.map_or(Unbounded, |t| Included(date_term(f.created_at, t))),
-            q.until.map_or(Unbounded, |t| Included(date_term(f.created_at, t))),
+            q.since
+                .map_or(Unbounded, |t| Included(date_term(f.created_at, t))),
+            q.until
+                .map_or(Unbounded, |t| Included(date_term(f.created_at, t))),
         ))));
     }
     clauses.push((
         Occur::MustNot,
-        Box::new(RangeQuery::new(Unbounded, Included(date_term(f.expires_at, now)))),
+        Box::new(RangeQuery::new(
+            Unbounded,
+            Included(date_term(f.expires_at, now)),
+        )),
     ));
     clauses
 }
@@ -467,11 +529,21 @@ fn memory_of(doc: &TantivyDocument, f: &schema::index::Fields) -> Option<Memory>
 }
 
 /// The stored memories with these ids.
-fn docs_by_id(searcher: &tantivy::Searcher, f: &schema::index::Fields, ids: &[Uuid]) -> tantivy::Result<HashMap<Uuid, Memory>> {
+fn docs_by_id(
+    searcher: &tantivy::Searcher,
+    f: &schema::index::Fields,
+    ids: &[Uuid],
+) -> tantivy::Result<HashMap<Uuid, Memory>> {
     let mut out = HashMap::with_capacity(ids.len());
     for id in ids {
-        let q = TermQuery::new(Term::from_field_text(f.id, &id.to_string()), IndexRecordOption::Basic);
-        if let Some((_, addr)) = searcher.search(&q, &TopDocs::with_limit(1).order_by_score())?.pop() {
+        let q = TermQuery::new(
+            Term::from_field_text(f.id, &id.to_string()),
+            IndexRecordOption::Basic,
+        );
+        if let Some((_, addr)) = searcher
+            .search(&q, &TopDocs::with_limit(1).order_by_score())?
+            .pop()
+        {
             let doc: TantivyDocument = searcher.doc(addr)?;
             if let Some(m) = memory_of(&doc, f) {
                 out.insert(*id, m);
@@ -502,8 +574,12 @@ pub async fn from_postgres(
     let mut cands: Vec<Candidate> = Vec::new();
     let mut at: HashMap<Uuid, usize> = HashMap::new();
     let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order").execute(&mut *tx).await?;
-    sqlx::query("SET LOCAL hnsw.ef_search = 100").execute(&mut *tx).await?;
+    sqlx::query("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL hnsw.ef_search = 100")
+        .execute(&mut *tx)
+        .await?;
     let bind = |sql: &'static String| {
         sqlx::query(sql)
             .bind(tenant)
@@ -540,7 +616,10 @@ pub async fn from_postgres(
             });
         }
     }
-    if let Some(text) = q.text().filter(|_| q.mode != Mode::Semantic || query_vector.is_none()) {
+    if let Some(text) = q
+        .text()
+        .filter(|_| q.mode != Mode::Semantic || query_vector.is_none())
+    {
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "WITH q AS (SELECT to_tsquery('simple', string_agg(lexeme, ' | ')) AS q FROM unnest(to_tsvector('simple', $8)))
@@ -549,7 +628,11 @@ pub async fn from_postgres(
                  ORDER BY 13 DESC, id LIMIT $9"
             )
         });
-        let rows = bind(&SQL).bind(text).bind(depth).fetch_all(&mut *tx).await?;
+        let rows = bind(&SQL)
+            .bind(text)
+            .bind(depth)
+            .fetch_all(&mut *tx)
+            .await?;
         for (rank, row) in rows.iter().enumerate() {
             let m = crate::store::memories::from_row(row)?;
             let score: f32 = sqlx::Row::try_get(row, 12)?;

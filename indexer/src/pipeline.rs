@@ -567,7 +567,11 @@ async fn run_presync(store: Arc<IndexStore>, mut shutdown: watch::Receiver<bool>
 /// the dump are read again from Postgres (the durable copy of the vectors),
 /// and points the index no longer holds are dropped. Without a dump every
 /// memory is read.
-async fn load_vectors(pool: &PgPool, store: &Arc<IndexStore>, dir: &std::path::Path) -> Result<VectorLoad> {
+async fn load_vectors(
+    pool: &PgPool,
+    store: &Arc<IndexStore>,
+    dir: &std::path::Path,
+) -> Result<VectorLoad> {
     let started = Instant::now();
     let (s, d) = (store.clone(), dir.to_owned());
     let dumped = tokio::task::spawn_blocking(move || match s.vectors.load(&d) {
@@ -656,10 +660,14 @@ fn memory_versions(store: &IndexStore, since: Lsn) -> Result<(Vec<Uuid>, Vec<Uui
         let lsns = reader.fast_fields().u64("lsn")?;
         let mut buf = String::new();
         for doc in docs {
-            let Some(ord) = ids.term_ords(doc).next() else { continue };
+            let Some(ord) = ids.term_ords(doc).next() else {
+                continue;
+            };
             buf.clear();
             ids.ord_to_str(ord, &mut buf)?;
-            let Ok(id) = buf.parse::<Uuid>() else { continue };
+            let Ok(id) = buf.parse::<Uuid>() else {
+                continue;
+            };
             present.insert(id);
             if lsns.first(doc).is_none_or(|l| l > since.0) {
                 stale.push(id);
@@ -703,7 +711,9 @@ async fn run_vector_maintenance(
                 *dumped_changes = changes;
                 tracing::info!(%lsn, secs = started.elapsed().as_secs_f64(), "vector collections dumped");
             }
-            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "cannot dump the vector collections"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot dump the vector collections")
+            }
             Err(e) => tracing::warn!(error = %e, "vector dump task failed"),
         }
     };

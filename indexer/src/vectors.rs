@@ -96,7 +96,13 @@ pub trait VectorIndex: Send + Sync {
     fn insert(&self, points: &[(&[f32], usize)]);
     /// Up to `k` slots passing `keep`, nearest first, with their distance
     /// (1 − cosine).
-    fn search(&self, query: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)>;
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(usize, f32)>;
     /// Writes the index under `dir` as `name.*`.
     fn dump(&self, dir: &Path, name: &str) -> anyhow::Result<()>;
 }
@@ -137,7 +143,13 @@ impl VectorIndex for HnswIndex {
         self.hnsw.parallel_insert_slice(&points.to_vec());
     }
 
-    fn search(&self, query: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<(usize, f32)> {
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Vec<(usize, f32)> {
         let filter = |id: &usize| keep(*id);
         self.hnsw
             .search_filter(query, k, ef.max(k), Some(&filter))
@@ -159,7 +171,11 @@ pub fn distance(a: &[f32], b: &[f32]) -> f32 {
 
 /// Scales `v` to unit length; `None` for a zero or non-finite vector.
 pub fn normalize(mut v: Vec<f32>) -> Option<Vec<f32>> {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
     if !norm.is_finite() || norm < 1e-12 {
         return None;
     }
@@ -257,7 +273,10 @@ impl Collection {
         });
         self.by_id.insert(p.id, slot);
         self.by_agent.entry(agent).or_default().push(slot);
-        self.by_subject.entry((agent, subject)).or_default().push(slot);
+        self.by_subject
+            .entry((agent, subject))
+            .or_default()
+            .push(slot);
     }
 
     /// The slots a filter may match, when a posting list narrows them.
@@ -269,7 +288,9 @@ impl Collection {
         Some(Some(match &f.subject {
             Some(s) => {
                 let s = self.lookup(Some(s))?;
-                self.by_subject.get(&(agent, s)).map_or(&[][..], Vec::as_slice)
+                self.by_subject
+                    .get(&(agent, s))
+                    .map_or(&[][..], Vec::as_slice)
             }
             None => self.by_agent.get(&agent).map_or(&[][..], Vec::as_slice),
         }))
@@ -305,9 +326,17 @@ impl Collection {
         })
     }
 
-    fn exact(&self, query: &[f32], k: usize, slots: impl Iterator<Item = usize>) -> Vec<(usize, f32)> {
-        let mut best: Vec<(usize, f32)> = slots.map(|s| (s, distance(query, self.vector(s)))).collect();
-        let by_distance = |a: &(usize, f32), b: &(usize, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+    fn exact(
+        &self,
+        query: &[f32],
+        k: usize,
+        slots: impl Iterator<Item = usize>,
+    ) -> Vec<(usize, f32)> {
+        let mut best: Vec<(usize, f32)> = slots
+            .map(|s| (s, distance(query, self.vector(s))))
+            .collect();
+        let by_distance =
+            |a: &(usize, f32), b: &(usize, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
         if best.len() > k {
             best.select_nth_unstable_by(k, by_distance);
             best.truncate(k);
@@ -335,7 +364,13 @@ impl Collection {
             }
         };
         let narrowed = f.agent.is_some();
-        let scan = |slots: &[u32]| self.exact(query, k, slots.iter().map(|s| *s as usize).filter(|s| keep(*s)));
+        let scan = |slots: &[u32]| {
+            self.exact(
+                query,
+                k,
+                slots.iter().map(|s| *s as usize).filter(|s| keep(*s)),
+            )
+        };
         let scan_all = || {
             if narrowed {
                 scan(candidates)
@@ -343,9 +378,19 @@ impl Collection {
                 self.exact(query, k, (0..self.meta.len()).filter(|s| keep(*s)))
             }
         };
-        let extra = f.session.is_some() || f.kinds != 0 || f.since_micros.is_some() || f.until_micros.is_some();
+        let extra = f.session.is_some()
+            || f.kinds != 0
+            || f.since_micros.is_some()
+            || f.until_micros.is_some();
         let (listed, threshold) = if narrowed || extra {
-            (if narrowed { candidates.len() } else { self.meta.len() }, cfg.exact_filtered_below)
+            (
+                if narrowed {
+                    candidates.len()
+                } else {
+                    self.meta.len()
+                },
+                cfg.exact_filtered_below,
+            )
         } else {
             (self.live(), cfg.exact_below)
         };
@@ -364,7 +409,9 @@ impl Collection {
         };
         // the index covers the first `indexed` slots; the rest are scanned
         let indexed = self.indexed;
-        let mut hits = ann.search(query, k, cfg.ef_search.max(2 * k), &|s| s < indexed && keep(s));
+        let mut hits = ann.search(query, k, cfg.ef_search.max(2 * k), &|s| {
+            s < indexed && keep(s)
+        });
         let tail = self.exact(query, k, (indexed..self.meta.len()).filter(|s| keep(*s)));
         if hits.len() + tail.len() < k.min(matching) {
             // the walk missed matches: never answer with fewer than exist
@@ -466,7 +513,10 @@ impl VectorStore {
         {
             write(&c).remove(p.id);
         }
-        let c = write(&self.collections).entry(p.tenant).or_default().clone();
+        let c = write(&self.collections)
+            .entry(p.tenant)
+            .or_default()
+            .clone();
         write(&c).upsert(p);
     }
 
@@ -510,7 +560,11 @@ impl VectorStore {
         };
         let c = read(&c);
         ids.iter()
-            .filter_map(|id| c.by_id.get(id).map(|s| (*id, c.vector(*s as usize).to_vec())))
+            .filter_map(|id| {
+                c.by_id
+                    .get(id)
+                    .map(|s| (*id, c.vector(*s as usize).to_vec()))
+            })
             .collect()
     }
 
@@ -533,7 +587,10 @@ impl VectorStore {
 
     /// Every point id with its tenant.
     pub fn ids(&self) -> Vec<(Uuid, Uuid)> {
-        read(&self.tenant_of).iter().map(|(id, t)| (*id, *t)).collect()
+        read(&self.tenant_of)
+            .iter()
+            .map(|(id, t)| (*id, *t))
+            .collect()
     }
 
     /// Brings every collection's approximate index up to date: builds it
@@ -546,8 +603,10 @@ impl VectorStore {
             return false;
         }
         let mut worked = false;
-        let tenants: Vec<(Uuid, Arc<RwLock<Collection>>)> =
-            read(&self.collections).iter().map(|(t, c)| (*t, c.clone())).collect();
+        let tenants: Vec<(Uuid, Arc<RwLock<Collection>>)> = read(&self.collections)
+            .iter()
+            .map(|(t, c)| (*t, c.clone()))
+            .collect();
         for (tenant, c) in tenants {
             let (live, dead, len, has_ann) = {
                 let g = read(&c);
@@ -586,7 +645,11 @@ impl VectorStore {
                 if from >= to {
                     return;
                 }
-                (ann, from, g.vecs[from * EMBEDDING_DIM..to * EMBEDDING_DIM].to_vec())
+                (
+                    ann,
+                    from,
+                    g.vecs[from * EMBEDDING_DIM..to * EMBEDDING_DIM].to_vec(),
+                )
             };
             let points: Vec<(&[f32], usize)> = chunk
                 .chunks_exact(EMBEDDING_DIM)
@@ -649,8 +712,10 @@ impl VectorStore {
         let tmp = dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        let tenants: Vec<(Uuid, Arc<RwLock<Collection>>)> =
-            read(&self.collections).iter().map(|(t, c)| (*t, c.clone())).collect();
+        let tenants: Vec<(Uuid, Arc<RwLock<Collection>>)> = read(&self.collections)
+            .iter()
+            .map(|(t, c)| (*t, c.clone()))
+            .collect();
         for (tenant, c) in tenants {
             let g = read(&c);
             let name = tenant.to_string();
@@ -679,10 +744,16 @@ impl VectorStore {
         self.clear();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".points")) else {
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".points"))
+            else {
                 continue;
             };
-            let tenant: Uuid = name.parse().with_context(|| format!("{}", path.display()))?;
+            let tenant: Uuid = name
+                .parse()
+                .with_context(|| format!("{}", path.display()))?;
             let mut g = read_collection(&mut BufReader::new(std::fs::File::open(&path)?))
                 .with_context(|| format!("reading {}", path.display()))?;
             if g.indexed > 0 {
@@ -798,7 +869,12 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn unit(rng: &mut rand::rngs::StdRng) -> Vec<f32> {
-        normalize((0..EMBEDDING_DIM).map(|_| rng.random::<f32>() - 0.5).collect()).unwrap()
+        normalize(
+            (0..EMBEDDING_DIM)
+                .map(|_| rng.random::<f32>() - 0.5)
+                .collect(),
+        )
+        .unwrap()
     }
 
     fn point(tenant: Uuid, agent: &str, v: Vec<f32>) -> Point {
@@ -820,7 +896,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let store = VectorStore::new(VectorConfig::default());
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let pts: Vec<Point> = (0..50).map(|i| point(if i % 2 == 0 { a } else { b }, "x", unit(&mut rng))).collect();
+        let pts: Vec<Point> = (0..50)
+            .map(|i| point(if i % 2 == 0 { a } else { b }, "x", unit(&mut rng)))
+            .collect();
         for p in &pts {
             store.upsert(p);
         }
@@ -841,7 +919,10 @@ mod tests {
     #[test]
     fn dumps_round_trip() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let store = VectorStore::new(VectorConfig { exact_below: 100, ..VectorConfig::default() });
+        let store = VectorStore::new(VectorConfig {
+            exact_below: 100,
+            ..VectorConfig::default()
+        });
         let t = Uuid::new_v4();
         let pts: Vec<Point> = (0..300).map(|_| point(t, "x", unit(&mut rng))).collect();
         for p in &pts {
@@ -851,11 +932,17 @@ mod tests {
         assert!(store.maintain());
         let dir = std::env::temp_dir().join(format!("crmsearch-vec-{}", Uuid::new_v4()));
         store.dump(&dir, Lsn(42)).unwrap();
-        let loaded = VectorStore::new(VectorConfig { exact_below: 100, ..VectorConfig::default() });
+        let loaded = VectorStore::new(VectorConfig {
+            exact_below: 100,
+            ..VectorConfig::default()
+        });
         assert_eq!(loaded.load(&dir).unwrap(), Some(Lsn(42)));
         assert_eq!(loaded.stats()[&t], store.stats()[&t]);
         let q = pts[10].vector.clone();
-        assert_eq!(loaded.search(t, &q, 3, &Filter::default()), store.search(t, &q, 3, &Filter::default()));
+        assert_eq!(
+            loaded.search(t, &q, 3, &Filter::default()),
+            store.search(t, &q, 3, &Filter::default())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -865,7 +952,12 @@ mod tests {
         (0..n)
             .map(|i| {
                 let c = &centers[i % clusters];
-                normalize(c.iter().map(|x| x + (rng.random::<f32>() - 0.5) * 0.12).collect()).unwrap()
+                normalize(
+                    c.iter()
+                        .map(|x| x + (rng.random::<f32>() - 0.5) * 0.12)
+                        .collect(),
+                )
+                .unwrap()
             })
             .collect()
     }
@@ -910,9 +1002,29 @@ mod tests {
         }
         let filters = [
             ("none", Filter::default()),
-            ("agent", Filter { agent: Some("a".into()), ..Filter::default() }),
-            ("agent+kind", Filter { agent: Some("b".into()), kinds: 0b0010, ..Filter::default() }),
-            ("subject (narrow)", Filter { agent: Some("c".into()), subject: Some("s2".into()), ..Filter::default() }),
+            (
+                "agent",
+                Filter {
+                    agent: Some("a".into()),
+                    ..Filter::default()
+                },
+            ),
+            (
+                "agent+kind",
+                Filter {
+                    agent: Some("b".into()),
+                    kinds: 0b0010,
+                    ..Filter::default()
+                },
+            ),
+            (
+                "subject (narrow)",
+                Filter {
+                    agent: Some("c".into()),
+                    subject: Some("s2".into()),
+                    ..Filter::default()
+                },
+            ),
         ];
         for (name, f) in filters {
             let mut found = 0usize;
@@ -920,8 +1032,16 @@ mod tests {
             for q in clustered(&mut rng, 100, 40) {
                 let truth: Vec<Uuid> = exact.search(t, &q, 10, &f).iter().map(|h| h.id).collect();
                 let got = store.search(t, &q, 10, &f);
-                assert_eq!(got.len(), truth.len(), "{name}: exactly top_k when that many match");
-                assert!(got.iter().all(|h| !pts.iter().step_by(50).any(|p| p.id == h.id)), "{name}: a deleted point came back");
+                assert_eq!(
+                    got.len(),
+                    truth.len(),
+                    "{name}: exactly top_k when that many match"
+                );
+                assert!(
+                    got.iter()
+                        .all(|h| !pts.iter().step_by(50).any(|p| p.id == h.id)),
+                    "{name}: a deleted point came back"
+                );
                 found += got.iter().filter(|h| truth.contains(&h.id)).count();
                 want += truth.len();
             }
@@ -934,7 +1054,10 @@ mod tests {
     #[test]
     fn a_rebuild_drops_tombstones_and_keeps_changes_made_meanwhile() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        let store = VectorStore::new(VectorConfig { exact_below: 100, ..VectorConfig::default() });
+        let store = VectorStore::new(VectorConfig {
+            exact_below: 100,
+            ..VectorConfig::default()
+        });
         let t = Uuid::new_v4();
         let pts: Vec<Point> = (0..400).map(|_| point(t, "x", unit(&mut rng))).collect();
         for p in &pts {
@@ -948,7 +1071,15 @@ mod tests {
         let s = store.stats()[&t];
         assert_eq!((s.points, s.tombstones, s.indexed), (250, 0, 250));
         let q = pts[200].vector.clone();
-        assert_eq!(store.search(t, &q, 1, &Filter::default())[0].id, pts[200].id);
-        assert!(store.search(t, &pts[0].vector, 250, &Filter::default()).iter().all(|h| h.id != pts[0].id));
+        assert_eq!(
+            store.search(t, &q, 1, &Filter::default())[0].id,
+            pts[200].id
+        );
+        assert!(
+            store
+                .search(t, &pts[0].vector, 250, &Filter::default())
+                .iter()
+                .all(|h| h.id != pts[0].id)
+        );
     }
 }

@@ -123,7 +123,12 @@ fn json(row: &dyn TextRow, col: &str) -> R<serde_json::Value> {
 
 /// A `vector` literal: `[0.1,-2e-05,...]`.
 pub fn parse_vector(v: &str) -> R<Vec<f32>> {
-    let bad = || RowError(format!("`{}` is not a vector", v.chars().take(40).collect::<String>()));
+    let bad = || {
+        RowError(format!(
+            "`{}` is not a vector",
+            v.chars().take(40).collect::<String>()
+        ))
+    };
     let inner = v
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
@@ -154,9 +159,9 @@ pub fn memory(row: &dyn TextRow) -> R<(Uuid, Memory, Option<Vec<f32>>)> {
             kind: MemoryKind::parse(kind)
                 .ok_or_else(|| RowError(format!("column kind: `{kind}` is not a memory kind")))?,
             content: text(row, "content").unwrap_or_default(),
-            importance: importance
-                .parse()
-                .map_err(|_| RowError(format!("column importance: `{importance}` is not a number")))?,
+            importance: importance.parse().map_err(|_| {
+                RowError(format!("column importance: `{importance}` is not a number"))
+            })?,
             has_embedding: embedding.is_some(),
             metadata: json(row, "metadata")?,
             expires_at: opt_timestamptz(row, "expires_at")?,

@@ -57,19 +57,32 @@ async fn create(
         Some(v) => v.clone(),
         None => embed(st.embedder()?, m.content.clone()).await?.to_vec(),
     };
-    let created = memories::create(&st.pool, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
-    let status = if created.deduplicated_into.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let created =
+        memories::create(&st.pool, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
+    let status = if created.deduplicated_into.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut body = serde_json::to_value(&created.record).map_err(|e| Error::Internal(e.into()))?;
     body["lsn"] = json!(created.lsn);
     body["deduplicated_into"] = json!(created.deduplicated_into);
     Ok((status, axum::Json(body)))
 }
 
-async fn read(State(st): State<AppState>, AgentKey(p): AgentKey, Id(id): Id) -> Result<axum::Json<Memory>> {
+async fn read(
+    State(st): State<AppState>,
+    AgentKey(p): AgentKey,
+    Id(id): Id,
+) -> Result<axum::Json<Memory>> {
     Ok(axum::Json(memories::get(&st.pool, p.tenant_id, id).await?))
 }
 
-async fn remove(State(st): State<AppState>, AgentKey(p): AgentKey, Id(id): Id) -> Result<impl IntoResponse> {
+async fn remove(
+    State(st): State<AppState>,
+    AgentKey(p): AgentKey,
+    Id(id): Id,
+) -> Result<impl IntoResponse> {
     let lsn = memories::delete(&st.pool, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }
@@ -77,15 +90,23 @@ async fn remove(State(st): State<AppState>, AgentKey(p): AgentKey, Id(id): Id) -
 /// Retrieval as asked: the index when it has reached `min_lsn` (waiting up
 /// to `wait_ms`), else Postgres.
 async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrieval> {
-    let given = q.check().map_err(|e| Error::user(Code::InvalidValue, e.to_string()))?;
-    let query_vector: Option<Arc<[f32]>> = match (given, q.mode, q.query.as_deref().map(str::trim)) {
+    let given = q
+        .check()
+        .map_err(|e| Error::user(Code::InvalidValue, e.to_string()))?;
+    let query_vector: Option<Arc<[f32]>> = match (given, q.mode, q.query.as_deref().map(str::trim))
+    {
         (Some(v), _, _) => Some(v.into()),
         (None, retrieve::Mode::Keyword, _) | (None, _, None | Some("")) => None,
         (None, _, Some(text)) => match &st.embedder {
             Some(e) => Some(embed(e, text.to_owned()).await?),
             // without a model, meaning cannot be searched: keywords still can
             None if q.mode == retrieve::Mode::Hybrid => None,
-            None => return Err(Error::user(Code::EmbeddingModelMissing, crate::embed::MODEL_MISSING)),
+            None => {
+                return Err(Error::user(
+                    Code::EmbeddingModelMissing,
+                    crate::embed::MODEL_MISSING,
+                ));
+            }
         },
     };
     let ix = st.indexer()?;
@@ -96,15 +117,23 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
     let behind = match q.min_lsn.as_deref() {
         Some(s) => {
             let lsn: Lsn = s.parse().map_err(|_| {
-                Error::user(Code::InvalidValue, format!("min_lsn: `{s}` is not a position like 0/16B3748 (the `lsn` of a write)"))
+                Error::user(
+                    Code::InvalidValue,
+                    format!(
+                        "min_lsn: `{s}` is not a position like 0/16B3748 (the `lsn` of a write)"
+                    ),
+                )
             })?;
-            !ix.wait_for(lsn, Duration::from_millis(q.wait_ms.unwrap_or(1_000))).await
+            !ix.wait_for(lsn, Duration::from_millis(q.wait_ms.unwrap_or(1_000)))
+                .await
         }
         None => false,
     };
     if behind {
         metrics::counter!("crmsearch_memory_search_postgres_total").increment(1);
-        return Ok(retrieve::from_postgres(&st.pool, tenant, q, query_vector.as_deref(), &count).await?);
+        return Ok(
+            retrieve::from_postgres(&st.pool, tenant, q, query_vector.as_deref(), &count).await?,
+        );
     }
     let (store, q2, v) = (ix.store.clone(), q.clone(), query_vector.clone());
     let e = st.embedder.clone();
@@ -120,7 +149,11 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
     .map_err(|e| Error::Internal(e.into()))
 }
 
-async fn search(State(st): State<AppState>, AgentKey(p): AgentKey, Json(q): Json<MemoryQuery>) -> Result<axum::Json<Value>> {
+async fn search(
+    State(st): State<AppState>,
+    AgentKey(p): AgentKey,
+    Json(q): Json<MemoryQuery>,
+) -> Result<axum::Json<Value>> {
     let started = Instant::now();
     let r = retrieve(&st, p.tenant_id, &q).await?;
     Ok(axum::Json(json!({
@@ -157,7 +190,10 @@ async fn context(
     let started = Instant::now();
     let budget = params.token_budget.unwrap_or(1_500);
     if budget == 0 || budget > 100_000 {
-        return Err(Error::user(Code::InvalidValue, "token_budget: must be between 1 and 100000"));
+        return Err(Error::user(
+            Code::InvalidValue,
+            "token_budget: must be between 1 and 100000",
+        ));
     }
     let contact = store::contacts::get(&st.pool, p.tenant_id, id).await?;
     let company = match contact.company_id {
@@ -166,7 +202,11 @@ async fn context(
     };
     let mut card = vec![format!(
         "Contact: {}",
-        [contact.first_name.as_deref(), contact.last_name.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" ")
+        [contact.first_name.as_deref(), contact.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
     )];
     let mut line = |label: &str, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
@@ -174,10 +214,25 @@ async fn context(
         }
     };
     line("Title", contact.title.clone());
-    line("Company", contact.company_name.clone().or_else(|| company.as_ref().map(|c| c.name.clone())));
+    line(
+        "Company",
+        contact
+            .company_name
+            .clone()
+            .or_else(|| company.as_ref().map(|c| c.name.clone())),
+    );
     line("Emails", Some(contact.emails.join(", ")));
     line("Phones", Some(contact.phones.join(", ")));
-    line("Location", Some([contact.city.as_deref(), contact.country.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", ")));
+    line(
+        "Location",
+        Some(
+            [contact.city.as_deref(), contact.country.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    );
     line("Lifecycle stage", contact.lifecycle_stage.clone());
     line("Tags", Some(contact.tags.join(", ")));
     if let Some(c) = &company {
@@ -207,7 +262,12 @@ async fn context(
         if !r.memories.is_empty() {
             prompt.push_str("\n## What we remember (most relevant first)\n");
             for m in &r.memories {
-                prompt.push_str(&format!("- [{}, {}] {}\n", m.kind.as_str(), m.created_at.format("%Y-%m-%d"), m.content));
+                prompt.push_str(&format!(
+                    "- [{}, {}] {}\n",
+                    m.kind.as_str(),
+                    m.created_at.format("%Y-%m-%d"),
+                    m.content
+                ));
             }
         }
         tokens_used += r.tokens_used;

@@ -76,7 +76,9 @@ pub async fn create(
     .bind(&vector)
     .fetch_optional(&mut *tx)
     .await?;
-    let duplicate = nearest.filter(|(_, sim)| *sim >= f64::from(dedup_threshold)).map(|(id, _)| id);
+    let duplicate = nearest
+        .filter(|(_, sim)| *sim >= f64::from(dedup_threshold))
+        .map(|(id, _)| id);
     let row = match duplicate {
         Some(id) => {
             let sql = format!(

@@ -22,37 +22,65 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn embeddings_match_the_reference_implementation() {
     let e = model();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/embeddings/reference.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/embeddings/reference.json"
+    ))
+    .unwrap();
     let reference: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let texts: Vec<&str> = reference.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = reference
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
     // one batch (padded to the longest) and one by one must agree too
     let batch = e.embed_many(&texts).unwrap();
     for (r, got) in reference.iter().zip(&batch) {
-        let want: Vec<f32> = r["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let want: Vec<f32> = r["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         assert_eq!(got.len(), 384);
         let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "unit length, got {norm}");
         let c = cosine(got, &want);
         assert!(c >= 0.999, "{:?}: cosine {c} to the reference", r["text"]);
         let single = e.embed_query(r["text"].as_str().unwrap()).unwrap();
-        assert!(cosine(&single, got) >= 0.9999, "padding must not change an embedding");
+        assert!(
+            cosine(&single, got) >= 0.9999,
+            "padding must not change an embedding"
+        );
     }
     assert!(e.count_tokens("Anna prefers email") >= 3);
     assert!(e.count_tokens(texts[6]) > 256, "counting does not truncate");
 }
 
 async fn remember(t: &TestApp, key: &str, body: Value) -> (StatusCode, Value) {
-    t.call(Method::POST, "/v1/memories", Some(key), Some(body)).await
+    t.call(Method::POST, "/v1/memories", Some(key), Some(body))
+        .await
 }
 
 async fn recall(t: &TestApp, key: &str, body: Value) -> Value {
-    let (status, v) = t.call(Method::POST, "/v1/memories/search", Some(key), Some(body.clone())).await;
+    let (status, v) = t
+        .call(
+            Method::POST,
+            "/v1/memories/search",
+            Some(key),
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}: {v}");
     v
 }
 
 fn contents(v: &Value) -> Vec<String> {
-    v["memories"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+    v["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -60,11 +88,31 @@ async fn write_dedup_search_isolate_delete_expire() {
     let t = TestApp::with_indexer().await;
     let key = t.a.key(Role::Agent).to_owned();
     let facts = [
-        ("Anna prefers email over phone calls, never before 10am.", "preference", 0.9),
-        ("Anna's company renews its contract every June.", "fact", 0.5),
-        ("Met Anna at the Stockholm fintech fair; she liked the demo.", "episode", 0.4),
-        ("Anna has two kids and coaches football on Saturdays.", "fact", 0.2),
-        ("Budget for the pilot is 40k EUR, the CFO decides.", "fact", 0.7),
+        (
+            "Anna prefers email over phone calls, never before 10am.",
+            "preference",
+            0.9,
+        ),
+        (
+            "Anna's company renews its contract every June.",
+            "fact",
+            0.5,
+        ),
+        (
+            "Met Anna at the Stockholm fintech fair; she liked the demo.",
+            "episode",
+            0.4,
+        ),
+        (
+            "Anna has two kids and coaches football on Saturdays.",
+            "fact",
+            0.2,
+        ),
+        (
+            "Budget for the pilot is 40k EUR, the CFO decides.",
+            "fact",
+            0.7,
+        ),
     ];
     let mut ids = Vec::new();
     for (content, kind, importance) in facts {
@@ -79,7 +127,10 @@ async fn write_dedup_search_isolate_delete_expire() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["deduplicated_into"], ids[0].as_str());
     assert_eq!(v["id"], ids[0].as_str());
-    assert!((v["importance"].as_f64().unwrap() - 0.9).abs() < 1e-6, "the higher importance is kept");
+    assert!(
+        (v["importance"].as_f64().unwrap() - 0.9).abs() < 1e-6,
+        "the higher importance is kept"
+    );
     assert_eq!(v["metadata"], json!({"source": "call", "channel": "email"}));
     // the same text for another agent, another subject, another tenant: new memories
     for (k, agent, subject) in [(&key, "support-bot", "anna"), (&key, "sales-bot", "bob")] {
@@ -91,7 +142,14 @@ async fn write_dedup_search_isolate_delete_expire() {
     // already expired, and one to delete
     let (_, expired) = remember(&t, &key, json!({"agent_id": "sales-bot", "subject_id": "anna", "kind": "fact", "content": "Anna is on holiday and prefers no contact this week.", "expires_at": "2020-01-01T00:00:00Z"})).await;
     let (_, doomed) = remember(&t, &key, json!({"agent_id": "sales-bot", "subject_id": "anna", "kind": "fact", "content": "Anna prefers phone calls on Fridays."})).await;
-    let (s, v) = t.call(Method::DELETE, &format!("/v1/memories/{}", doomed["id"].as_str().unwrap()), Some(&key), None).await;
+    let (s, v) = t
+        .call(
+            Method::DELETE,
+            &format!("/v1/memories/{}", doomed["id"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     t.caught_up().await;
 
@@ -103,44 +161,91 @@ async fn write_dedup_search_isolate_delete_expire() {
         let got = contents(&v);
         assert_eq!(v["source"], "index");
         if mode != "keyword" {
-            assert_eq!(got[0], "Anna prefers email over phone calls, never before 10 am.", "{mode}: {got:?}");
+            assert_eq!(
+                got[0], "Anna prefers email over phone calls, never before 10 am.",
+                "{mode}: {got:?}"
+            );
         }
-        assert!(!got.iter().any(|c| c.contains("Tenant B") || c.contains("holiday") || c.contains("Fridays")), "{mode}: {got:?}");
+        assert!(
+            !got.iter()
+                .any(|c| c.contains("Tenant B") || c.contains("holiday") || c.contains("Fridays")),
+            "{mode}: {got:?}"
+        );
         for m in v["memories"].as_array().unwrap() {
             assert_eq!(m["agent_id"], "sales-bot");
             assert_eq!(m["subject_id"], "anna");
             let s = &m["scores"];
-            assert!(s["recency"].as_f64().unwrap() > 0.9 && s["importance"].is_number() && s["relevance"].is_number(), "{m}");
+            assert!(
+                s["recency"].as_f64().unwrap() > 0.9
+                    && s["importance"].is_number()
+                    && s["relevance"].is_number(),
+                "{m}"
+            );
         }
         if mode == "hybrid" {
             assert!(v["memories"][0]["scores"]["semantic"].is_number());
         }
     }
     // filters: kinds, another agent, a subject nobody wrote about
-    let v = recall(&t, &key, json!({"query": "Anna", "agent_id": "sales-bot", "kinds": ["episode"]})).await;
+    let v = recall(
+        &t,
+        &key,
+        json!({"query": "Anna", "agent_id": "sales-bot", "kinds": ["episode"]}),
+    )
+    .await;
     assert_eq!(contents(&v), vec![facts[2].0.to_owned()]);
-    let v = recall(&t, &key, json!({"query": "contact preferences", "agent_id": "support-bot"})).await;
+    let v = recall(
+        &t,
+        &key,
+        json!({"query": "contact preferences", "agent_id": "support-bot"}),
+    )
+    .await;
     assert_eq!(contents(&v), vec![facts[0].0.to_owned()]);
     let v = recall(&t, &key, json!({"query": "Anna", "agent_id": "nobody"})).await;
     assert!(contents(&v).is_empty());
     // a token budget packs by score and never overflows
-    let v = recall(&t, &key, json!({"query": "Anna", "agent_id": "sales-bot", "subject_id": "anna", "token_budget": 30})).await;
+    let v = recall(
+        &t,
+        &key,
+        json!({"query": "Anna", "agent_id": "sales-bot", "subject_id": "anna", "token_budget": 30}),
+    )
+    .await;
     let used = v["tokens_used"].as_u64().unwrap();
-    let sum: u64 = v["memories"].as_array().unwrap().iter().map(|m| m["tokens"].as_u64().unwrap()).sum();
+    let sum: u64 = v["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["tokens"].as_u64().unwrap())
+        .sum();
     assert!(used <= 30 && used == sum && sum > 0, "{v}");
     // MMR keeps near-identical memories apart: the support-bot copy differs only by agent
-    let v = recall(&t, &key, json!({"query": "email preferences", "diversity": 0.7, "top_k": 3})).await;
+    let v = recall(
+        &t,
+        &key,
+        json!({"query": "email preferences", "diversity": 0.7, "top_k": 3}),
+    )
+    .await;
     let got = contents(&v);
     assert_eq!(got.len(), 3);
-    assert!(got.iter().filter(|c| c.contains("prefers email")).count() < 3, "{got:?}");
+    assert!(
+        got.iter().filter(|c| c.contains("prefers email")).count() < 3,
+        "{got:?}"
+    );
     // a strong read the index cannot serve in time is answered by Postgres
     let mut q = base.clone();
     q["min_lsn"] = json!("FFFFFFFF/0");
     q["wait_ms"] = json!(20);
     let v = recall(&t, &key, q).await;
     assert_eq!(v["source"], "postgres");
-    assert_eq!(contents(&v)[0], "Anna prefers email over phone calls, never before 10 am.");
-    assert!(!contents(&v).iter().any(|c| c.contains("holiday") || c.contains("Fridays")));
+    assert_eq!(
+        contents(&v)[0],
+        "Anna prefers email over phone calls, never before 10 am."
+    );
+    assert!(
+        !contents(&v)
+            .iter()
+            .any(|c| c.contains("holiday") || c.contains("Fridays"))
+    );
     let mut q = base.clone();
     q["min_lsn"] = json!(doomed["lsn"]);
     assert_eq!(recall(&t, &key, q).await["source"], "index");
@@ -154,10 +259,22 @@ async fn write_dedup_search_isolate_delete_expire() {
         json!({"mode": "keyword"}),
         json!({"query": "x", "min_lsn": "yesterday"}),
     ] {
-        let got = t.call(Method::POST, "/v1/memories/search", Some(&key), Some(bad.clone())).await;
+        let got = t
+            .call(
+                Method::POST,
+                "/v1/memories/search",
+                Some(&key),
+                Some(bad.clone()),
+            )
+            .await;
         assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
     }
-    let got = remember(&t, &key, json!({"agent_id": "a", "kind": "fact", "content": "x", "embedding": vec![0.0; 384]})).await;
+    let got = remember(
+        &t,
+        &key,
+        json!({"agent_id": "a", "kind": "fact", "content": "x", "embedding": vec![0.0; 384]}),
+    )
+    .await;
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
     let _ = expired;
     t.stop().await;
@@ -181,22 +298,58 @@ async fn contact_context_packs_the_card_and_memories() {
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
     t.caught_up().await;
-    let (s, v) = t.call(Method::GET, &format!("/v1/contacts/{id}/context?agent_id=sales-bot&token_budget=400"), Some(&key), None).await;
+    let (s, v) = t
+        .call(
+            Method::GET,
+            &format!("/v1/contacts/{id}/context?agent_id=sales-bot&token_budget=400"),
+            Some(&key),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["contact"]["first_name"], "Anna");
     assert_eq!(v["memories"].as_array().unwrap().len(), 3);
-    assert_eq!(v["memories"][0]["content"], "Prefers email, never calls before 10am.", "importance orders memories without a query");
+    assert_eq!(
+        v["memories"][0]["content"], "Prefers email, never calls before 10am.",
+        "importance orders memories without a query"
+    );
     let prompt = v["prompt"].as_str().unwrap();
-    assert!(prompt.contains("Contact: Anna Svensson") && prompt.contains("Title: CFO") && prompt.contains("one-page summary"), "{prompt}");
+    assert!(
+        prompt.contains("Contact: Anna Svensson")
+            && prompt.contains("Title: CFO")
+            && prompt.contains("one-page summary"),
+        "{prompt}"
+    );
     assert!(v["tokens_used"].as_u64().unwrap() <= 400);
     // a budget that fits the card only
-    let (_, v) = t.call(Method::GET, &format!("/v1/contacts/{id}/context?agent_id=sales-bot&token_budget=60"), Some(&key), None).await;
+    let (_, v) = t
+        .call(
+            Method::GET,
+            &format!("/v1/contacts/{id}/context?agent_id=sales-bot&token_budget=60"),
+            Some(&key),
+            None,
+        )
+        .await;
     assert!(v["tokens_used"].as_u64().unwrap() <= 60, "{v}");
     assert!(v["memories"].as_array().unwrap().len() < 3);
     // another tenant's key sees no such contact
-    let (s, _) = t.call(Method::GET, &format!("/v1/contacts/{id}/context"), Some(t.b.key(Role::Agent)), None).await;
+    let (s, _) = t
+        .call(
+            Method::GET,
+            &format!("/v1/contacts/{id}/context"),
+            Some(t.b.key(Role::Agent)),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let got = t.call(Method::GET, &format!("/v1/contacts/{id}/context?token_budget=0"), Some(&key), None).await;
+    let got = t
+        .call(
+            Method::GET,
+            &format!("/v1/contacts/{id}/context?token_budget=0"),
+            Some(&key),
+            None,
+        )
+        .await;
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
     t.stop().await;
 }
@@ -209,12 +362,31 @@ async fn without_a_model_writes_need_an_embedding_and_keywords_still_work() {
     cfg.model_dir = Some(empty);
     let t = TestApp::with_config(cfg).await;
     let key = t.a.key(Role::Agent);
-    let got = remember(&t, key, json!({"agent_id": "a", "kind": "fact", "content": "no vector"})).await;
-    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "embedding_model_missing");
-    assert!(got.1["error"]["message"].as_str().unwrap().contains("scripts/setup"));
+    let got = remember(
+        &t,
+        key,
+        json!({"agent_id": "a", "kind": "fact", "content": "no vector"}),
+    )
+    .await;
+    assert_error(
+        &got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "embedding_model_missing",
+    );
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scripts/setup")
+    );
     let mut v = vec![0.0f32; 384];
     v[0] = 1.0;
-    let (s, _) = remember(&t, key, json!({"agent_id": "a", "kind": "fact", "content": "with a vector", "embedding": v})).await;
+    let (s, _) = remember(
+        &t,
+        key,
+        json!({"agent_id": "a", "kind": "fact", "content": "with a vector", "embedding": v}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
 }
 
@@ -247,24 +419,41 @@ async fn a_restart_loads_the_vector_dump_and_applies_what_changed() {
         .execute(&t.pool)
         .await
         .unwrap();
-    sqlx::query("DELETE FROM memories WHERE content = 'memory 3'").execute(&t.pool).await.unwrap();
+    sqlx::query("DELETE FROM memories WHERE content = 'memory 3'")
+        .execute(&t.pool)
+        .await
+        .unwrap();
     let icfg = t.index_cfg.clone().unwrap();
     let mut cfg = test_config();
     cfg.node = icfg.node.clone();
     t.start_indexer(icfg, cfg).await;
     let loaded = t.ix().vectors_loaded.expect("resumed");
     assert!(loaded.dump.is_some(), "the dump was loaded");
-    assert_eq!((loaded.reread, loaded.dropped), (0, 0), "the text index was at the dump's position: {loaded:?}");
+    assert_eq!(
+        (loaded.reread, loaded.dropped),
+        (0, 0),
+        "the text index was at the dump's position: {loaded:?}"
+    );
     t.caught_up().await;
     let stats = t.ix().store.vectors.stats();
     assert_eq!(stats[&tenant].points, 40, "40 + 1 new − 1 deleted");
     let mut q = vec![0.01f32; 384];
-    q[200 % 384] = 1.0;
-    let v = recall(&t, t.a.key(Role::Agent), json!({"embedding": q, "mode": "semantic", "top_k": 1})).await;
+    q[200] = 1.0;
+    let v = recall(
+        &t,
+        t.a.key(Role::Agent),
+        json!({"embedding": q, "mode": "semantic", "top_k": 1}),
+    )
+    .await;
     assert_eq!(contents(&v), vec!["memory new"]);
     let mut q = vec![0.01f32; 384];
     q[3] = 1.0;
-    let v = recall(&t, t.a.key(Role::Agent), json!({"embedding": q, "mode": "semantic", "top_k": 40})).await;
+    let v = recall(
+        &t,
+        t.a.key(Role::Agent),
+        json!({"embedding": q, "mode": "semantic", "top_k": 40}),
+    )
+    .await;
     assert!(!contents(&v).contains(&"memory 3".to_owned()));
     assert_eq!(contents(&v).len(), 40);
     t.stop().await;
@@ -274,7 +463,11 @@ async fn a_restart_loads_the_vector_dump_and_applies_what_changed() {
 async fn paraphrases_are_found_by_meaning() {
     let t = TestApp::with_indexer().await;
     let key = t.a.key(Role::Agent).to_owned();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/memories/paraphrases.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/memories/paraphrases.json"
+    ))
+    .unwrap();
     let set: Value = serde_json::from_str(&text).unwrap();
     let pairs = set["pairs"].as_array().unwrap();
     for p in pairs {
@@ -285,20 +478,25 @@ async fn paraphrases_are_found_by_meaning() {
     let mut hits = [0usize; 3];
     for p in pairs {
         for (i, mode) in ["hybrid", "semantic", "keyword"].iter().enumerate() {
-            if *mode == "keyword" {
-                // keyword mode needs a shared word; count it for the report
-            }
             let v = recall(&t, &key, json!({"query": p["question"], "agent_id": "bot", "mode": mode, "top_k": 3, "weights": {"recency": 0, "importance": 0}})).await;
-            if contents(&v).iter().any(|c| c == p["memory"].as_str().unwrap()) {
+            if contents(&v)
+                .iter()
+                .any(|c| c == p["memory"].as_str().unwrap())
+            {
                 hits[i] += 1;
             }
         }
     }
     let n = pairs.len() as f64;
     let [hybrid, semantic, keyword] = hits.map(|h| h as f64 / n);
-    println!("paraphrase hit@3 over {n} questions: hybrid {hybrid:.3}, semantic {semantic:.3}, keyword {keyword:.3}");
+    println!(
+        "paraphrase hit@3 over {n} questions: hybrid {hybrid:.3}, semantic {semantic:.3}, keyword {keyword:.3}"
+    );
     assert!(semantic >= 0.8, "semantic hit@3 {semantic}");
     assert!(hybrid >= 0.8, "hybrid hit@3 {hybrid}");
-    assert!(semantic > keyword, "meaning must beat shared words on paraphrases");
+    assert!(
+        semantic > keyword,
+        "meaning must beat shared words on paraphrases"
+    );
     t.stop().await;
 }
