@@ -16,7 +16,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{env, pct};
+use common::{env, pct, time, time_pg};
 use crmsearch::search::{self, Request, Scope};
 use crmsearch::{db, seed};
 use indexer::{Indexer, IndexerConfig};
@@ -25,34 +25,6 @@ use rand::{Rng, SeedableRng};
 use schema::ContactFields;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Milliseconds of each run of `f` over `inputs`, sorted.
-fn time<T>(inputs: &[T], mut f: impl FnMut(&T)) -> Vec<f64> {
-    let mut out: Vec<f64> = inputs
-        .iter()
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    out.sort_by(|a, b| a.total_cmp(b));
-    out
-}
-
-async fn time_pg<T>(
-    inputs: &[T],
-    mut f: impl AsyncFnMut(&T) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(inputs.len());
-    for i in inputs {
-        let t = Instant::now();
-        f(i).await?;
-        out.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    out.sort_by(|a, b| a.total_cmp(b));
-    Ok(out)
-}
 
 const COMPANIES: usize = 20_000;
 /// Most queries of a kind sent to Postgres (its slow ones take seconds);

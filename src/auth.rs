@@ -64,6 +64,8 @@ pub struct Principal {
     pub tenant_id: Uuid,
     pub role: Role,
     pub key_prefix: String,
+    /// A key bound to one agent reads and writes only its memories.
+    pub agent_id: Option<String>,
 }
 
 impl Principal {
@@ -112,16 +114,32 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Stores a new key for the tenant and returns it (the only time it is seen).
 pub async fn create_key(pool: &PgPool, tenant_id: Uuid, role: Role) -> Result<(String, String)> {
+    create_agent_key(pool, tenant_id, role, None).await
+}
+
+/// [`create_key`], bound to one agent when `agent_id` is given.
+pub async fn create_agent_key(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    role: Role,
+    agent_id: Option<&str>,
+) -> Result<(String, String)> {
+    let agent_id = schema::validate::text(
+        "agent_id",
+        agent_id.map(str::to_owned),
+        schema::validate::MAX_SHORT,
+    )?;
     loop {
         let (key, prefix) = mint_key();
         let res = sqlx::query(
-            "INSERT INTO api_keys (prefix, tenant_id, role, key_hash) VALUES ($1, $2, $3, $4)
+            "INSERT INTO api_keys (prefix, tenant_id, role, key_hash, agent_id) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (prefix) DO NOTHING",
         )
         .bind(&prefix)
         .bind(tenant_id)
         .bind(role.as_str())
         .bind(hash_key(&key))
+        .bind(&agent_id)
         .execute(pool)
         .await
         .map_err(|e| {
@@ -215,8 +233,8 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
     {
         return Ok(p);
     }
-    let row: Option<(Uuid, String, Vec<u8>)> = match sqlx::query_as(
-        "SELECT tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+    let row: Option<(Uuid, String, Vec<u8>, Option<String>)> = match sqlx::query_as(
+        "SELECT tenant_id, role, key_hash, agent_id FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
     )
     .bind(prefix)
     .fetch_optional(pool)
@@ -238,7 +256,7 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
             return Err(err);
         }
     };
-    let Some((tenant_id, role, stored)) = row else {
+    let Some((tenant_id, role, stored, agent_id)) = row else {
         cache.forget(&hash);
         return Err(invalid());
     };
@@ -251,6 +269,7 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
         tenant_id,
         role,
         key_prefix: prefix.to_owned(),
+        agent_id,
     };
     cache.remember(hash, &p);
     Ok(p)

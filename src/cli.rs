@@ -148,6 +148,9 @@ pub enum KeyCmd {
         tenant: Uuid,
         #[arg(long, value_enum)]
         role: Role,
+        /// Bind the key to one agent: it reads and writes only that agent's memories.
+        #[arg(long)]
+        agent: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -199,11 +202,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
-        Command::Key(KeyCmd::Create { tenant, role, json }) => {
+        Command::Key(KeyCmd::Create {
+            tenant,
+            role,
+            agent,
+            json,
+        }) => {
             with_db(&cfg, |pool| async move {
-                let (key, prefix) = auth::create_key(&pool, tenant, role).await.map_err(anyhow_of)?;
+                let (key, prefix) = auth::create_agent_key(&pool, tenant, role, agent.as_deref())
+                    .await
+                    .map_err(anyhow_of)?;
                 if json {
-                    println!("{}", serde_json::json!({"key": key, "prefix": prefix, "role": role, "tenant_id": tenant}));
+                    println!("{}", serde_json::json!({"key": key, "prefix": prefix, "role": role, "tenant_id": tenant, "agent_id": agent}));
                 } else {
                     println!("{} key: {key}\n(the key is shown only now; store it)", role.as_str());
                 }

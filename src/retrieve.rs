@@ -650,6 +650,22 @@ pub async fn from_postgres(
             }
         }
     }
+    if query_vector.is_none() && q.text().is_none() {
+        // no query: the filtered memories, newest first, ranked below
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {COLS} FROM memories WHERE {SCOPE} ORDER BY updated_at DESC, id LIMIT $8"
+            )
+        });
+        for row in bind(&SQL).bind(depth).fetch_all(&mut *tx).await? {
+            cands.push(Candidate {
+                memory: crate::store::memories::from_row(&row)?,
+                semantic: None,
+                keyword: None,
+                vector: None,
+            });
+        }
+    }
     tx.commit().await?;
     let (memories, tokens_used) = rank(q, cands, now, count_tokens);
     Ok(Retrieval {

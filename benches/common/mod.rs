@@ -1,4 +1,8 @@
-//! What every bench shares: settings from the environment, percentiles.
+//! What every bench shares: settings from the environment, timing,
+//! percentiles. Each bench binary compiles this module and uses a part.
+#![allow(dead_code)]
+
+use std::time::Instant;
 
 /// A numeric setting from the environment, or its default.
 pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -24,4 +28,32 @@ pub fn begin() -> bool {
     }
     crmsearch::telemetry::init(crmsearch::config::LogFormat::Text);
     true
+}
+
+/// Milliseconds of each run of `f` over `inputs`, sorted.
+pub fn time<T>(inputs: &[T], mut f: impl FnMut(&T)) -> Vec<f64> {
+    let mut out: Vec<f64> = inputs
+        .iter()
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+pub async fn time_pg<T>(
+    inputs: &[T],
+    mut f: impl AsyncFnMut(&T) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        let t = Instant::now();
+        f(i).await?;
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    Ok(out)
 }

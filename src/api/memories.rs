@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::AgentKey;
 use super::extract::{Id, Json};
+use crate::auth::Principal;
 use crate::embed::Embedder;
 use crate::error::{Code, Error, Result};
 use crate::retrieve::{self, MemoryQuery, Retrieval};
@@ -29,6 +30,37 @@ pub fn router() -> Router<AppState> {
         .route("/v1/memories/search", post(search))
         .route("/v1/memories/{id}", get(read).delete(remove))
         .route("/v1/contacts/{id}/context", get(context))
+}
+
+/// The agent a request acts for: the key's own when it is bound to one
+/// (asking for another is 403), else the one asked for.
+fn agent_scope(p: &Principal, asked: Option<String>) -> Result<Option<String>> {
+    match (&p.agent_id, asked) {
+        (None, asked) => Ok(asked),
+        (Some(own), None) => Ok(Some(own.clone())),
+        (Some(own), Some(asked)) if *own == asked => Ok(Some(asked)),
+        (Some(own), Some(asked)) => Err(Error::user(
+            Code::Forbidden,
+            format!(
+                "this key belongs to the agent `{own}`; it cannot use the memories of `{asked}`"
+            ),
+        )),
+    }
+}
+
+/// A memory the key may see: another agent's is "not found" to a bound key.
+fn visible(p: &Principal, m: &Memory) -> Result<()> {
+    match &p.agent_id {
+        Some(own) if *own != m.agent_id => {
+            Err(Error::user(Code::NotFound, "no memory with this id"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The bulk route, with the larger body limit of bulk requests.
+pub fn bulk_router() -> Router<AppState> {
+    Router::new().route("/v1/memories/bulk", post(bulk))
 }
 
 /// Runs the model off the async workers.
@@ -45,6 +77,7 @@ async fn create(
     AgentKey(p): AgentKey,
     Json(fields): Json<MemoryFields>,
 ) -> Result<impl IntoResponse> {
+    agent_scope(&p, Some(fields.agent_id.clone()))?;
     let m = fields.validate()?;
     // stored as sent (cosine does not care about length); the index scales it
     let vector = match &m.embedding {
@@ -70,12 +103,105 @@ async fn create(
     Ok((status, axum::Json(body)))
 }
 
+/// Most memories in one bulk request.
+pub const MAX_BULK: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkMemories {
+    memories: Vec<Value>,
+}
+
+/// Many memories at once: each validated on its own (a bad one is reported
+/// with its index, the rest are written), the missing embeddings computed
+/// in batches on the rayon pool, then written one by one with dedup.
+async fn bulk(
+    State(st): State<AppState>,
+    AgentKey(p): AgentKey,
+    Json(b): Json<BulkMemories>,
+) -> Result<axum::Json<Value>> {
+    if b.memories.is_empty() || b.memories.len() > MAX_BULK {
+        return Err(Error::user(
+            Code::InvalidValue,
+            format!(
+                "memories: send between 1 and {MAX_BULK} memories, got {}",
+                b.memories.len()
+            ),
+        ));
+    }
+    let mut failed = Vec::new();
+    let mut valid = Vec::new();
+    for (i, v) in b.memories.into_iter().enumerate() {
+        let parsed = serde_json::from_value::<MemoryFields>(v)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                f.validate()
+                    .map_err(|e| format!("{}: {}", e.field, e.message))
+            });
+        match parsed {
+            Ok(m)
+                if m.embedding
+                    .as_ref()
+                    .is_some_and(|v| indexer::vectors::normalize(v.clone()).is_none()) =>
+            {
+                failed.push(json!({"index": i, "error": "embedding: must not be all zeros"}));
+            }
+            Ok(m) if agent_scope(&p, Some(m.agent_id.clone())).is_err() => {
+                failed.push(
+                    json!({"index": i, "error": "agent_id: this key belongs to another agent"}),
+                );
+            }
+            Ok(m) => valid.push((i, m)),
+            Err(e) => failed.push(json!({"index": i, "error": e})),
+        }
+    }
+    let texts: Vec<String> = valid
+        .iter()
+        .filter(|(_, m)| m.embedding.is_none())
+        .map(|(_, m)| m.content.clone())
+        .collect();
+    let mut computed = if texts.is_empty() {
+        Vec::new()
+    } else {
+        let e = st.embedder()?.clone();
+        tokio::task::spawn_blocking(move || {
+            e.embed_many(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
+        .map_err(Error::Internal)?
+    }
+    .into_iter();
+    let mut results = Vec::with_capacity(valid.len());
+    let mut lsn = None;
+    for (i, mut m) in valid {
+        let vector = match m.embedding.take() {
+            Some(v) => v,
+            None => computed
+                .next()
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("an embedding is missing")))?,
+        };
+        let c = memories::create(&st.pool, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
+        lsn = Some(c.lsn);
+        results
+            .push(json!({"index": i, "id": c.record.id, "deduplicated_into": c.deduplicated_into}));
+    }
+    Ok(axum::Json(json!({
+        "written": results.len(),
+        "results": results,
+        "failed": failed,
+        "lsn": lsn,
+    })))
+}
+
 async fn read(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
     Id(id): Id,
 ) -> Result<axum::Json<Memory>> {
-    Ok(axum::Json(memories::get(&st.pool, p.tenant_id, id).await?))
+    let m = memories::get(&st.pool, p.tenant_id, id).await?;
+    visible(&p, &m)?;
+    Ok(axum::Json(m))
 }
 
 async fn remove(
@@ -83,6 +209,9 @@ async fn remove(
     AgentKey(p): AgentKey,
     Id(id): Id,
 ) -> Result<impl IntoResponse> {
+    if p.agent_id.is_some() {
+        visible(&p, &memories::get(&st.pool, p.tenant_id, id).await?)?;
+    }
     let lsn = memories::delete(&st.pool, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }
@@ -152,9 +281,10 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
 async fn search(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
-    Json(q): Json<MemoryQuery>,
+    Json(mut q): Json<MemoryQuery>,
 ) -> Result<axum::Json<Value>> {
     let started = Instant::now();
+    q.agent_id = agent_scope(&p, q.agent_id.take())?;
     let r = retrieve(&st, p.tenant_id, &q).await?;
     Ok(axum::Json(json!({
         "memories": r.memories,
@@ -186,7 +316,8 @@ async fn context(
     Id(id): Id,
     params: super::search::Params<ContextParams>,
 ) -> Result<axum::Json<Value>> {
-    let params = super::search::params(params)?;
+    let mut params = super::search::params(params)?;
+    params.agent_id = agent_scope(&p, params.agent_id.take())?;
     let started = Instant::now();
     let budget = params.token_budget.unwrap_or(1_500);
     if budget == 0 || budget > 100_000 {

@@ -84,6 +84,7 @@ pub fn app(state: AppState) -> Router {
         .merge(contacts::bulk_router().layer(DefaultBodyLimit::max(bulk_limit)))
         .merge(companies::router())
         .merge(memories::router())
+        .merge(memories::bulk_router().layer(DefaultBodyLimit::max(bulk_limit)))
         .merge(search::router())
         .merge(admin::router())
         .route_layer(axum::middleware::from_fn(track_metrics))

@@ -48,6 +48,9 @@ struct NewKey {
     /// Only with the master key: the tenant to create the key for.
     #[serde(default)]
     tenant_id: Option<Uuid>,
+    /// Binds the key to one agent's memories.
+    #[serde(default)]
+    agent_id: Option<String>,
 }
 
 async fn create_key(
@@ -73,10 +76,13 @@ async fn create_key(
             )
         })?,
     };
-    let (key, prefix) = auth::create_key(&st.pool, tenant, body.role).await?;
+    let (key, prefix) =
+        auth::create_agent_key(&st.pool, tenant, body.role, body.agent_id.as_deref()).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({"key": key, "prefix": prefix, "role": body.role, "tenant_id": tenant})),
+        axum::Json(
+            json!({"key": key, "prefix": prefix, "role": body.role, "tenant_id": tenant, "agent_id": body.agent_id}),
+        ),
     ))
 }
 

@@ -10,6 +10,7 @@
 //! test regenerates and compares.
 
 mod locales;
+mod memories;
 mod queries;
 
 use std::collections::BTreeSet;
@@ -25,6 +26,7 @@ use locales::{
     FREEMAIL, Feminine, Fmt, Group, INDUSTRIES, LOCALES, Locale, MONTHS, NOTES, PRODUCTS,
     SECTORS_EN, STAGES, TITLES, WEEKDAYS,
 };
+pub use memories::{AGENTS, SeedMemory, Subject, memories};
 pub use queries::{KINDS, RelevanceQuery, relevance_queries};
 
 const STREAM_COMPANIES: u64 = 1;

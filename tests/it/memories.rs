@@ -277,6 +277,62 @@ async fn write_dedup_search_isolate_delete_expire() {
     .await;
     assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
     let _ = expired;
+
+    // a key bound to one agent sees and writes only that agent's memories
+    let (s, k) = t
+        .call(
+            Method::POST,
+            "/v1/keys",
+            Some(t.a.key(Role::Admin)),
+            Some(json!({"role": "agent", "agent_id": "sales-bot"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let bound = k["key"].as_str().unwrap().to_owned();
+    let v = recall(
+        &t,
+        &bound,
+        json!({"query": "email preferences", "top_k": 20}),
+    )
+    .await;
+    let agents: std::collections::BTreeSet<&str> = v["memories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["agent_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        agents.into_iter().collect::<Vec<_>>(),
+        vec!["sales-bot"],
+        "{v}"
+    );
+    let got = t
+        .call(
+            Method::POST,
+            "/v1/memories/search",
+            Some(&bound),
+            Some(json!({"query": "x", "agent_id": "support-bot"})),
+        )
+        .await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+    let got = remember(
+        &t,
+        &bound,
+        json!({"agent_id": "support-bot", "kind": "fact", "content": "x"}),
+    )
+    .await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+    let other: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM memories WHERE agent_id = 'support-bot'")
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    for method in [Method::GET, Method::DELETE] {
+        let got = t
+            .call(method, &format!("/v1/memories/{other}"), Some(&bound), None)
+            .await;
+        assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+    }
     t.stop().await;
 }
 
@@ -499,4 +555,46 @@ async fn paraphrases_are_found_by_meaning() {
         "meaning must beat shared words on paraphrases"
     );
     t.stop().await;
+}
+
+#[tokio::test]
+async fn bulk_writes_embed_in_batches_and_report_bad_items() {
+    let t = TestApp::new().await;
+    let key = t.a.key(Role::Agent);
+    let body = json!({"memories": [
+        {"agent_id": "bot", "subject_id": "x", "kind": "fact", "content": "The client prefers invoices by post."},
+        {"agent_id": "bot", "subject_id": "x", "kind": "opinion", "content": "bad kind"},
+        {"agent_id": "bot", "subject_id": "x", "kind": "fact", "content": "The client prefers invoices by post!"},
+        {"agent_id": "bot", "subject_id": "y", "kind": "episode", "content": "Lunch in Lisbon went well."},
+    ]});
+    let (s, v) = t
+        .call(Method::POST, "/v1/memories/bulk", Some(key), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["written"], 3);
+    assert_eq!(v["failed"][0]["index"], 1);
+    assert!(
+        v["failed"][0]["error"].as_str().unwrap().contains("kind"),
+        "{v}"
+    );
+    let first = v["results"][0]["id"].clone();
+    assert_eq!(v["results"][1]["index"], 2);
+    assert_eq!(
+        v["results"][1]["deduplicated_into"], first,
+        "a near-duplicate within the batch merges"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM memories WHERE embedding IS NOT NULL")
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let got = t
+        .call(
+            Method::POST,
+            "/v1/memories/bulk",
+            Some(key),
+            Some(json!({"memories": []})),
+        )
+        .await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
 }
