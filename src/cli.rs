@@ -122,6 +122,50 @@ pub enum Command {
     /// The embedded Postgres of the data folder.
     #[command(subcommand)]
     Postgres(PostgresCmd),
+    /// Write deterministic synthetic companies, contacts and memories into a
+    /// tenant (through Postgres; the index follows by CDC).
+    Seed {
+        #[arg(long)]
+        tenant: Uuid,
+        #[arg(long, default_value_t = 0)]
+        contacts: usize,
+        #[arg(long, default_value_t = 0)]
+        memories: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Import contacts from a CSV (with a header) or NDJSON file: upsert by
+    /// external_id, bad lines to a report, resumable after an interrupt.
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        tenant: Uuid,
+        /// csv or ndjson [default: from the extension].
+        #[arg(long)]
+        format: Option<String>,
+        /// Renames, FROM=TO,...: CSV columns or JSON keys to contact fields.
+        #[arg(long)]
+        map: Option<String>,
+        /// Where bad lines go [default: FILE.bad-lines.ndjson].
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+        /// Start from the first line even if a saved state could resume.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Compare Postgres with the index (ids and versions, vectors): missing,
+    /// stale and ghost counts; exit 1 on drift. Asks the running server when
+    /// there is one, else runs the indexer here.
+    Verify {
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        /// Re-apply the drifted rows from Postgres.
+        #[arg(long)]
+        repair: bool,
+        /// An admin key of the tenant [default: the master key].
+        #[arg(long, env = "CRMSEARCH_KEY", hide_env_values = true)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +221,53 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
+        Command::Seed {
+            tenant,
+            contacts,
+            memories,
+            seed,
+        } => {
+            let model = cfg.model_dir.clone();
+            with_db(&cfg, |pool| async move {
+                let embedder = if memories > 0 { crate::embed::shared(model.as_deref()) } else { None };
+                let done = crate::ops::seed::run(&pool, tenant, seed, contacts, memories, embedder.as_ref(), false).await?;
+                println!("{}", serde_json::to_string(&done)?);
+                Ok(())
+            })
+            .await
+        }
+        Command::Import {
+            file,
+            tenant,
+            format,
+            map,
+            report,
+            restart,
+        } => {
+            let format = match format.as_deref() {
+                None => None,
+                Some("csv") => Some(crate::ingest::Format::Csv),
+                Some("ndjson" | "jsonl") => Some(crate::ingest::Format::Ndjson),
+                Some(f) => anyhow::bail!("--format is csv or ndjson, not `{f}`"),
+            };
+            let opts = crate::ops::import::ImportOptions {
+                file,
+                tenant,
+                format,
+                map: crate::ops::import::parse_map(map.as_deref().unwrap_or(""))?,
+                report,
+                restart,
+                chunk_lines: crate::ops::import::CHUNK_LINES,
+                quiet: false,
+            };
+            with_db(&cfg, |pool| async move {
+                let out = crate::ops::import::run(&pool, &opts).await?;
+                println!("{}", serde_json::to_string(&out)?);
+                Ok(())
+            })
+            .await
+        }
+        Command::Verify { tenant, repair, key } => verify(&cfg, tenant, repair, key).await,
         Command::Postgres(PostgresCmd::Stop) => {
             let bin = match cfg.pg_bin.clone().or_else(crate::embedded_pg::find_bin_dir) {
                 Some(b) => b,
@@ -233,6 +324,106 @@ pub fn anyhow_of(e: crate::error::Error) -> anyhow::Error {
 
 /// Opens the database, runs `f`, and closes it (stopping the embedded
 /// Postgres unless another process uses it) — also on SIGINT/SIGTERM.
+/// `crmsearch verify`: through the running server's `POST /v1/admin/verify`
+/// when one answers at the configured address, else with an indexer started
+/// here (it catches up from its slot first).
+async fn verify(
+    cfg: &Config,
+    tenant: Option<Uuid>,
+    repair: bool,
+    key: Option<String>,
+) -> Result<()> {
+    let report: indexer::verify::Report = match tokio::net::TcpStream::connect(cfg.addr).await {
+        Ok(stream) => {
+            let key = key.or_else(|| cfg.master_key.clone()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a server is running: pass --key with an admin key (or set the master key)"
+                )
+            })?;
+            let mut query = format!("repair={repair}");
+            if let Some(t) = tenant {
+                query.push_str(&format!("&tenant={t}"));
+            }
+            let (status, body) = http_post(
+                stream,
+                &cfg.addr.to_string(),
+                &format!("/v1/admin/verify?{query}"),
+                &key,
+            )
+            .await?;
+            anyhow::ensure!(status == 200, "the server answered {status}: {body}");
+            serde_json::from_str(&body)?
+        }
+        Err(_) => {
+            let db = Database::open(cfg)
+                .await
+                .context("cannot open the database")?;
+            let result = async {
+                let ix = indexer::Indexer::start(cfg.indexer(&db.url), db.pool.clone()).await?;
+                let r = ix.verify(tenant, repair).await;
+                ix.shutdown().await;
+                r
+            }
+            .await;
+            db.close().await;
+            result?
+        }
+    };
+    for t in &report.tables {
+        println!(
+            "{:<10} checked {:>9}  missing {:>6}  stale {:>6}  ghost {:>6}  vectors missing {:>6}  vectors ghost {:>6}",
+            t.table,
+            t.checked,
+            t.missing.len(),
+            t.stale.len(),
+            t.ghost.len(),
+            t.vectors_missing.len(),
+            t.vectors_ghost.len()
+        );
+        for (what, ids) in [
+            ("missing", &t.missing),
+            ("stale", &t.stale),
+            ("ghost", &t.ghost),
+        ] {
+            if !ids.is_empty() {
+                let examples: Vec<String> = ids.iter().take(5).map(Uuid::to_string).collect();
+                println!("  {what}: {}", examples.join(", "));
+            }
+        }
+    }
+    if report.repaired > 0 {
+        println!("repaired {} rows", report.repaired);
+    }
+    if report.drifted() > 0 && !repair {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// One HTTP/1.1 POST with an empty body; the status and the body.
+async fn http_post(
+    mut stream: tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+    key: &str,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
 async fn with_db<F, Fut>(cfg: &Config, f: F) -> Result<()>
 where
     F: FnOnce(sqlx::PgPool) -> Fut,

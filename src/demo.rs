@@ -17,6 +17,10 @@ use crate::store::{companies, contacts};
 pub const SAMPLE_COMPANIES: &str = include_str!("../fixtures/companies.ndjson");
 pub const SAMPLE_CONTACTS: &str = include_str!("../fixtures/contacts.ndjson");
 const DEMO_TENANT: &str = "demo";
+/// What a new demo tenant is seeded with.
+pub const DEMO_CONTACTS: usize = 100_000;
+pub const DEMO_MEMORIES: usize = 20_000;
+const DEMO_SEED: u64 = 42;
 
 pub async fn run(mut cfg: Config) -> Result<()> {
     let master = cfg
@@ -27,13 +31,44 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         .await
         .context("cannot open the database")?;
     let setup = setup(&db.pool).await;
-    let (tenant, keys) = match setup {
+    let (tenant, keys, fresh) = match setup {
         Ok(s) => s,
         Err(e) => {
             db.close().await;
             return Err(e);
         }
     };
+    if fresh {
+        // memories go through the model (~100/s on two cores): in the
+        // background, so the demo serves at once and they arrive by CDC
+        match crate::embed::shared(cfg.model_dir.as_deref()) {
+            Some(embedder) => {
+                let pool = db.pool.clone();
+                tokio::spawn(async move {
+                    tracing::info!(
+                        memories = DEMO_MEMORIES,
+                        "seeding demo memories in the background"
+                    );
+                    match crate::ops::seed::memories(
+                        &pool,
+                        tenant,
+                        DEMO_SEED,
+                        DEMO_MEMORIES,
+                        &embedder,
+                        true,
+                    )
+                    .await
+                    {
+                        Ok(n) => tracing::info!(memories = n, "demo memories seeded"),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "seeding demo memories failed")
+                        }
+                    }
+                });
+            }
+            None => tracing::warn!("no embedding model: the demo tenant gets no memories"),
+        }
+    }
     server::run(db, cfg, move |url| {
         println!("\ncrmsearch demo is running at {url}");
         println!("  master key    {master}");
@@ -48,22 +83,27 @@ pub async fn run(mut cfg: Config) -> Result<()> {
     .await
 }
 
-/// Finds or creates the demo tenant, loads the sample data into it when it
-/// is new, and mints one key per role.
-pub async fn setup(pool: &PgPool) -> Result<(Uuid, Vec<(Role, String)>)> {
+/// Finds or creates the demo tenant, loads the sample data and
+/// [`DEMO_CONTACTS`] seeded contacts into it when it is new (then `true`),
+/// and mints one key per role.
+pub async fn setup(pool: &PgPool) -> Result<(Uuid, Vec<(Role, String)>, bool)> {
     let existing: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM tenants WHERE name = $1 ORDER BY created_at LIMIT 1")
             .bind(DEMO_TENANT)
             .fetch_optional(pool)
             .await?;
-    let tenant = match existing {
-        Some(id) => id,
+    let (tenant, fresh) = match existing {
+        Some(id) => (id, false),
         None => {
             let (id, _) = auth::create_tenant(pool, DEMO_TENANT)
                 .await
                 .map_err(anyhow_of)?;
             load_sample(pool, id).await?;
-            id
+            println!("seeding {DEMO_CONTACTS} demo contacts (first start only)");
+            let companies = crate::ops::seed::companies_for(DEMO_CONTACTS);
+            crate::ops::seed::contacts(pool, id, DEMO_SEED, DEMO_CONTACTS, companies, false)
+                .await?;
+            (id, true)
         }
     };
     let mut keys = Vec::new();
@@ -73,7 +113,7 @@ pub async fn setup(pool: &PgPool) -> Result<(Uuid, Vec<(Role, String)>)> {
             .map_err(anyhow_of)?;
         keys.push((role, key));
     }
-    Ok((tenant, keys))
+    Ok((tenant, keys, fresh))
 }
 
 /// Loads `fixtures/companies.ndjson` and `fixtures/contacts.ndjson`.

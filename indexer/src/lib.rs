@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod rows;
 pub mod store;
 pub mod vectors;
+pub mod verify;
 
 pub use lsn::Lsn;
 pub use pipeline::{Indexer, IndexerConfig, Status};

@@ -170,7 +170,7 @@ pub struct Indexer {
     pub rebuilt: bool,
     /// How the vector collections came back when resuming.
     pub vectors_loaded: Option<VectorLoad>,
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     heartbeat_at: Mutex<Option<Instant>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,

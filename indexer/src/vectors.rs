@@ -409,9 +409,27 @@ impl Collection {
         };
         // the index covers the first `indexed` slots; the rest are scanned
         let indexed = self.indexed;
-        let mut hits = ann.search(query, k, cfg.ef_search.max(2 * k), &|s| {
-            s < indexed && keep(s)
-        });
+        let share = matching as f64 / self.live().max(1) as f64;
+        let mut hits = if (0.05..0.999).contains(&share) {
+            // a broad filter: filtering inside the walk makes hnsw_rs visit
+            // far more nodes than over-fetching and filtering after
+            // (measured at 200K with a quarter passing: 13 ms against 3)
+            let wide = ((k as f64 / share) * 2.0).ceil() as usize;
+            let wide = wide.clamp(k, 2_000);
+            let mut hits = ann.search(query, wide, cfg.ef_search.max(wide), &|s| {
+                s < indexed && self.meta[s].alive
+            });
+            hits.retain(|(s, _)| keep(*s));
+            hits.truncate(k);
+            hits
+        } else {
+            Vec::new()
+        };
+        if hits.len() < k {
+            hits = ann.search(query, k, cfg.ef_search.max(2 * k), &|s| {
+                s < indexed && keep(s)
+            });
+        }
         let tail = self.exact(query, k, (indexed..self.meta.len()).filter(|s| keep(*s)));
         if hits.len() + tail.len() < k.min(matching) {
             // the walk missed matches: never answer with fewer than exist

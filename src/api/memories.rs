@@ -132,7 +132,7 @@ async fn bulk(
     let mut failed = Vec::new();
     let mut valid = Vec::new();
     for (i, v) in b.memories.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<MemoryFields>(v)
+        let parsed = serde_path_to_error::deserialize::<_, MemoryFields>(v)
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 f.validate()

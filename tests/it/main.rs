@@ -12,4 +12,5 @@ mod cdc;
 mod crash;
 mod embedded;
 mod memories;
+mod ops;
 mod search;

@@ -1,0 +1,283 @@
+//! Operator work against a real Postgres and index: seeding, imports with
+//! bad lines and an interrupt, verify finding injected drift and repair
+//! fixing it.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use crmsearch::auth::Role;
+use crmsearch::ops::import::{ImportOptions, run};
+use crmsearch::seed;
+use indexer::store::Op;
+use serde_json::json;
+
+use crate::common::TestApp;
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ops-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_writes_the_same_data_for_the_same_seed() {
+    let t = TestApp::new().await;
+    let out = crmsearch::ops::seed::run(&t.pool, t.a.id, 9, 300, 0, None, true)
+        .await
+        .unwrap();
+    assert_eq!((out.contacts, out.companies), (300, 12));
+    let again = crmsearch::ops::seed::run(&t.pool, t.b.id, 9, 300, 0, None, true)
+        .await
+        .unwrap();
+    assert_eq!(again.contacts, 300);
+    let rows = |tenant: uuid::Uuid| {
+        let pool = t.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT string_agg(concat_ws('|', external_id, first_name, last_name, array_to_string(emails, ','), array_to_string(phones, ','), city, company_name), E'\\n' ORDER BY external_id) FROM contacts WHERE tenant_id = $1",
+            )
+            .bind(tenant)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        rows(t.a.id).await,
+        rows(t.b.id).await,
+        "same seed, same contacts"
+    );
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM contacts WHERE tenant_id = $1 AND company_id IS NOT NULL",
+    )
+    .bind(t.a.id)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert!(n > 100, "contacts are linked to their companies ({n})");
+    // memories need the model; a small set through it
+    let m = crmsearch::ops::seed::memories(
+        &t.pool,
+        t.a.id,
+        9,
+        40,
+        &crmsearch::embed::shared(None).unwrap(),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(m, 40);
+    let kinds: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT kind) FROM memories WHERE tenant_id = $1 AND embedding IS NOT NULL",
+    )
+    .bind(t.a.id)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    assert!(kinds >= 3);
+}
+
+fn contacts_file(n: usize, bad_every: usize) -> String {
+    let companies = seed::companies(5, 10);
+    let mut out = String::new();
+    for (i, c) in seed::contacts(5, n, &companies).enumerate() {
+        if bad_every > 0 && i % bad_every == 3 {
+            out.push_str("{\"external_id\": \"broken\", \"emails\": [\"not an email\"]}\n");
+        } else {
+            let mut c = c;
+            c.company_external_id = None;
+            out.push_str(&seed::contact_json(&c));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reports_bad_lines_and_resumes_after_an_interrupt() {
+    let t = TestApp::new().await;
+    let file = tmp("contacts.ndjson");
+    std::fs::write(&file, contacts_file(3_000, 500)).unwrap();
+    let opts = ImportOptions {
+        file: file.clone(),
+        tenant: t.a.id,
+        format: None,
+        map: Vec::new(),
+        report: None,
+        restart: false,
+        chunk_lines: 200,
+        quiet: true,
+    };
+    // interrupt it once a few chunks are committed
+    let pool = t.pool.clone();
+    let o = opts.clone();
+    let task = tokio::spawn(async move { run(&pool, &o).await });
+    let state = {
+        let mut p = file.as_os_str().to_owned();
+        p.push(".import-state");
+        std::path::PathBuf::from(p)
+    };
+    for _ in 0..2_000 {
+        if std::fs::read_to_string(&state)
+            .ok()
+            .is_some_and(|s| s.contains("\"line\":"))
+        {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+            if v["line"].as_u64().unwrap() >= 600 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    assert!(state.exists(), "an interrupted import leaves its state");
+    let out = run(&t.pool, &opts).await.unwrap();
+    assert!(
+        out.resumed_after_line >= 600,
+        "resumed after the committed chunks: {out:?}"
+    );
+    assert!(!state.exists(), "a finished import removes its state");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts WHERE tenant_id = $1")
+        .bind(t.a.id)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 3_000 - 6, "every good line once, whatever the interrupt");
+    let report = std::fs::read_to_string(&out.report).unwrap();
+    let bad: Vec<serde_json::Value> = report
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<u64> = bad.iter().map(|b| b["line"].as_u64().unwrap()).collect();
+    assert_eq!(
+        lines,
+        vec![4, 504, 1004, 1504, 2004, 2504],
+        "bad lines by their line number"
+    );
+    assert!(
+        bad[0]["error"].as_str().unwrap().contains("email"),
+        "{:?}",
+        bad[0]
+    );
+
+    // CSV with renamed columns
+    let csv = tmp("people.csv");
+    std::fs::write(&csv, "Ref,Given,Family,Mail\nx1,Ada,Lovelace,ada@example.com\nx2,\"Grace, Admiral\",Hopper,not-an-email\nx3,Alan,Turing,alan@example.com\n").unwrap();
+    let out = run(
+        &t.pool,
+        &ImportOptions {
+            file: csv,
+            tenant: t.b.id,
+            map: crmsearch::ops::import::parse_map(
+                "Ref=external_id,Given=first_name,Family=last_name,Mail=emails",
+            )
+            .unwrap(),
+            ..opts.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((out.inserted, out.failed, out.lines), (2, 1, 3), "{out:?}");
+    let report = std::fs::read_to_string(&out.report).unwrap();
+    assert!(report.contains("\"line\":3"), "{report}");
+    assert!(crmsearch::ops::import::parse_map("a=b,c").is_err());
+}
+
+#[tokio::test]
+async fn verify_finds_injected_drift_and_repair_fixes_it() {
+    let t = TestApp::with_indexer().await;
+    let key = t.a.key(Role::Write);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (s, c) = t
+            .call(
+                Method::POST,
+                "/v1/contacts",
+                Some(key),
+                Some(json!({"last_name": format!("Drift{i}")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        ids.push(uuid::Uuid::parse_str(c["id"].as_str().unwrap()).unwrap());
+    }
+    let mut v = vec![0.0f32; 384];
+    v[1] = 1.0;
+    let (s, m) = t
+        .call(
+            Method::POST,
+            "/v1/memories",
+            Some(t.a.key(Role::Agent)),
+            Some(json!({"agent_id": "a", "kind": "fact", "content": "drift", "embedding": v})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let memory = uuid::Uuid::parse_str(m["id"].as_str().unwrap()).unwrap();
+    t.caught_up().await;
+    let ix = t.ix();
+    let clean = ix.verify(Some(t.a.id), false).await.unwrap();
+    assert_eq!(clean.drifted(), 0, "{clean:?}");
+
+    // drift: a document lost, a ghost, a stale version, a vector lost
+    let store = &ix.store;
+    let row = indexer::rows::read_row(&t.pool, indexer::rows::Table::Contacts, ids[1])
+        .await
+        .unwrap()
+        .unwrap();
+    let mut old = row.clone();
+    old.insert("updated_at".into(), Some("2001-01-01 00:00:00+00".into()));
+    let mut ghost = row.clone();
+    let ghost_id = uuid::Uuid::new_v4();
+    ghost.insert("id".into(), Some(ghost_id.to_string()));
+    let lsn = ix.progress.visible();
+    let table = indexer::rows::Table::Contacts;
+    store
+        .apply(vec![
+            Op::Delete { id: ids[0] },
+            table.upsert(&store.schema, &old, false, lsn).unwrap(),
+            table.upsert(&store.schema, &ghost, true, lsn).unwrap(),
+        ])
+        .unwrap();
+    store.commit(lsn, false).unwrap();
+    store.vectors.delete(memory);
+    let drift = ix.verify(Some(t.a.id), false).await.unwrap();
+    let contacts = drift.tables.iter().find(|d| d.table == "contacts").unwrap();
+    assert_eq!(
+        (
+            contacts.missing.clone(),
+            contacts.stale.clone(),
+            contacts.ghost.clone()
+        ),
+        (vec![ids[0]], vec![ids[1]], vec![ghost_id])
+    );
+    let memories = drift.tables.iter().find(|d| d.table == "memories").unwrap();
+    assert_eq!(memories.vectors_missing, vec![memory]);
+    // the other tenant has none of it
+    assert_eq!(ix.verify(Some(t.b.id), false).await.unwrap().drifted(), 0);
+
+    // over HTTP, with repair
+    let (s, r) = t
+        .call(
+            Method::POST,
+            "/v1/admin/verify?repair=true",
+            Some(t.a.key(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["repaired"], 4, "{r}");
+    let after = ix.verify(Some(t.a.id), false).await.unwrap();
+    assert_eq!(after.drifted(), 0, "{after:?}");
+    let (s, _) = t
+        .call(
+            Method::POST,
+            "/v1/admin/verify",
+            Some(t.a.key(Role::Search)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    t.stop().await;
+}
