@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     // the background build: wait until every point is in the graph
     let built_from = Instant::now();
     loop {
-        let s = store.vectors.stats();
+        let s = store.vectors().stats();
         if s.get(&tenant).is_some_and(|c| c.indexed >= n) {
             break;
         }
@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     let ours = time(&queries, |q| {
         got.push(
             store
-                .vectors
+                .vectors()
                 .search(tenant, q, 10, &none)
                 .into_iter()
                 .map(|h| h.id)
@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
         ..none.clone()
     };
     let agent_ours = time(&queries, |q| {
-        std::hint::black_box(store.vectors.search(tenant, q, 10, &by_agent));
+        std::hint::black_box(store.vectors().search(tenant, q, 10, &by_agent));
     });
     let embedder = crmsearch::embed::shared(None).expect("the model: run scripts/setup");
     let texts: Vec<String> = (0..nq)

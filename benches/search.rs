@@ -171,8 +171,8 @@ async fn main() -> anyhow::Result<()> {
         .await;
     std::fs::write(&marker, tenant.to_string())?;
     let store = ix.store.clone();
-    let segments = store.reader.searcher().segment_readers().len();
-    let docs = store.reader.searcher().num_docs();
+    let segments = store.searcher().segment_readers().len();
+    let docs = store.searcher().num_docs();
     println!("{docs} documents in {segments} segments");
 
     let mut rng = StdRng::seed_from_u64(7);

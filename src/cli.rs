@@ -153,6 +153,10 @@ pub enum Command {
         #[arg(long)]
         restart: bool,
     },
+    /// Build a new index generation from a consistent snapshot while the
+    /// current one serves, then swap it in. Asks the running server when
+    /// there is one (master key), else runs the indexer here.
+    Reindex,
     /// Compare Postgres with the index (ids and versions, vectors): missing,
     /// stale and ghost counts; exit 1 on drift. Asks the running server when
     /// there is one, else runs the indexer here.
@@ -268,6 +272,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Verify { tenant, repair, key } => verify(&cfg, tenant, repair, key).await,
+        Command::Reindex => reindex(&cfg).await,
         Command::Postgres(PostgresCmd::Stop) => {
             let bin = match cfg.pg_bin.clone().or_else(crate::embedded_pg::find_bin_dir) {
                 Some(b) => b,
@@ -400,16 +405,94 @@ async fn verify(
     Ok(())
 }
 
-/// One HTTP/1.1 POST with an empty body; the status and the body.
+/// `crmsearch reindex`: through the running server (polling its job with a
+/// progress bar), else with an indexer started here.
+async fn reindex(cfg: &Config) -> Result<()> {
+    let started = std::time::Instant::now();
+    let generation = match tokio::net::TcpStream::connect(cfg.addr).await {
+        Ok(stream) => {
+            let key = cfg.master_key.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a server is running: set the master key (CRMSEARCH_MASTER_KEY) to ask it"
+                )
+            })?;
+            let host = cfg.addr.to_string();
+            let (status, body) =
+                http_request(stream, "POST", &host, "/v1/admin/reindex", &key).await?;
+            anyhow::ensure!(status == 202, "the server answered {status}: {body}");
+            let id = serde_json::from_str::<serde_json::Value>(&body)?["job_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let pb = crate::ops::bar(0, "rows", false);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                let stream = tokio::net::TcpStream::connect(cfg.addr).await?;
+                let (status, body) =
+                    http_request(stream, "GET", &host, &format!("/v1/admin/jobs/{id}"), &key)
+                        .await?;
+                anyhow::ensure!(status == 200, "the server answered {status}: {body}");
+                let job: serde_json::Value = serde_json::from_str(&body)?;
+                pb.set_length(job["total"].as_u64().unwrap_or(0));
+                pb.set_position(job["done"].as_u64().unwrap_or(0));
+                match job["state"].as_str() {
+                    Some("done") => {
+                        pb.finish();
+                        break job["result"]["generation"].as_u64().unwrap_or(0);
+                    }
+                    Some("failed") => anyhow::bail!("reindex failed: {}", job["error"]),
+                    _ => {}
+                }
+            }
+        }
+        Err(_) => {
+            let db = Database::open(cfg)
+                .await
+                .context("cannot open the database")?;
+            let result = async {
+                let ix = indexer::Indexer::start(cfg.indexer(&db.url), db.pool.clone()).await?;
+                let pb = crate::ops::bar(0, "rows", false);
+                let progress = |done, total| {
+                    pb.set_length(total);
+                    pb.set_position(done);
+                };
+                let r = ix.reindex(&progress).await;
+                pb.finish();
+                ix.shutdown().await;
+                r
+            }
+            .await;
+            db.close().await;
+            result?
+        }
+    };
+    println!(
+        "index generation {generation} serves ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn http_post(
+    stream: tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+    key: &str,
+) -> Result<(u16, String)> {
+    http_request(stream, "POST", host, path, key).await
+}
+
+/// One HTTP/1.1 request with an empty body; the status and the body.
+async fn http_request(
     mut stream: tokio::net::TcpStream,
+    method: &str,
     host: &str,
     path: &str,
     key: &str,
 ) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();

@@ -11,6 +11,7 @@ pub mod embed;
 pub mod embedded_pg;
 pub mod error;
 pub mod ingest;
+pub mod jobs;
 pub mod ops;
 pub mod retrieve;
 pub mod search;

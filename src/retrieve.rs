@@ -372,14 +372,14 @@ pub fn from_index(
     let now = Utc::now();
     let depth = q.depth();
     let filter = q.filter(now);
-    let searcher = store.reader.searcher();
+    let searcher = store.searcher();
     let f = &store.schema.fields;
     let mut cands: Vec<Candidate> = Vec::new();
     let mut at: HashMap<Uuid, usize> = HashMap::new();
     if q.mode != Mode::Keyword
         && let Some(v) = query_vector
     {
-        let hits = store.vectors.search(tenant, v, depth, &filter);
+        let hits = store.vectors().search(tenant, v, depth, &filter);
         let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
         let docs = docs_by_id(&searcher, f, &ids)?;
         for (rank, h) in hits.iter().enumerate() {
@@ -438,7 +438,7 @@ pub fn from_index(
     }
     if q.diversity > 0.0 {
         let ids: Vec<Uuid> = cands.iter().map(|c| c.memory.id).collect();
-        let mut vecs = store.vectors.vectors(tenant, &ids);
+        let mut vecs = store.vectors().vectors(tenant, &ids);
         for c in &mut cands {
             c.vector = vecs.remove(&c.memory.id);
         }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::Lsn;
 use crate::pgoutput::{Decoder, Message, Tuple};
 use crate::rows::{self, Table};
-use crate::store::{IndexStore, Op};
+use crate::store::{Generation, IndexStore, Op};
 
 /// The prefix of the logical messages that move the applied LSN forward
 /// when nothing else does (see [`Indexer::wait_for`]).
@@ -187,11 +187,10 @@ impl Indexer {
         let (start, replay_guard) = prepare_slot(&pool, &store, &slot).await?;
         let rebuilt = replay_guard.is_some();
         let replay_guard = replay_guard.unwrap_or(start);
-        let vector_dir = crate::vectors::dump_dir(&cfg.index_dir);
         let vectors_loaded = if rebuilt {
             None
         } else {
-            Some(load_vectors(&pool, &store, &vector_dir).await?)
+            Some(load_vectors(&pool, &store).await?)
         };
         let progress = Arc::new(Progress::new(start));
         progress.bootstrapped.store(true, Ordering::Release);
@@ -236,7 +235,6 @@ impl Indexer {
             tokio::spawn(run_vector_maintenance(
                 indexer.store.clone(),
                 indexer.progress.clone(),
-                vector_dir,
                 indexer.shutdown.subscribe(),
             )),
         ];
@@ -288,6 +286,47 @@ impl Indexer {
             .await
         {
             tracing::debug!(error = %e, "heartbeat failed");
+        }
+    }
+
+    /// Builds the next index generation from a consistent snapshot while
+    /// this one serves, catches it up with the changes applied meanwhile,
+    /// and swaps it in; `progress(done, total)` as rows load. On an error
+    /// the shadow is dropped and the current generation serves on.
+    pub async fn reindex(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<u64> {
+        let started = Instant::now();
+        let shadow = {
+            let s = self.store.clone();
+            tokio::task::spawn_blocking(move || s.begin_shadow()).await??
+        };
+        let result = async {
+            // every change applied from here on is held for the shadow, so the
+            // snapshot (taken after) misses nothing
+            let position = crate::verify::wal_position(&self.pool).await?;
+            snapshot(&self.pool, &shadow, position, Some(progress)).await?;
+            let s = self.store.clone();
+            tokio::task::spawn_blocking(move || s.shadow_loaded()).await??;
+            // the shadow holds every change the index has applied: swap at
+            // the position searches see
+            let at = crate::verify::wal_position(&self.pool).await?;
+            self.wait_for(at, Duration::from_secs(60)).await;
+            let (s, lsn) = (self.store.clone(), self.progress.visible());
+            tokio::task::spawn_blocking(move || s.swap_shadow(lsn)).await?
+        }
+        .await;
+        match result {
+            Ok(n) => {
+                tracing::info!(
+                    generation = n,
+                    secs = started.elapsed().as_secs_f64(),
+                    "reindex done"
+                );
+                Ok(n)
+            }
+            Err(e) => {
+                self.store.cancel_shadow();
+                Err(e)
+            }
         }
     }
 
@@ -447,14 +486,19 @@ async fn prepare_slot(
     .await
     .context("cannot create the replication slot")?;
     let consistent: Lsn = consistent.parse()?;
-    let seen = snapshot(pool, store, consistent).await?;
+    let seen = snapshot(pool, &store.current(), consistent, None).await?;
     Ok((consistent, Some(seen)))
 }
 
 /// Indexes every row as of a snapshot taken after the slot's consistent
 /// point; the stream then replays from that point, idempotently. Returns a
 /// position at or after the commit of every transaction the snapshot saw.
-async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Result<Lsn> {
+async fn snapshot(
+    pool: &PgPool,
+    store: &Arc<Generation>,
+    consistent: Lsn,
+    progress: Option<&(dyn Fn(u64, u64) + Sync)>,
+) -> Result<Lsn> {
     use futures_util::TryStreamExt;
     let started = Instant::now();
     let s = store.clone();
@@ -473,6 +517,15 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
         .fetch_one(&mut *tx)
         .await?;
     let seen: Lsn = seen.parse()?;
+    let mut expected = 0u64;
+    if progress.is_some() {
+        for table in [Table::Companies, Table::Contacts, Table::Memories] {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.name()))
+                .fetch_one(&mut *tx)
+                .await?;
+            expected += n as u64;
+        }
+    }
     let mut total = 0u64;
     for table in [Table::Companies, Table::Contacts, Table::Memories] {
         let sql = table.select_text();
@@ -492,6 +545,11 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
                 let batch = std::mem::replace(&mut ops, Vec::with_capacity(4096));
                 tokio::task::spawn_blocking(move || s.apply(batch)).await??;
             }
+            if let Some(p) = progress
+                && n.is_multiple_of(4096)
+            {
+                p(total + n, expected);
+            }
             if n.is_multiple_of(50_000) {
                 let rate = n as f64 / started.elapsed().as_secs_f64();
                 tracing::info!(
@@ -507,6 +565,9 @@ async fn snapshot(pool: &PgPool, store: &Arc<IndexStore>, consistent: Lsn) -> Re
         tokio::task::spawn_blocking(move || s.apply(ops)).await??;
         tracing::info!(table = table.name(), rows = n, "snapshot table indexed");
         total += n;
+        if let Some(p) = progress {
+            p(total, expected.max(total));
+        }
     }
     tx.commit().await?;
     let s = store.clone();
@@ -567,18 +628,14 @@ async fn run_presync(store: Arc<IndexStore>, mut shutdown: watch::Receiver<bool>
 /// the dump are read again from Postgres (the durable copy of the vectors),
 /// and points the index no longer holds are dropped. Without a dump every
 /// memory is read.
-async fn load_vectors(
-    pool: &PgPool,
-    store: &Arc<IndexStore>,
-    dir: &std::path::Path,
-) -> Result<VectorLoad> {
+async fn load_vectors(pool: &PgPool, store: &Arc<IndexStore>) -> Result<VectorLoad> {
     let started = Instant::now();
-    let (s, d) = (store.clone(), dir.to_owned());
-    let dumped = tokio::task::spawn_blocking(move || match s.vectors.load(&d) {
+    let (s, d) = (store.clone(), store.current().vector_dir());
+    let dumped = tokio::task::spawn_blocking(move || match s.vectors().load(&d) {
         Ok(lsn) => lsn,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot load the vector dump; reading every vector again");
-            s.vectors.clear();
+            s.vectors().clear();
             None
         }
     })
@@ -587,7 +644,7 @@ async fn load_vectors(
     let s = store.clone();
     let (stale, gone) = tokio::task::spawn_blocking(move || memory_versions(&s, since)).await??;
     for id in &gone {
-        store.vectors.delete(*id);
+        store.vectors().delete(*id);
     }
     let sql = format!("{} WHERE id = ANY($1)", Table::Memories.select_text());
     for chunk in stale.chunks(5_000) {
@@ -599,8 +656,8 @@ async fn load_vectors(
                 Ok(Op::Upsert { id, point, .. }) => {
                     found.insert(id);
                     match point {
-                        Some(p) => store.vectors.upsert(&p),
-                        None => store.vectors.delete(id),
+                        Some(p) => store.vectors().upsert(&p),
+                        None => store.vectors().delete(id),
                     }
                 }
                 Ok(_) => {}
@@ -608,7 +665,7 @@ async fn load_vectors(
             }
         }
         for id in chunk.iter().filter(|id| !found.contains(*id)) {
-            store.vectors.delete(*id);
+            store.vectors().delete(*id);
         }
     }
     tracing::info!(
@@ -639,7 +696,7 @@ pub struct VectorLoad {
 /// The memories the text index holds at a version after `since`, and the
 /// vector points it no longer holds.
 fn memory_versions(store: &IndexStore, since: Lsn) -> Result<(Vec<Uuid>, Vec<Uuid>)> {
-    let searcher = store.reader.searcher();
+    let searcher = store.searcher();
     let q = tantivy::query::TermQuery::new(
         tantivy::Term::from_field_text(store.schema.fields.doc_type, DocType::Memory.as_str()),
         tantivy::schema::IndexRecordOption::Basic,
@@ -675,7 +732,7 @@ fn memory_versions(store: &IndexStore, since: Lsn) -> Result<(Vec<Uuid>, Vec<Uui
         }
     }
     let gone = store
-        .vectors
+        .vectors()
         .ids()
         .into_iter()
         .map(|(id, _)| id)
@@ -690,7 +747,6 @@ fn memory_versions(store: &IndexStore, since: Lsn) -> Result<(Vec<Uuid>, Vec<Uui
 async fn run_vector_maintenance(
     store: Arc<IndexStore>,
     progress: Arc<Progress>,
-    dir: std::path::PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
     const DUMP_EVERY: Duration = Duration::from_secs(300);
@@ -698,15 +754,19 @@ async fn run_vector_maintenance(
     let mut dumped_changes = u64::MAX;
     let mut last_dump = Instant::now();
     let dump = async |store: &Arc<IndexStore>, dumped_changes: &mut u64| {
-        let changes = store.vectors.changes();
+        let changes = store.vectors().changes();
         if changes == *dumped_changes {
             return;
         }
         // every change up to the visible position is in the collections
         let lsn = progress.visible();
-        let (s, d) = (store.clone(), dir.clone());
+        let generation = store.current();
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || s.vectors.dump(&d, lsn)).await {
+        match tokio::task::spawn_blocking(move || {
+            generation.vectors.dump(&generation.vector_dir(), lsn)
+        })
+        .await
+        {
             Ok(Ok(())) => {
                 *dumped_changes = changes;
                 tracing::info!(%lsn, secs = started.elapsed().as_secs_f64(), "vector collections dumped");
@@ -726,7 +786,7 @@ async fn run_vector_maintenance(
             }
         }
         let s = store.clone();
-        let built = tokio::task::spawn_blocking(move || s.vectors.maintain())
+        let built = tokio::task::spawn_blocking(move || s.vectors().maintain())
             .await
             .unwrap_or(false);
         if built || last_dump.elapsed() >= DUMP_EVERY {

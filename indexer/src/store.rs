@@ -1,8 +1,12 @@
 //! The tantivy index on disk: one writer, one reader, commits that carry the
-//! applied LSN in their payload.
+//! applied LSN in their payload — in generations. `index/CURRENT` names the
+//! generation that serves (`gen-N`: the tantivy files and the vector dump).
+//! A reindex builds the next generation beside it as a *shadow* that
+//! receives every change the stream applies, and swaps it in once complete;
+//! until then, and after a crash or a cancel, the current one serves.
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use schema::INDEX_FORMAT_VERSION;
@@ -18,7 +22,7 @@ use crate::directory::SoftDirectory;
 use crate::vectors::{Point, VectorConfig, VectorStore};
 
 /// One change to the index.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Op {
     /// Replace the document with this id (delete by id, then add). `fresh`:
     /// no version of it can be in the index (an insert the index has not
@@ -37,12 +41,15 @@ pub enum Op {
     DeleteAll(DocType),
 }
 
-pub struct IndexStore {
+/// One generation of the index: its tantivy index and its vectors.
+pub struct Generation {
+    pub number: u64,
+    pub path: PathBuf,
     pub schema: IndexSchema,
     pub index: Index,
     pub reader: IndexReader,
     /// The memories' vectors, per tenant.
-    pub vectors: VectorStore,
+    pub vectors: Arc<VectorStore>,
     dir: SoftDirectory,
     writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
 }
@@ -56,11 +63,11 @@ const STREAM_HEAP: usize = 24 << 20;
 /// The writer for a snapshot: every core, a large arena.
 const BULK_HEAP: usize = 256 << 20;
 
-impl IndexStore {
-    /// Opens the index under `path`, or creates it. An index written with
+impl Generation {
+    /// Opens the generation under `path`, or creates it. One written with
     /// another [`INDEX_FORMAT_VERSION`] is removed: it is derived data and
     /// the indexer rebuilds it from Postgres.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    fn open(path: &Path, number: u64) -> anyhow::Result<Self> {
         let schema = IndexSchema::new();
         let format_path = path.join(FORMAT_FILE);
         let format = std::fs::read_to_string(&format_path).ok();
@@ -85,13 +92,20 @@ impl IndexStore {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         Ok(Self {
+            number,
+            path: path.to_owned(),
             schema,
             index,
             reader,
-            vectors: VectorStore::new(VectorConfig::default()),
+            vectors: Arc::new(VectorStore::new(VectorConfig::default())),
             dir,
             writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// Where this generation dumps its vector collections.
+    pub fn vector_dir(&self) -> PathBuf {
+        self.path.join("vectors")
     }
 
     fn writer(&self) -> MutexGuard<'_, Option<IndexWriter<TantivyDocument>>> {
@@ -227,8 +241,234 @@ impl IndexStore {
         count(&self.reader.searcher(), &self.schema, t)
     }
 
+    /// Drops the writer (and its lock); the generation stays readable.
+    fn close(&self) {
+        drop(self.writer().take());
+    }
+
     pub fn segments(&self) -> usize {
         self.reader.searcher().segment_readers().len()
+    }
+}
+
+/// The index: the generation that serves, and the one a reindex builds.
+pub struct IndexStore {
+    pub schema: IndexSchema,
+    root: PathBuf,
+    current: RwLock<Arc<Generation>>,
+    shadow: Mutex<Option<Shadow>>,
+}
+
+/// A generation being built by a reindex: it receives every change applied
+/// to the current one — held back while its snapshot loads, applied
+/// directly after.
+struct Shadow {
+    generation: Arc<Generation>,
+    held: Option<Vec<Op>>,
+}
+
+const CURRENT: &str = "CURRENT";
+
+fn generation_dir(root: &Path, n: u64) -> PathBuf {
+    root.join(format!("gen-{n}"))
+}
+
+impl IndexStore {
+    /// Opens the index under `root` at the generation `CURRENT` names (or a
+    /// first one), removing generations a crashed or cancelled reindex left.
+    pub fn open(root: &Path) -> anyhow::Result<Self> {
+        let named: Option<u64> = std::fs::read_to_string(root.join(CURRENT))
+            .ok()
+            .and_then(|s| s.trim().strip_prefix("gen-")?.parse().ok());
+        if root.exists() && named.is_none() {
+            tracing::warn!(path = %root.display(), "no generation is named current; starting a new index");
+            std::fs::remove_dir_all(root)?;
+        }
+        std::fs::create_dir_all(root)?;
+        let number = named.unwrap_or(1);
+        for entry in std::fs::read_dir(root)? {
+            let path = entry?.path();
+            if path.is_dir() && path != generation_dir(root, number) {
+                tracing::warn!(path = %path.display(), "removing an index generation that never became current");
+                std::fs::remove_dir_all(&path)?;
+            }
+        }
+        let generation = Generation::open(&generation_dir(root, number), number)?;
+        if named.is_none() {
+            write_current(root, number)?;
+        }
+        Ok(Self {
+            schema: IndexSchema::new(),
+            root: root.to_owned(),
+            current: RwLock::new(Arc::new(generation)),
+            shadow: Mutex::new(None),
+        })
+    }
+
+    /// The generation that serves.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn searcher(&self) -> tantivy::Searcher {
+        self.current().reader.searcher()
+    }
+
+    pub fn vectors(&self) -> Arc<VectorStore> {
+        self.current().vectors.clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.current().number
+    }
+
+    fn shadow(&self) -> MutexGuard<'_, Option<Shadow>> {
+        self.shadow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn committed_lsn(&self) -> anyhow::Result<Option<Lsn>> {
+        self.current().committed_lsn()
+    }
+
+    pub fn bulk_writer(&self) -> anyhow::Result<()> {
+        self.current().bulk_writer()
+    }
+
+    pub fn streaming_writer(&self) -> anyhow::Result<()> {
+        self.current().streaming_writer()
+    }
+
+    /// Applies to the current generation, and to a shadow when a reindex
+    /// runs (as replacements: the shadow's snapshot may hold any version).
+    pub fn apply(&self, ops: Vec<Op>) -> anyhow::Result<()> {
+        let mut shadow = self.shadow();
+        if let Some(s) = shadow.as_mut() {
+            let copies = ops.iter().cloned().map(Op::replacing);
+            match s.held.as_mut() {
+                Some(held) => held.extend(copies),
+                None => s.generation.apply(copies.collect())?,
+            }
+        }
+        drop(shadow);
+        self.current().apply(ops)
+    }
+
+    pub fn commit(&self, lsn: Lsn, durable: bool) -> anyhow::Result<std::time::Duration> {
+        self.current().commit(lsn, durable)
+    }
+
+    pub fn clear(&self) -> anyhow::Result<()> {
+        self.current().clear()
+    }
+
+    pub fn merge_all(&self) -> anyhow::Result<()> {
+        self.current().merge_all()
+    }
+
+    pub fn presync(&self) -> std::io::Result<usize> {
+        self.current().presync()
+    }
+
+    pub fn count(&self, t: DocType) -> u64 {
+        self.current().count(t)
+    }
+
+    pub fn segments(&self) -> usize {
+        self.current().segments()
+    }
+
+    /// Starts a reindex: an empty next generation that holds back every
+    /// change applied from now on. Fails when one is already being built.
+    pub fn begin_shadow(&self) -> anyhow::Result<Arc<Generation>> {
+        let mut shadow = self.shadow();
+        anyhow::ensure!(shadow.is_none(), "a reindex is already running");
+        let number = self.generation() + 1;
+        let path = generation_dir(&self.root, number);
+        let _ = std::fs::remove_dir_all(&path);
+        let generation = Arc::new(Generation::open(&path, number)?);
+        generation.bulk_writer()?;
+        *shadow = Some(Shadow {
+            generation: generation.clone(),
+            held: Some(Vec::new()),
+        });
+        Ok(generation)
+    }
+
+    /// The shadow's snapshot is in: applies what was held back; from now on
+    /// changes go to it directly.
+    pub fn shadow_loaded(&self) -> anyhow::Result<()> {
+        let mut shadow = self.shadow();
+        let s = shadow
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no reindex is running"))?;
+        if let Some(held) = s.held.take() {
+            s.generation.apply(held)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the shadow the current generation: commits it durably at `lsn`
+    /// (every change up to it has been applied to it), names it in
+    /// `CURRENT`, and removes the old one.
+    pub fn swap_shadow(&self, lsn: Lsn) -> anyhow::Result<u64> {
+        let mut shadow = self.shadow();
+        let s = shadow
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no reindex is running"))?;
+        anyhow::ensure!(s.held.is_none(), "the reindex snapshot is not loaded yet");
+        s.generation.commit(lsn, true)?;
+        write_current(&self.root, s.generation.number)?;
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            s.generation,
+        );
+        drop(shadow);
+        let number = self.generation();
+        tracing::info!(generation = number, %lsn, "the new index generation serves");
+        // searches still holding the old one keep their files open
+        old.close();
+        if let Err(e) = std::fs::remove_dir_all(&old.path) {
+            tracing::warn!(path = %old.path.display(), error = %e, "cannot remove the old index generation");
+        }
+        Ok(number)
+    }
+
+    /// Drops a reindex in progress and its files; the current one serves on.
+    pub fn cancel_shadow(&self) {
+        if let Some(s) = self.shadow().take() {
+            s.generation.close();
+            let _ = std::fs::remove_dir_all(&s.generation.path);
+            tracing::warn!(generation = s.generation.number, "reindex cancelled");
+        }
+    }
+}
+
+/// Names generation `n` current, atomically.
+fn write_current(root: &Path, n: u64) -> anyhow::Result<()> {
+    let tmp = root.join("CURRENT.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, format!("gen-{n}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, root.join(CURRENT))?;
+    std::fs::File::open(root)?.sync_all()?;
+    Ok(())
+}
+
+impl Op {
+    /// The same change for an index that may hold any version of the row.
+    fn replacing(self) -> Op {
+        match self {
+            Op::Upsert { id, doc, point, .. } => Op::Upsert {
+                id,
+                doc,
+                fresh: false,
+                point,
+            },
+            other @ (Op::Delete { .. } | Op::DeleteAll(_)) => other,
+        }
     }
 }
 

@@ -94,7 +94,7 @@ async fn pg_versions(
 }
 
 fn index_versions(store: &IndexStore, t: DocType, tenant: Option<Uuid>) -> Result<Versions> {
-    let searcher = store.reader.searcher();
+    let searcher = store.searcher();
     let f = &store.schema.fields;
     let q = TermQuery::new(
         Term::from_field_text(f.doc_type, t.as_str()),
@@ -214,7 +214,7 @@ impl Indexer {
                 "the index did not reach {at} within the wait; is the stream down?"
             );
             let points: HashSet<Uuid> = store
-                .vectors
+                .vectors()
                 .ids()
                 .into_iter()
                 .filter(|(_, t)| tenant.is_none_or(|x| x == *t))
@@ -254,7 +254,7 @@ impl Indexer {
                 .filter(|(id, _)| suspects.contains(id))
                 .collect();
             let points2: HashSet<Uuid> = store
-                .vectors
+                .vectors()
                 .ids()
                 .into_iter()
                 .map(|(id, _)| id)
@@ -317,7 +317,7 @@ async fn repair_rows(
         ops.push(Op::Delete { id: *id });
     }
     for id in &d.vectors_ghost {
-        store.vectors.delete(*id);
+        store.vectors().delete(*id);
     }
     let n = ops.len() + d.vectors_ghost.len();
     tracing::warn!(
@@ -330,5 +330,13 @@ async fn repair_rows(
     Ok(n)
 }
 
-/// How long [`verify`] waits for the index at each step.
+/// Everything written to Postgres so far ends before this position.
+pub async fn wal_position(pool: &PgPool) -> Result<Lsn> {
+    let s: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(pool)
+        .await?;
+    Ok(s.parse()?)
+}
+
+/// How long [`Indexer::verify`] waits for the index at each step.
 pub const WAIT: Duration = Duration::from_secs(60);

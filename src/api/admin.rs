@@ -1,4 +1,5 @@
-//! `GET /v1/admin/status`, `POST /v1/admin/verify`.
+//! `GET /v1/admin/status`, `POST /v1/admin/verify`, `POST /v1/admin/reindex`,
+//! `GET /v1/admin/jobs/{id}`.
 
 use axum::Router;
 use axum::extract::State;
@@ -16,6 +17,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/status", get(status))
         .route("/v1/admin/verify", post(verify))
+        .route("/v1/admin/reindex", post(reindex))
+        .route("/v1/admin/jobs/{id}", get(job))
 }
 
 async fn status(State(st): State<AppState>, _: AdminKey) -> Result<axum::Json<Status>> {
@@ -59,4 +62,59 @@ async fn verify(
         .await
         .map_err(Error::Internal)?;
     Ok(axum::Json(report))
+}
+
+/// Starts a reindex of the whole index (every tenant shares it: the master
+/// key only); `202 {"job_id"}`. The current index serves until the new one
+/// is complete.
+async fn reindex(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<impl axum::response::IntoResponse> {
+    if !matches!(caller, Caller::Master) {
+        return Err(Error::user(
+            Code::Forbidden,
+            "a reindex rebuilds the index of every tenant: use the master key",
+        ));
+    }
+    let ix = st.indexer()?.clone();
+    let jobs = st.jobs.clone();
+    let id = jobs.start("reindex").ok_or_else(|| {
+        Error::user(
+            Code::Conflict,
+            "a reindex is already running; follow it at GET /v1/admin/jobs/{id}",
+        )
+    })?;
+    tokio::spawn(async move {
+        let progress = |done, total| jobs.progress(id, done, total);
+        let outcome = ix
+            .reindex(&progress)
+            .await
+            .map(|generation| serde_json::json!({"generation": generation}))
+            .map_err(|e| format!("{e:#}"));
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "reindex failed; the previous index serves on");
+        }
+        jobs.finish(id, outcome);
+    });
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"job_id": id})),
+    ))
+}
+
+async fn job(
+    State(st): State<AppState>,
+    caller: Caller,
+    super::extract::Id(id): super::extract::Id,
+) -> Result<axum::Json<crate::jobs::Job>> {
+    if let Caller::Tenant(p) = caller {
+        p.require(Role::Admin)?;
+    }
+    st.jobs.get(id).map(axum::Json).ok_or_else(|| {
+        Error::user(
+            Code::NotFound,
+            "no job with this id (jobs are forgotten at a restart)",
+        )
+    })
 }

@@ -37,6 +37,7 @@ pub struct AppState {
     pub keys: Arc<crate::auth::KeyCache>,
     /// The embedding model, when one is installed.
     pub embedder: Option<Arc<crate::embed::Embedder>>,
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 impl AppState {
@@ -48,6 +49,7 @@ impl AppState {
             indexer: None,
             keys: Arc::default(),
             embedder,
+            jobs: Arc::default(),
         }
     }
 

@@ -464,7 +464,7 @@ pub fn search(
     req: &Request,
 ) -> Result<SearchResult> {
     let f = &store.schema.fields;
-    let searcher = store.reader.searcher();
+    let searcher = store.searcher();
     if req.limit > MAX_LIMIT {
         return Err(invalid(
             Invalid::Value,
@@ -676,7 +676,7 @@ pub fn autocomplete(
         return Ok(Vec::new());
     }
     let f = &store.schema.fields;
-    let searcher = store.reader.searcher();
+    let searcher = store.searcher();
     let sort = Sort {
         kind: SortKind::Relevance,
         desc: false,
@@ -771,7 +771,7 @@ pub fn compute_stats(store: &IndexStore, tenant: Uuid, scope: Scope, size: usize
 /// Stats are cached per tenant and index generation: a dashboard asks
 /// often, and they change only with a commit.
 type StatsCache =
-    std::sync::Mutex<std::collections::HashMap<(Uuid, u64, usize), std::sync::Arc<Stats>>>;
+    std::sync::Mutex<std::collections::HashMap<(Uuid, (u64, u64), usize), std::sync::Arc<Stats>>>;
 
 pub fn stats(
     store: &IndexStore,
@@ -780,8 +780,10 @@ pub fn stats(
     size: usize,
 ) -> Result<std::sync::Arc<Stats>> {
     static CACHE: std::sync::OnceLock<StatsCache> = std::sync::OnceLock::new();
-    let searcher = store.reader.searcher();
-    let generation = searcher.generation().generation_id();
+    let searcher = store.searcher();
+    // the index generation (a reindex starts new searcher numbers) and the
+    // searcher's
+    let generation = (store.generation(), searcher.generation().generation_id());
     let key = (tenant, generation, size);
     let cache = CACHE.get_or_init(Default::default);
     if scope == Scope::Contacts

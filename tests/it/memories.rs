@@ -491,7 +491,7 @@ async fn a_restart_loads_the_vector_dump_and_applies_what_changed() {
         "the text index was at the dump's position: {loaded:?}"
     );
     t.caught_up().await;
-    let stats = t.ix().store.vectors.stats();
+    let stats = t.ix().store.vectors().stats();
     assert_eq!(stats[&tenant].points, 40, "40 + 1 new − 1 deleted");
     let mut q = vec![0.01f32; 384];
     q[200] = 1.0;

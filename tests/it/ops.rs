@@ -241,7 +241,7 @@ async fn verify_finds_injected_drift_and_repair_fixes_it() {
         ])
         .unwrap();
     store.commit(lsn, false).unwrap();
-    store.vectors.delete(memory);
+    store.vectors().delete(memory);
     let drift = ix.verify(Some(t.a.id), false).await.unwrap();
     let contacts = drift.tables.iter().find(|d| d.table == "contacts").unwrap();
     assert_eq!(
@@ -279,5 +279,170 @@ async fn verify_finds_injected_drift_and_repair_fixes_it() {
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let t = TestApp::with_indexer().await;
+    let out = crmsearch::ops::seed::run(&t.pool, t.a.id, 3, 2_000, 0, None, true)
+        .await
+        .unwrap();
+    assert_eq!(out.contacts, 2_000);
+    t.caught_up().await;
+    let ix = t.ix();
+    assert_eq!(ix.store.generation(), 1);
+    let done = AtomicBool::new(false);
+    let (searches, failed, writes) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let key = t.a.key(Role::Search).to_owned();
+    let writer = async {
+        let mut i = 0;
+        while !done.load(Ordering::Acquire) {
+            sqlx::query(
+                "INSERT INTO contacts (tenant_id, last_name, city) VALUES ($1, $2, 'Reindexville')",
+            )
+            .bind(t.a.id)
+            .bind(format!("During{i}"))
+            .execute(&t.pool)
+            .await
+            .unwrap();
+            sqlx::query("UPDATE contacts SET title = $2 WHERE tenant_id = $1 AND external_id = $3")
+                .bind(t.a.id)
+                .bind(format!("Title {i}"))
+                .bind(format!("c{}", i % 2_000))
+                .execute(&t.pool)
+                .await
+                .unwrap();
+            if i % 7 == 0 {
+                sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND external_id = $2")
+                    .bind(t.a.id)
+                    .bind(format!("c{}", 1_000 + i))
+                    .execute(&t.pool)
+                    .await
+                    .unwrap();
+            }
+            writes.fetch_add(1, Ordering::Relaxed);
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let searcher = async {
+        while !done.load(Ordering::Acquire) {
+            let (s, v) = t
+                .call(
+                    Method::POST,
+                    "/v1/contacts/search",
+                    Some(&key),
+                    Some(json!({"q": "a", "limit": 5})),
+                )
+                .await;
+            searches.fetch_add(1, Ordering::Relaxed);
+            if s != StatusCode::OK || v["total"].as_u64().unwrap_or(0) == 0 {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let reindex = async {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let progress = |d: u64, total: u64| seen.lock().unwrap().push((d, total));
+        let r = ix.reindex(&progress).await;
+        done.store(true, Ordering::Release);
+        (r, seen.into_inner().unwrap())
+    };
+    let ((generation, progress), (), ()) = tokio::join!(reindex, writer, searcher);
+    assert_eq!(generation.unwrap(), 2);
+    assert!(
+        progress
+            .last()
+            .is_some_and(|(d, total)| *d > 0 && *total >= 2_000),
+        "{progress:?}"
+    );
+    assert!(writes.load(Ordering::Relaxed) > 0 && searches.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no search failed during the reindex"
+    );
+    t.caught_up().await;
+    let report = ix.verify(None, false).await.unwrap();
+    assert_eq!(
+        report.drifted(),
+        0,
+        "the new generation equals Postgres: {report:?}"
+    );
+    assert_eq!(ix.store.generation(), 2);
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM contacts WHERE tenant_id = $1 AND city = 'Reindexville'",
+    )
+    .bind(t.a.id)
+    .fetch_one(&t.pool)
+    .await
+    .unwrap();
+    let (_, v) = t
+        .call(
+            Method::POST,
+            "/v1/contacts/search",
+            Some(&key),
+            Some(json!({"q": "reindexville"})),
+        )
+        .await;
+    assert_eq!(v["total"].as_i64().unwrap(), n);
+    // over HTTP with the master key; a tenant key may not
+    let (s, _) = t
+        .call(
+            Method::POST,
+            "/v1/admin/reindex",
+            Some(t.a.key(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, job) = t
+        .call(
+            Method::POST,
+            "/v1/admin/reindex",
+            Some(crate::common::MASTER_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    let mut state = String::new();
+    for _ in 0..600 {
+        let (s, j) = t
+            .call(
+                Method::GET,
+                &format!("/v1/admin/jobs/{id}"),
+                Some(crate::common::MASTER_KEY),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        state = j["state"].as_str().unwrap().to_owned();
+        if state != "running" {
+            assert_eq!(j["result"]["generation"], 3, "{j}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "done");
+    // a restart opens the generation CURRENT names
+    let icfg = t.index_cfg.clone().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(icfg.index_dir.join("CURRENT"))
+            .unwrap()
+            .trim(),
+        "gen-3"
+    );
+    assert!(
+        !icfg.index_dir.join("gen-2").exists(),
+        "the old generation is removed"
+    );
     t.stop().await;
 }
