@@ -377,6 +377,7 @@ impl Indexer {
             connected: self.progress.connected(),
             last_error: self.progress.last_error(),
             slot_confirmed_lsn: slot.confirmed,
+            warnings: slot_warnings(slot.retained, slot.wal_status.as_deref()),
             slot_retained_wal_bytes: slot.retained,
             slot_wal_status: slot.wal_status,
             documents: Documents {
@@ -409,8 +410,41 @@ pub struct Status {
     pub slot_confirmed_lsn: Option<String>,
     pub slot_retained_wal_bytes: Option<i64>,
     pub slot_wal_status: Option<String>,
+    /// What an operator should look at: WAL the slot holds back, a slot
+    /// about to be or already invalidated.
+    pub warnings: Vec<String>,
     pub documents: Documents,
     pub segments: usize,
+}
+
+/// Retained WAL above this is worth a warning (1 GiB).
+pub const SLOT_WARN_BYTES: i64 = 1 << 30;
+
+/// The warnings of a slot's state, each logged.
+fn slot_warnings(retained: Option<i64>, wal_status: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(r) = retained.filter(|r| *r > SLOT_WARN_BYTES) {
+        out.push(format!(
+            "the replication slot holds {} MiB of WAL back: the indexer is behind or was stopped; Postgres keeps it \
+             until max_slot_wal_keep_size, then invalidates the slot (see README)",
+            r >> 20
+        ));
+    }
+    match wal_status {
+        Some("unreserved") => out.push(
+            "the slot's WAL passed max_slot_wal_keep_size and is about to be removed: the index will be rebuilt \
+             from a snapshot"
+                .into(),
+        ),
+        Some("lost") => out.push(
+            "the replication slot was invalidated: the index is rebuilt from a snapshot at the next start".into(),
+        ),
+        _ => {}
+    }
+    for w in &out {
+        tracing::warn!(warning = %w, "replication slot");
+    }
+    out
 }
 
 /// The replication slot as `pg_replication_slots` shows it.
@@ -1176,11 +1210,11 @@ struct OnDisk {
 /// Status from another process than `serve`: the durable state on disk (a
 /// running server is ahead by up to its durable interval) and Postgres.
 pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> Result<Status> {
-    let dir = cfg.index_dir.clone();
+    let dir = crate::store::current_generation_dir(&cfg.index_dir);
     let on_disk = tokio::task::spawn_blocking(move || -> Result<OnDisk> {
-        if !dir.join("meta.json").exists() {
+        let Some(dir) = dir.filter(|d| d.join("meta.json").exists()) else {
             return Ok(OnDisk::default());
-        }
+        };
         let index = tantivy::Index::open_in_dir(&dir)?;
         let lsn = index
             .load_metas()?
@@ -1214,6 +1248,7 @@ pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> Result<Status
         connected: slot.active_pid.is_some(),
         last_error: None,
         slot_confirmed_lsn: slot.confirmed,
+        warnings: slot_warnings(slot.retained, slot.wal_status.as_deref()),
         slot_retained_wal_bytes: slot.retained,
         slot_wal_status: slot.wal_status,
         documents: Documents {

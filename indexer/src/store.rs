@@ -446,6 +446,13 @@ impl IndexStore {
     }
 }
 
+/// The folder of the generation `CURRENT` names under `root`, if any.
+pub fn current_generation_dir(root: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(root.join(CURRENT)).ok()?;
+    let dir = root.join(name.trim());
+    dir.is_dir().then_some(dir)
+}
+
 /// Names generation `n` current, atomically.
 fn write_current(root: &Path, n: u64) -> anyhow::Result<()> {
     let tmp = root.join("CURRENT.tmp");
