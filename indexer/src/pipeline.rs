@@ -74,6 +74,9 @@ pub struct Progress {
     connected: AtomicBool,
     last_error: Mutex<Option<String>>,
     bootstrapped: AtomicBool,
+    /// Transactions that committed at or before this may already be in the
+    /// index (a snapshot's); see [`run_mapper`].
+    replay_guard: AtomicU64,
 }
 
 impl Progress {
@@ -85,6 +88,7 @@ impl Progress {
             connected: AtomicBool::new(false),
             last_error: Mutex::new(None),
             bootstrapped: AtomicBool::new(false),
+            replay_guard: AtomicU64::new(lsn.0),
         }
     }
 
@@ -193,6 +197,9 @@ impl Indexer {
             Some(load_vectors(&pool, &store).await?)
         };
         let progress = Arc::new(Progress::new(start));
+        progress
+            .replay_guard
+            .store(replay_guard.0, Ordering::Release);
         progress.bootstrapped.store(true, Ordering::Release);
         let (shutdown, _) = watch::channel(false);
         let indexer = Arc::new(Self {
@@ -211,6 +218,8 @@ impl Indexer {
         let tasks = vec![
             tokio::spawn(run_source(
                 cfg.clone(),
+                pool.clone(),
+                store.clone(),
                 progress.clone(),
                 src_tx,
                 indexer.shutdown.subscribe(),
@@ -218,7 +227,7 @@ impl Indexer {
             tokio::spawn(run_mapper(
                 store.clone(),
                 pool.clone(),
-                replay_guard,
+                progress.clone(),
                 src_rx,
                 batch_tx,
             )),
@@ -867,6 +876,8 @@ async fn run_lag_metrics(
 
 async fn run_source(
     cfg: IndexerConfig,
+    pool: PgPool,
+    store: Arc<IndexStore>,
     progress: Arc<Progress>,
     tx: mpsc::Sender<SourceMsg>,
     mut shutdown: watch::Receiver<bool>,
@@ -880,6 +891,9 @@ async fn run_source(
                 progress.connected.store(false, Ordering::Release);
                 progress.set_error(Some(format!("{e:#}")));
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "replication stream lost");
+                if let Err(e) = rebuild_if_slot_lost(&cfg, &pool, &store, &progress).await {
+                    tracing::error!(error = %format!("{e:#}"), "rebuilding after the loss of the replication slot failed; retrying");
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
@@ -889,6 +903,74 @@ async fn run_source(
         }
         if *shutdown.borrow() {
             return;
+        }
+    }
+}
+
+/// When the slot is gone (dropped) or invalidated (`max_slot_wal_keep_size`),
+/// the changes since the index's position can no longer be streamed: a new
+/// slot, a snapshot into a new generation while the current one serves, a
+/// swap, and the stream resumes from the new slot.
+async fn rebuild_if_slot_lost(
+    cfg: &IndexerConfig,
+    pool: &PgPool,
+    store: &Arc<IndexStore>,
+    progress: &Arc<Progress>,
+) -> Result<()> {
+    let slot = cfg.slot();
+    let row = slot_row(pool, &slot).await?;
+    let lost = match &row {
+        None => true,
+        Some(r) => r.wal_status.as_deref() == Some("lost"),
+    };
+    if !lost {
+        return Ok(());
+    }
+    tracing::error!(
+        %slot,
+        state = if row.is_some() { "invalidated" } else { "dropped" },
+        "THE REPLICATION SLOT IS LOST: changes since the index's position cannot be streamed; rebuilding the \
+         index from a snapshot while the current one serves (set max_slot_wal_keep_size high enough, and keep \
+         the indexer running)"
+    );
+    if row.is_some() {
+        sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&slot)
+            .execute(pool)
+            .await?;
+    }
+    let consistent: String = sqlx::query_scalar(
+        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+    )
+    .bind(&slot)
+    .fetch_one(pool)
+    .await
+    .context("cannot create the replication slot")?;
+    let consistent: Lsn = consistent.parse()?;
+    let s = store.clone();
+    let shadow = tokio::task::spawn_blocking(move || s.begin_shadow()).await??;
+    let rebuilt = async {
+        let seen = snapshot(pool, &shadow, consistent, None).await?;
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            s.shadow_loaded()?;
+            s.swap_shadow(consistent)
+        })
+        .await??;
+        anyhow::Ok(seen)
+    }
+    .await;
+    match rebuilt {
+        Ok(seen) => {
+            progress.replay_guard.store(seen.0, Ordering::Release);
+            progress.set_visible(consistent);
+            metrics::counter!("crmsearch_slot_rebuilds_total").increment(1);
+            tracing::warn!(%slot, lsn = %consistent, "index rebuilt after the slot loss; streaming from the new slot");
+            Ok(())
+        }
+        Err(e) => {
+            store.cancel_shadow();
+            Err(e)
         }
     }
 }
@@ -1012,7 +1094,7 @@ fn on_event(
 async fn run_mapper(
     store: Arc<IndexStore>,
     pool: PgPool,
-    replay_guard: Lsn,
+    progress: Arc<Progress>,
     mut rx: mpsc::Receiver<SourceMsg>,
     tx: mpsc::Sender<Batch>,
 ) {
@@ -1030,7 +1112,15 @@ async fn run_mapper(
             } => {
                 let mut ops = Vec::with_capacity(changes.len());
                 for change in changes {
-                    match map_change(&store, &pool, change, end_lsn > replay_guard, end_lsn).await {
+                    match map_change(
+                        &store,
+                        &pool,
+                        change,
+                        end_lsn.0 > progress.replay_guard.load(Ordering::Acquire),
+                        end_lsn,
+                    )
+                    .await
+                    {
                         Ok(op) => ops.extend(op),
                         Err(e) => {
                             metrics::counter!("crmsearch_cdc_map_errors_total").increment(1);

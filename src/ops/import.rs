@@ -143,7 +143,8 @@ fn map_json_line(line: &[u8], map: &[(String, String)]) -> Vec<u8> {
     }
 }
 
-/// Parses a chunk on the rayon pool, parts of [`PART_LINES`]; line numbers
+/// Parses a chunk on the rayon pool, parts of [`PART_LINES`], then
+/// validates it all grouped by country ([`ingest::validate`]); line numbers
 /// are the file's.
 fn parse_chunk(
     format: Format,
@@ -157,9 +158,9 @@ fn parse_chunk(
         .enumerate()
         .map(|(i, p)| (chunk.first_line + (i * PART_LINES) as u64, p))
         .collect();
-    let parsed: Vec<Parsed> = parts
+    let read: Vec<ingest::Fields> = parts
         .par_iter()
-        .map(|(first, lines)| -> Result<Parsed> {
+        .map(|(first, lines)| -> Result<ingest::Fields> {
             let mut body =
                 Vec::with_capacity(lines.iter().map(Vec::len).sum::<usize>() + header.len());
             body.extend_from_slice(header);
@@ -173,7 +174,7 @@ fn parse_chunk(
                     }
                 }
             }
-            let (mut good, mut bad) = ingest::parse(format, &body).map_err(anyhow_of)?;
+            let (mut good, mut bad) = ingest::read(format, &body).map_err(anyhow_of)?;
             // the parser numbers lines from 1 within `body` (a CSV header is line 1)
             let shift = first - if format == Format::Csv { 2 } else { 1 };
             for (n, _) in &mut good {
@@ -185,13 +186,13 @@ fn parse_chunk(
             Ok((good, bad))
         })
         .collect::<Result<_>>()?;
-    let mut good = Vec::new();
+    let mut fields = Vec::new();
     let mut bad = Vec::new();
-    for (g, b) in parsed {
-        good.extend(g);
+    for (g, b) in read {
+        fields.extend(g);
         bad.extend(b);
     }
-    Ok((good, bad))
+    Ok(ingest::validate(fields, bad))
 }
 
 fn file_stamp(file: &Path) -> Result<(u64, u64)> {

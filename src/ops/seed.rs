@@ -5,9 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use rayon::prelude::*;
-use schema::contact::ValidContact;
+use anyhow::Result;
 use schema::{CompanyFields, ContactFields};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -46,21 +44,21 @@ pub async fn contacts(
     let companies = seed::companies(seed_value, n_companies);
     insert_companies(pool, tenant, &companies).await?;
     let all: Vec<ContactFields> = seed::contacts(seed_value, n, &companies).collect();
-    // validated country by country (the phone library keeps few compiled
-    // patterns; mixed countries thrash them, 20× slower), on every core
-    let mut order: Vec<&ContactFields> = all.iter().collect();
-    order.sort_by(|a, b| a.country.cmp(&b.country));
     let pb = super::bar(n as u64, "contacts", quiet);
-    for chunk in order.chunks(CHUNK) {
-        let lines: Vec<(u64, ValidContact)> = tokio::task::block_in_place(|| {
-            chunk
-                .par_iter()
-                .enumerate()
-                .map(|(j, c)| Ok((j as u64 + 1, (*c).clone().validate()?)))
-                .collect::<Result<_, schema::FieldError>>()
-        })
-        .context("a generated contact is invalid")?;
-        let out = contacts::bulk_upsert(pool, tenant, lines, Vec::new())
+    for chunk in all.chunks(CHUNK) {
+        let lines: Vec<(u64, ContactFields)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, c)| (j as u64 + 1, c.clone()))
+            .collect();
+        let (good, bad) =
+            tokio::task::spawn_blocking(move || crate::ingest::validate(lines, Vec::new())).await?;
+        anyhow::ensure!(
+            bad.is_empty(),
+            "a generated contact is invalid: {:?}",
+            &bad[..1]
+        );
+        let out = contacts::bulk_upsert(pool, tenant, good, Vec::new())
             .await
             .map_err(anyhow_of)?;
         anyhow::ensure!(

@@ -446,3 +446,107 @@ async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_dropped_slot_is_detected_and_the_index_rebuilt_while_serving() {
+    let t = TestApp::with_indexer().await;
+    let key = t.a.key(Role::Write).to_owned();
+    for i in 0..30 {
+        let (s, _) = t
+            .call(
+                Method::POST,
+                "/v1/contacts",
+                Some(&key),
+                Some(json!({"last_name": format!("Slotted{i}")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    t.caught_up().await;
+    let ix = t.ix();
+    assert_eq!(ix.store.generation(), 1);
+    // an operator (or max_slot_wal_keep_size) takes the slot away
+    let mut dropped = false;
+    for _ in 0..200 {
+        let _ = sqlx::query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL")
+            .bind(&ix.slot)
+            .execute(&t.pool)
+            .await;
+        if sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(&ix.slot)
+            .execute(&t.pool)
+            .await
+            .is_ok()
+        {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(dropped, "the slot could be dropped");
+    // written while there is no slot: only the snapshot can bring it
+    let (s, _) = t
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(&key),
+            Some(json!({"last_name": "Orphaned"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let search_key = t.a.key(Role::Search).to_owned();
+    let mut rebuilt = false;
+    for _ in 0..400 {
+        // searches keep answering from the old generation meanwhile
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/v1/contacts/search",
+                Some(&search_key),
+                Some(json!({"q": "slotted"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(v["total"], 30);
+        if ix.store.generation() == 2 {
+            rebuilt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rebuilt, "the index was rebuilt into a new generation");
+    t.caught_up().await;
+    let (_, v) = t
+        .call(
+            Method::POST,
+            "/v1/contacts/search",
+            Some(&search_key),
+            Some(json!({"q": "orphaned"})),
+        )
+        .await;
+    assert_eq!(
+        v["total"], 1,
+        "the write made while the slot was missing is in the rebuilt index"
+    );
+    let (s, _) = t
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(&key),
+            Some(json!({"last_name": "Afterwards"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    t.caught_up().await;
+    let (_, v) = t
+        .call(
+            Method::POST,
+            "/v1/contacts/search",
+            Some(&search_key),
+            Some(json!({"q": "afterwards"})),
+        )
+        .await;
+    assert_eq!(v["total"], 1, "the stream follows the new slot");
+    assert_eq!(ix.verify(None, false).await.unwrap().drifted(), 0);
+    t.stop().await;
+}
