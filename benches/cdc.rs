@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{env, pct};
 use crmsearch::db;
 use crmsearch::search::{self, Request, Scope};
-use indexer::{Indexer, IndexerConfig, Lsn};
+use indexer::{Indexer, Lsn};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -25,22 +25,11 @@ async fn main() -> anyhow::Result<()> {
     let contacts = env("CDC_CONTACTS", 500_000u64);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-cdc");
     let _ = std::fs::remove_dir_all(&root);
-    let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");
-    let pg = db::start_embedded(&root, Some(&bin)).await?;
-    db::ensure_database(&pg.url("postgres"), "crmsearch").await?;
-    let url = pg.url("crmsearch");
-    let pool = db::connect(&url, 8).await?;
-    db::migrate(&pool).await?;
+    let (pg, url, pool) = common::database(&root, 8).await?;
     let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench")
         .await
         .map_err(crmsearch::cli::anyhow_of)?;
-    let cfg = IndexerConfig {
-        database_url: url.clone(),
-        index_dir: root.join("index"),
-        node: "bench".into(),
-        durable_interval: Duration::from_secs(1),
-        durable_docs: 100_000,
-    };
+    let cfg = common::indexer_config(&root, &url);
 
     // 1. freshness at a fixed rate
     let ix = Indexer::start(cfg.clone(), pool.clone()).await?;

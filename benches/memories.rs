@@ -23,7 +23,7 @@ use common::{env, pct, time, time_pg};
 use crmsearch::db;
 use crmsearch::retrieve::{self, MemoryQuery, Mode};
 use indexer::vectors::{Filter, normalize};
-use indexer::{Indexer, IndexerConfig};
+use indexer::Indexer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
@@ -112,12 +112,7 @@ async fn main() -> anyhow::Result<()> {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-memories");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
-    let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");
-    let pg = db::start_embedded(&root.join("pg"), Some(&bin)).await?;
-    db::ensure_database(&pg.url("postgres"), "crmsearch").await?;
-    let url = pg.url("crmsearch");
-    let pool = db::connect(&url, 4).await?;
-    db::migrate(&pool).await?;
+    let (pg, url, pool) = common::database(&root.join("pg"), 4).await?;
     // the HNSW index is built after the load (as pgvector advises), below
     sqlx::query("DROP INDEX memories_embedding")
         .execute(&pool)
@@ -125,13 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench")
         .await
         .map_err(crmsearch::cli::anyhow_of)?;
-    let cfg = IndexerConfig {
-        database_url: url.clone(),
-        index_dir: root.join("index"),
-        node: "bench".into(),
-        durable_interval: Duration::from_secs(1),
-        durable_docs: 100_000,
-    };
+    let cfg = common::indexer_config(&root, &url);
     let ix = Indexer::start(cfg, pool.clone()).await?;
 
     let mut rng = StdRng::seed_from_u64(42);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::{env, pct};
 use crmsearch::search::{self, Request, Scope};
-use crmsearch::{db, seed};
-use indexer::{Indexer, IndexerConfig};
+use crmsearch::seed;
+use indexer::Indexer;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -26,12 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-ops");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root)?;
-    let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");
-    let pg = db::start_embedded(&root.join("pg"), Some(&bin)).await?;
-    db::ensure_database(&pg.url("postgres"), "crmsearch").await?;
-    let url = pg.url("crmsearch");
-    let pool = db::connect(&url, 4).await?;
-    db::migrate(&pool).await?;
+    let (pg, url, pool) = common::database(&root.join("pg"), 4).await?;
     let anyhow_of = crmsearch::cli::anyhow_of;
     let (seeded, _) = crmsearch::auth::create_tenant(&pool, "seeded")
         .await
@@ -78,13 +73,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 3. the index: bootstrap, then a reindex under a search load
-    let cfg = IndexerConfig {
-        database_url: url.clone(),
-        index_dir: root.join("index"),
-        node: "bench".into(),
-        durable_interval: Duration::from_secs(1),
-        durable_docs: 100_000,
-    };
+    let cfg = common::indexer_config(&root, &url);
     let t = Instant::now();
     let ix = Indexer::start(cfg, pool.clone()).await?;
     let bootstrap_secs = t.elapsed().as_secs_f64();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{env, pct, time, time_pg};
 use crmsearch::search::{self, Request, Scope};
 use crmsearch::{db, seed};
-use indexer::{Indexer, IndexerConfig};
+use indexer::Indexer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use schema::ContactFields;
@@ -119,19 +119,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&root);
     }
     std::fs::create_dir_all(&root)?;
-    let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");
-    let pg = db::start_embedded(&root.join("pg"), Some(&bin)).await?;
-    db::ensure_database(&pg.url("postgres"), "crmsearch").await?;
-    let url = pg.url("crmsearch");
-    let pool = db::connect(&url, 4).await?;
-    db::migrate(&pool).await?;
-    let cfg = IndexerConfig {
-        database_url: url.clone(),
-        index_dir: root.join("index"),
-        node: "bench".into(),
-        durable_interval: Duration::from_secs(1),
-        durable_docs: 100_000,
-    };
+    let (pg, url, pool) = common::database(&root.join("pg"), 4).await?;
+    let cfg = common::indexer_config(&root, &url);
     let (tenant, contacts, load_secs) = if marker.exists() {
         let tenant: Uuid = std::fs::read_to_string(&marker)?.trim().parse()?;
         let companies = seed::companies(SEED, COMPANIES);

@@ -57,3 +57,34 @@ pub async fn time_pg<T>(
     out.sort_by(|a, b| a.total_cmp(b));
     Ok(out)
 }
+
+/// The embedded Postgres of a bench under `pg_root`, with a migrated
+/// `crmsearch` database: the server (stopped when dropped), its URL, a pool.
+pub async fn database(
+    pg_root: &std::path::Path,
+    connections: u32,
+) -> anyhow::Result<(
+    crmsearch::embedded_pg::EmbeddedPostgres,
+    String,
+    sqlx::PgPool,
+)> {
+    use crmsearch::db;
+    let bin = crmsearch::embedded_pg::find_bin_dir().expect("run scripts/setup first");
+    let pg = db::start_embedded(pg_root, Some(&bin)).await?;
+    db::ensure_database(&pg.url("postgres"), "crmsearch").await?;
+    let url = pg.url("crmsearch");
+    let pool = db::connect(&url, connections).await?;
+    db::migrate(&pool).await?;
+    Ok((pg, url, pool))
+}
+
+/// The indexer of a bench: its index under `root/index`, durable every second.
+pub fn indexer_config(root: &std::path::Path, url: &str) -> indexer::IndexerConfig {
+    indexer::IndexerConfig {
+        database_url: url.to_owned(),
+        index_dir: root.join("index"),
+        node: "bench".into(),
+        durable_interval: std::time::Duration::from_secs(1),
+        durable_docs: 100_000,
+    }
+}

@@ -126,7 +126,13 @@ impl Generation {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 4);
-        self.reopen_writer(threads, BULK_HEAP)
+        self.reopen_writer(threads, BULK_HEAP)?;
+        // no background merges while loading: one merge of everything after
+        // (a background merge racing it fails it)
+        if let Some(w) = self.writer().as_ref() {
+            w.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        }
+        Ok(())
     }
 
     pub fn streaming_writer(&self) -> anyhow::Result<()> {
@@ -217,17 +223,33 @@ impl Generation {
     /// costs per segment). The merge is visible at once and durable with
     /// the next durable commit.
     pub fn merge_all(&self) -> anyhow::Result<()> {
-        let ids = self.index.searchable_segment_ids()?;
-        if ids.len() > 1 {
+        // a merge the writer started on its own may retire some of the
+        // segments listed: list them again and retry
+        let mut attempt = 0;
+        loop {
+            let ids = self.index.searchable_segment_ids()?;
+            if ids.len() <= 1 {
+                return Ok(());
+            }
             let mut guard = self.writer();
             let w = guard
                 .as_mut()
                 .ok_or_else(|| anyhow::anyhow!("no index writer"))?;
-            w.merge(&ids).wait()?;
+            let merged = w.merge(&ids).wait();
             drop(guard);
-            self.reader.reload()?;
+            match merged {
+                Ok(_) => {
+                    self.reader.reload()?;
+                    return Ok(());
+                }
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "merging into one segment failed; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(())
     }
 
     /// Fsyncs written files ahead of the next durable commit (see

@@ -68,10 +68,13 @@ impl Report {
 /// (tenant, updated_at in µs) of each id.
 type Versions = HashMap<Uuid, (Uuid, i64)>;
 
+/// Versions in Postgres of a tenant's rows (all tenants: `None`), or of
+/// some ids; and which of them have an embedding.
 async fn pg_versions(
     pool: &PgPool,
     table: Table,
     tenant: Option<Uuid>,
+    ids: Option<&[Uuid]>,
 ) -> Result<(Versions, HashSet<Uuid>)> {
     let vector = if table == Table::Memories {
         "embedding IS NOT NULL"
@@ -80,10 +83,11 @@ async fn pg_versions(
     };
     let rows: Vec<(Uuid, Uuid, i64, bool)> = sqlx::query_as(&format!(
         "SELECT id, tenant_id, (extract(epoch FROM updated_at) * 1000000)::bigint, {vector}
-           FROM {} WHERE $1::uuid IS NULL OR tenant_id = $1",
+           FROM {} WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid[] IS NULL OR id = ANY($2))",
         table.name()
     ))
     .bind(tenant)
+    .bind(ids)
     .fetch_all(pool)
     .await?;
     let with_vectors = rows.iter().filter(|r| r.3).map(|r| r.0).collect();
@@ -207,7 +211,7 @@ impl Indexer {
             ..Report::default()
         };
         for table in [Table::Companies, Table::Contacts, Table::Memories] {
-            let (pg, pg_vectors) = pg_versions(pool, table, tenant).await?;
+            let (pg, pg_vectors) = pg_versions(pool, table, tenant, None).await?;
             let at = current(pool).await?;
             anyhow::ensure!(
                 wait(at).await,
@@ -243,7 +247,7 @@ impl Indexer {
             .flatten()
             .copied()
             .collect();
-            let (pg2, pg_vectors2) = pg_versions_of(pool, table, &suspects).await?;
+            let (pg2, pg_vectors2) = pg_versions(pool, table, None, Some(&suspects)).await?;
             let at = current(pool).await?;
             anyhow::ensure!(
                 wait(at).await,
@@ -270,31 +274,6 @@ impl Indexer {
         report.lsn = visible();
         Ok(report)
     }
-}
-
-async fn pg_versions_of(
-    pool: &PgPool,
-    table: Table,
-    ids: &[Uuid],
-) -> Result<(Versions, HashSet<Uuid>)> {
-    let vector = if table == Table::Memories {
-        "embedding IS NOT NULL"
-    } else {
-        "false"
-    };
-    let rows: Vec<(Uuid, Uuid, i64, bool)> = sqlx::query_as(&format!(
-        "SELECT id, tenant_id, (extract(epoch FROM updated_at) * 1000000)::bigint, {vector}
-           FROM {} WHERE id = ANY($1)",
-        table.name()
-    ))
-    .bind(ids)
-    .fetch_all(pool)
-    .await?;
-    let with_vectors = rows.iter().filter(|r| r.3).map(|r| r.0).collect();
-    Ok((
-        rows.into_iter().map(|(id, t, v, _)| (id, (t, v))).collect(),
-        with_vectors,
-    ))
 }
 
 /// Re-applies the drifted rows from Postgres (ghosts are deleted), then
