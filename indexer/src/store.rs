@@ -115,9 +115,23 @@ impl Generation {
     /// Replaces the writer (uncommitted changes are lost: commit first).
     fn reopen_writer(&self, threads: usize, heap: usize) -> anyhow::Result<()> {
         let mut w = self.writer();
-        drop(w.take()); // releases the index lock
-        *w = Some(self.index.writer_with_num_threads(threads, heap)?);
-        Ok(())
+        drop(w.take()); // releases the index lock...
+        // ...once the threads of a merge that just finished let go of it
+        let started = Instant::now();
+        loop {
+            match self.index.writer_with_num_threads(threads, heap) {
+                Ok(writer) => {
+                    *w = Some(writer);
+                    return Ok(());
+                }
+                Err(tantivy::TantivyError::LockFailure(..))
+                    if started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Switches to a writer for bulk indexing (a snapshot); call
