@@ -125,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let reindex = async {
         let t = Instant::now();
-        let r = ix.reindex(&|_, _| {}).await;
+        let r = ix.reindex(None, &|_, _| {}).await;
         done.store(true, Ordering::Release);
         (r, t.elapsed().as_secs_f64())
     };

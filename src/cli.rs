@@ -156,7 +156,11 @@ pub enum Command {
     /// Build a new index generation from a consistent snapshot while the
     /// current one serves, then swap it in. Asks the running server when
     /// there is one (master key), else runs the indexer here.
-    Reindex,
+    Reindex {
+        /// Only this tenant (the others are carried over from the current index).
+        #[arg(long)]
+        tenant: Option<Uuid>,
+    },
     /// Compare Postgres with the index (ids and versions, vectors): missing,
     /// stale and ghost counts; exit 1 on drift. Asks the running server when
     /// there is one, else runs the indexer here.
@@ -272,7 +276,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Verify { tenant, repair, key } => verify(&cfg, tenant, repair, key).await,
-        Command::Reindex => reindex(&cfg).await,
+        Command::Reindex { tenant } => reindex(&cfg, tenant).await,
         Command::Postgres(PostgresCmd::Stop) => {
             let bin = match cfg.pg_bin.clone().or_else(crate::embedded_pg::find_bin_dir) {
                 Some(b) => b,
@@ -407,7 +411,7 @@ async fn verify(
 
 /// `crmsearch reindex`: through the running server (polling its job with a
 /// progress bar), else with an indexer started here.
-async fn reindex(cfg: &Config) -> Result<()> {
+async fn reindex(cfg: &Config, tenant: Option<Uuid>) -> Result<()> {
     let started = std::time::Instant::now();
     let generation = match tokio::net::TcpStream::connect(cfg.addr).await {
         Ok(stream) => {
@@ -417,8 +421,11 @@ async fn reindex(cfg: &Config) -> Result<()> {
                 )
             })?;
             let host = cfg.addr.to_string();
-            let (status, body) =
-                http_request(stream, "POST", &host, "/v1/admin/reindex", &key).await?;
+            let path = match tenant {
+                Some(t) => format!("/v1/admin/reindex?tenant={t}"),
+                None => "/v1/admin/reindex".to_owned(),
+            };
+            let (status, body) = http_request(stream, "POST", &host, &path, &key).await?;
             anyhow::ensure!(status == 202, "the server answered {status}: {body}");
             let id = serde_json::from_str::<serde_json::Value>(&body)?["job_id"]
                 .as_str()
@@ -456,7 +463,7 @@ async fn reindex(cfg: &Config) -> Result<()> {
                     pb.set_length(total);
                     pb.set_position(done);
                 };
-                let r = ix.reindex(&progress).await;
+                let r = ix.reindex(tenant, &progress).await;
                 pb.finish();
                 ix.shutdown().await;
                 r

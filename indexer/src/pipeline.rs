@@ -300,19 +300,45 @@ impl Indexer {
 
     /// Builds the next index generation from a consistent snapshot while
     /// this one serves, catches it up with the changes applied meanwhile,
-    /// and swaps it in; `progress(done, total)` as rows load. On an error
-    /// the shadow is dropped and the current generation serves on.
-    pub async fn reindex(&self, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<u64> {
+    /// and swaps it in; `progress(done, total)` as rows load. With `only`,
+    /// that tenant is read again from Postgres and every other tenant's
+    /// documents and vectors are carried over from the current generation.
+    /// On an error the shadow is dropped and the current generation serves on.
+    pub async fn reindex(
+        &self,
+        only: Option<Uuid>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<u64> {
         let started = Instant::now();
         let shadow = {
             let s = self.store.clone();
-            tokio::task::spawn_blocking(move || s.begin_shadow()).await??
+            let lsn = self.progress.visible();
+            // every change applied from here on is held for the shadow; what
+            // was applied before becomes visible to the copy below
+            tokio::task::spawn_blocking(move || {
+                let shadow = s.begin_shadow()?;
+                s.commit(lsn, false)?;
+                anyhow::Ok(shadow)
+            })
+            .await??
         };
         let result = async {
-            // every change applied from here on is held for the shadow, so the
-            // snapshot (taken after) misses nothing
             let position = crate::verify::wal_position(&self.pool).await?;
-            snapshot(&self.pool, &shadow, position, Some(progress)).await?;
+            snapshot(&self.pool, &shadow, position, Some(progress), only).await?;
+            if let Some(tenant) = only {
+                let (current, sh) = (self.store.current(), shadow.clone());
+                let copied = tokio::task::spawn_blocking(move || {
+                    let n = crate::store::copy_tenants_except(&current, &sh, tenant)?;
+                    sh.commit(position, false)?;
+                    sh.merge_all()?;
+                    anyhow::Ok(n)
+                })
+                .await??;
+                tracing::info!(
+                    documents = copied,
+                    "other tenants carried over into the new generation"
+                );
+            }
             let s = self.store.clone();
             tokio::task::spawn_blocking(move || s.shadow_loaded()).await??;
             // the shadow holds every change the index has applied: swap at
@@ -325,11 +351,7 @@ impl Indexer {
         .await;
         match result {
             Ok(n) => {
-                tracing::info!(
-                    generation = n,
-                    secs = started.elapsed().as_secs_f64(),
-                    "reindex done"
-                );
+                tracing::info!(generation = n, tenant = ?only, secs = started.elapsed().as_secs_f64(), "reindex done");
                 Ok(n)
             }
             Err(e) => {
@@ -529,7 +551,7 @@ async fn prepare_slot(
     .await
     .context("cannot create the replication slot")?;
     let consistent: Lsn = consistent.parse()?;
-    let seen = snapshot(pool, &store.current(), consistent, None).await?;
+    let seen = snapshot(pool, &store.current(), consistent, None, None).await?;
     Ok((consistent, Some(seen)))
 }
 
@@ -541,6 +563,7 @@ async fn snapshot(
     store: &Arc<Generation>,
     consistent: Lsn,
     progress: Option<&(dyn Fn(u64, u64) + Sync)>,
+    only: Option<Uuid>,
 ) -> Result<Lsn> {
     use futures_util::TryStreamExt;
     let started = Instant::now();
@@ -563,16 +586,23 @@ async fn snapshot(
     let mut expected = 0u64;
     if progress.is_some() {
         for table in [Table::Companies, Table::Contacts, Table::Memories] {
-            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table.name()))
-                .fetch_one(&mut *tx)
-                .await?;
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {} WHERE $1::uuid IS NULL OR tenant_id = $1",
+                table.name()
+            ))
+            .bind(only)
+            .fetch_one(&mut *tx)
+            .await?;
             expected += n as u64;
         }
     }
     let mut total = 0u64;
     for table in [Table::Companies, Table::Contacts, Table::Memories] {
-        let sql = table.select_text();
-        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+        let sql = format!(
+            "{} WHERE $1::uuid IS NULL OR tenant_id = $1",
+            table.select_text()
+        );
+        let mut rows = sqlx::query(&sql).bind(only).fetch(&mut *tx);
         let mut ops = Vec::with_capacity(4096);
         let mut n = 0u64;
         while let Some(row) = rows.try_next().await? {
@@ -950,7 +980,7 @@ async fn rebuild_if_slot_lost(
     let s = store.clone();
     let shadow = tokio::task::spawn_blocking(move || s.begin_shadow()).await??;
     let rebuilt = async {
-        let seen = snapshot(pool, &shadow, consistent, None).await?;
+        let seen = snapshot(pool, &shadow, consistent, None, None).await?;
         let s = store.clone();
         tokio::task::spawn_blocking(move || {
             s.shadow_loaded()?;

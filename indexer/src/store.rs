@@ -482,6 +482,86 @@ impl IndexStore {
     }
 }
 
+/// Carries every tenant's documents and vectors but `except`'s from one
+/// generation into another (a one-tenant reindex): documents are rebuilt
+/// from their stored records. Blocking; returns the documents copied.
+pub fn copy_tenants_except(
+    from: &Generation,
+    to: &Generation,
+    except: Uuid,
+) -> anyhow::Result<u64> {
+    use tantivy::collector::DocSetCollector;
+    use tantivy::schema::Value;
+    let searcher = from.reader.searcher();
+    let f = &from.schema.fields;
+    let except_text = except.to_string();
+    let mut copied = 0u64;
+    for t in [DocType::Company, DocType::Contact, DocType::Memory] {
+        let q = TermQuery::new(
+            Term::from_field_text(f.doc_type, t.as_str()),
+            IndexRecordOption::Basic,
+        );
+        let mut addrs: Vec<tantivy::DocAddress> =
+            searcher.search(&q, &DocSetCollector)?.into_iter().collect();
+        addrs.sort();
+        let mut ops = Vec::with_capacity(4096);
+        let mut tenant_buf = String::new();
+        for a in addrs {
+            let fast = searcher.segment_reader(a.segment_ord).fast_fields();
+            let Some(tenants) = fast.str("tenant_id")? else {
+                continue;
+            };
+            let Some(ord) = tenants.term_ords(a.doc_id).next() else {
+                continue;
+            };
+            tenant_buf.clear();
+            tenants.ord_to_str(ord, &mut tenant_buf)?;
+            if tenant_buf == except_text {
+                continue;
+            }
+            let tenant: Uuid = tenant_buf.parse()?;
+            let doc: TantivyDocument = searcher.doc(a)?;
+            let source = doc
+                .get_first(f.source)
+                .and_then(|v| v.as_str())
+                .unwrap_or("{}");
+            let (id, rebuilt) = match t {
+                DocType::Contact => {
+                    let c: schema::Contact = serde_json::from_str(source)?;
+                    (c.id, to.schema.contact_doc(tenant, &c))
+                }
+                DocType::Company => {
+                    let c: schema::Company = serde_json::from_str(source)?;
+                    (c.id, to.schema.company_doc(tenant, &c))
+                }
+                DocType::Memory => {
+                    let m: schema::Memory = serde_json::from_str(source)?;
+                    let lsn = fast.u64("lsn")?.first(a.doc_id).unwrap_or(0);
+                    (m.id, to.schema.memory_doc(tenant, &m, lsn))
+                }
+            };
+            ops.push(Op::Upsert {
+                id,
+                doc: Box::new(rebuilt),
+                fresh: true,
+                point: None,
+            });
+            if ops.len() == 4096 {
+                copied += ops.len() as u64;
+                to.apply(std::mem::take(&mut ops))?;
+            }
+        }
+        copied += ops.len() as u64;
+        to.apply(ops)?;
+    }
+    for tenant in from.vectors.tenants().into_iter().filter(|t| *t != except) {
+        for p in from.vectors.points(tenant) {
+            to.vectors.upsert(&p);
+        }
+    }
+    Ok(copied)
+}
+
 /// The folder of the generation `CURRENT` names under `root`, if any.
 pub fn current_generation_dir(root: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(root.join(CURRENT)).ok()?;

@@ -603,6 +603,26 @@ impl VectorStore {
             .collect()
     }
 
+    /// The tenants with a collection.
+    pub fn tenants(&self) -> Vec<Uuid> {
+        read(&self.collections).keys().copied().collect()
+    }
+
+    /// A tenant's live points.
+    pub fn points(&self, tenant: Uuid) -> Vec<Point> {
+        let Some(c) = self.collection(tenant) else {
+            return Vec::new();
+        };
+        let c = read(&c);
+        (0..c.meta.len())
+            .filter(|s| c.meta[*s].alive)
+            .map(|s| Point {
+                tenant,
+                ..c.point(s)
+            })
+            .collect()
+    }
+
     /// Every point id with its tenant.
     pub fn ids(&self) -> Vec<(Uuid, Uuid)> {
         read(&self.tenant_of)

@@ -64,19 +64,37 @@ async fn verify(
     Ok(axum::Json(report))
 }
 
-/// Starts a reindex of the whole index (every tenant shares it: the master
-/// key only); `202 {"job_id"}`. The current index serves until the new one
-/// is complete.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReindexParams {
+    /// One tenant (the others are carried over); default: every tenant.
+    #[serde(default)]
+    tenant: Option<Uuid>,
+}
+
+/// Starts a reindex, `202 {"job_id"}`: of the whole index with the master
+/// key, of one tenant with the master key and `tenant`, or of its own tenant
+/// with a tenant admin key. The current index serves until the new one is
+/// complete.
 async fn reindex(
     State(st): State<AppState>,
     caller: Caller,
+    params: super::search::Params<ReindexParams>,
 ) -> Result<impl axum::response::IntoResponse> {
-    if !matches!(caller, Caller::Master) {
-        return Err(Error::user(
-            Code::Forbidden,
-            "a reindex rebuilds the index of every tenant: use the master key",
-        ));
-    }
+    let params = super::search::params(params)?;
+    let tenant = match caller {
+        Caller::Master => params.tenant,
+        Caller::Tenant(p) => {
+            p.require(Role::Admin)?;
+            if params.tenant.is_some_and(|t| t != p.tenant_id) {
+                return Err(Error::user(
+                    Code::Forbidden,
+                    "a tenant key can only reindex its own tenant",
+                ));
+            }
+            Some(p.tenant_id)
+        }
+    };
     let ix = st.indexer()?.clone();
     let jobs = st.jobs.clone();
     let id = jobs.start("reindex").ok_or_else(|| {
@@ -88,9 +106,9 @@ async fn reindex(
     tokio::spawn(async move {
         let progress = |done, total| jobs.progress(id, done, total);
         let outcome = ix
-            .reindex(&progress)
+            .reindex(tenant, &progress)
             .await
-            .map(|generation| serde_json::json!({"generation": generation}))
+            .map(|generation| serde_json::json!({"generation": generation, "tenant": tenant}))
             .map_err(|e| format!("{e:#}"));
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "reindex failed; the previous index serves on");

@@ -351,7 +351,7 @@ async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
     let reindex = async {
         let seen = std::sync::Mutex::new(Vec::new());
         let progress = |d: u64, total: u64| seen.lock().unwrap().push((d, total));
-        let r = ix.reindex(&progress).await;
+        let r = ix.reindex(None, &progress).await;
         done.store(true, Ordering::Release);
         (r, seen.into_inner().unwrap())
     };
@@ -393,55 +393,120 @@ async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
         )
         .await;
     assert_eq!(v["total"].as_i64().unwrap(), n);
-    // over HTTP with the master key; a tenant key may not
+    // over HTTP: the master key the whole index, a tenant admin its own tenant
+    for (k, path) in [
+        (
+            t.a.key(Role::Search).to_owned(),
+            "/v1/admin/reindex".to_owned(),
+        ),
+        (
+            t.a.key(Role::Admin).to_owned(),
+            format!("/v1/admin/reindex?tenant={}", t.b.id),
+        ),
+    ] {
+        let (s, _) = t.call(Method::POST, &path, Some(&k), None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    let run_job = async |key: &str, path: &str| -> serde_json::Value {
+        let (s, job) = t.call(Method::POST, path, Some(key), None).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        let id = job["job_id"].as_str().unwrap().to_owned();
+        for _ in 0..600 {
+            let (s, j) = t
+                .call(
+                    Method::GET,
+                    &format!("/v1/admin/jobs/{id}"),
+                    Some(key),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            if j["state"] != "running" {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the reindex job did not finish");
+    };
+    let j = run_job(crate::common::MASTER_KEY, "/v1/admin/reindex").await;
+    assert_eq!(
+        (j["state"].as_str(), j["result"]["generation"].as_u64()),
+        (Some("done"), Some(3)),
+        "{j}"
+    );
+    // one tenant: read again from Postgres, the other carried over (with its vectors)
+    let mut v = vec![0.0f32; 384];
+    v[5] = 1.0;
+    let (s, _) = t
+        .call(Method::POST, "/v1/memories", Some(t.b.key(Role::Agent)), Some(json!({"agent_id": "b-bot", "kind": "fact", "content": "tenant b keeps this", "embedding": v})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
     let (s, _) = t
         .call(
             Method::POST,
-            "/v1/admin/reindex",
-            Some(t.a.key(Role::Admin)),
-            None,
+            "/v1/contacts",
+            Some(t.b.key(Role::Write)),
+            Some(json!({"last_name": "Bystander"})),
         )
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, job) = t
+    assert_eq!(s, StatusCode::CREATED);
+    t.caught_up().await;
+    let j = run_job(t.a.key(Role::Admin), "/v1/admin/reindex").await;
+    assert_eq!(
+        (j["state"].as_str(), j["result"]["generation"].as_u64()),
+        (Some("done"), Some(4)),
+        "{j}"
+    );
+    assert_eq!(j["result"]["tenant"], t.a.id.to_string());
+    assert_eq!(
+        ix.verify(None, false).await.unwrap().drifted(),
+        0,
+        "both tenants equal Postgres"
+    );
+    let (_, r) = t
         .call(
             Method::POST,
-            "/v1/admin/reindex",
-            Some(crate::common::MASTER_KEY),
-            None,
+            "/v1/contacts/search",
+            Some(t.b.key(Role::Search)),
+            Some(json!({"q": "bystander"})),
         )
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    let id = job["job_id"].as_str().unwrap().to_owned();
-    let mut state = String::new();
-    for _ in 0..600 {
-        let (s, j) = t
-            .call(
-                Method::GET,
-                &format!("/v1/admin/jobs/{id}"),
-                Some(crate::common::MASTER_KEY),
-                None,
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK);
-        state = j["state"].as_str().unwrap().to_owned();
-        if state != "running" {
-            assert_eq!(j["result"]["generation"], 3, "{j}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(state, "done");
+    assert_eq!(r["total"], 1, "{r}");
+    let r = t
+        .call(
+            Method::POST,
+            "/v1/memories/search",
+            Some(t.b.key(Role::Agent)),
+            Some(json!({"embedding": v, "mode": "semantic"})),
+        )
+        .await
+        .1;
+    assert_eq!(r["memories"][0]["content"], "tenant b keeps this", "{r}");
+    assert_eq!(
+        r["memories"][0]["scores"]["semantic"]
+            .as_f64()
+            .map(|s| s > 0.99),
+        Some(true)
+    );
+    let (_, r) = t
+        .call(
+            Method::POST,
+            "/v1/contacts/search",
+            Some(&key),
+            Some(json!({"q": "reindexville"})),
+        )
+        .await;
+    assert_eq!(r["total"].as_i64().unwrap(), n);
     // a restart opens the generation CURRENT names
     let icfg = t.index_cfg.clone().unwrap();
     assert_eq!(
         std::fs::read_to_string(icfg.index_dir.join("CURRENT"))
             .unwrap()
             .trim(),
-        "gen-3"
+        "gen-4"
     );
     assert!(
-        !icfg.index_dir.join("gen-2").exists(),
+        !icfg.index_dir.join("gen-3").exists(),
         "the old generation is removed"
     );
     t.stop().await;
