@@ -23,7 +23,6 @@ use indexer::Indexer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use schema::ContactFields;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 const COMPANIES: usize = 20_000;
@@ -37,46 +36,6 @@ const SEED: u64 = 42;
 const PG_TEXT: &str = "lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '') || ' ' \
      || bench_join(emails) || ' ' || bench_join(phones))";
 const PG_NAME: &str = "lower(coalesce(first_name, '') || ' ' || coalesce(last_name, ''))";
-
-async fn load(pool: &PgPool, tenant: Uuid, n: usize) -> anyhow::Result<Vec<ContactFields>> {
-    let companies = seed::companies(SEED, COMPANIES);
-    let mut tx = pool.begin().await?;
-    let col = |f: fn(&schema::CompanyFields) -> Option<String>| -> Vec<Option<String>> {
-        companies.iter().map(f).collect()
-    };
-    sqlx::query(
-        "INSERT INTO companies (tenant_id, external_id, name, domain, industry, city, country)
-         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])",
-    )
-    .bind(tenant)
-    .bind(col(|c| c.external_id.clone()))
-    .bind(col(|c| c.name.clone()))
-    .bind(col(|c| c.domain.clone()))
-    .bind(col(|c| c.industry.clone()))
-    .bind(col(|c| c.city.clone()))
-    .bind(col(|c| c.country.clone()))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let contacts: Vec<ContactFields> = seed::contacts(SEED, n, &companies).collect();
-    // validated country by country: the phone library keeps few compiled
-    // patterns, and mixed countries thrash them (20× slower)
-    let mut order: Vec<&ContactFields> = contacts.iter().collect();
-    order.sort_by_key(|c| c.country.clone());
-    for (i, chunk) in order.chunks(50_000).enumerate() {
-        let lines = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, c)| Ok((j as u64 + 1, (*c).clone().validate()?)))
-            .collect::<Result<Vec<_>, schema::FieldError>>()?;
-        let out = crmsearch::store::contacts::bulk_upsert(pool, tenant, lines, Vec::new())
-            .await
-            .map_err(crmsearch::cli::anyhow_of)?;
-        anyhow::ensure!(out.failed.is_empty(), "chunk {i}: {:?}", &out.failed[..1]);
-        println!("loaded {} contacts", (i + 1) * 50_000);
-    }
-    Ok(contacts)
-}
 
 /// Every keystroke prefix of a few full names: what a person types.
 fn keystrokes(contacts: &[ContactFields], rng: &mut StdRng, n: usize) -> Vec<String> {
@@ -134,7 +93,8 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(crmsearch::cli::anyhow_of)?;
         let t = Instant::now();
-        let contacts = load(&pool, tenant, n).await?;
+        let contacts =
+            crmsearch::ops::seed::contacts(&pool, tenant, SEED, n, COMPANIES, true).await?;
         let secs = t.elapsed().as_secs_f64();
         for ddl in [
             "CREATE EXTENSION IF NOT EXISTS pg_trgm".to_owned(),
