@@ -228,7 +228,7 @@ pub struct Retrieved {
     pub agent_id: String,
     pub subject_id: Option<String>,
     pub session_id: Option<String>,
-    pub importance: f32,
+    pub importance: f64,
     pub metadata: serde_json::Value,
     pub score: f64,
     pub scores: Scores,
@@ -251,6 +251,12 @@ struct Candidate {
     semantic: Option<(usize, f32)>,
     keyword: Option<(usize, f32)>,
     vector: Option<Vec<f32>>,
+}
+
+/// A stored `real` as the number it was written as (0.74, not
+/// 0.7400000095367432): six decimals are more than a `real` holds.
+fn importance_of(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
 }
 
 /// Ranks candidates: fusion, recency, importance, MMR, token budget.
@@ -280,7 +286,7 @@ fn rank(
                 .max(0) as f64
                 / 1e3;
             let recency = (-age / half_life).exp();
-            let importance = f64::from(c.memory.importance);
+            let importance = importance_of(c.memory.importance);
             let score = relevance + q.weights.recency * recency + q.weights.importance * importance;
             let scores = Scores {
                 semantic: c.semantic.map(|s| s.1),
@@ -315,7 +321,7 @@ fn rank(
             agent_id: m.agent_id,
             subject_id: m.subject_id,
             session_id: m.session_id,
-            importance: m.importance,
+            importance: importance_of(m.importance),
             metadata: m.metadata,
             score,
             scores,
