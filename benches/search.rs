@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         .cloned()
         .collect();
     let deep: Vec<usize> = (0..queries / 4)
-        .map(|_| 400_000.min(n.saturating_sub(100)) + rng.random_range(0..1000))
+        .map(|_| 400_000.min(n.saturating_sub(1_100)) + rng.random_range(0..1000))
         .collect();
     let stats_runs: Vec<usize> = (0..queries / 4).collect();
     let facets = vec![
