@@ -353,8 +353,9 @@ async fn verify(
             if let Some(t) = tenant {
                 query.push_str(&format!("&tenant={t}"));
             }
-            let (status, body) = http_post(
+            let (status, body) = http_request(
                 stream,
+                "POST",
                 &cfg.addr.to_string(),
                 &format!("/v1/admin/verify?{query}"),
                 &key,
@@ -478,15 +479,6 @@ async fn reindex(cfg: &Config, tenant: Option<Uuid>) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-async fn http_post(
-    stream: tokio::net::TcpStream,
-    host: &str,
-    path: &str,
-    key: &str,
-) -> Result<(u16, String)> {
-    http_request(stream, "POST", host, path, key).await
 }
 
 /// One HTTP/1.1 request with an empty body; the status and the body.

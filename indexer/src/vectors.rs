@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -509,10 +509,6 @@ impl VectorStore {
         }
     }
 
-    pub fn config(&self) -> &VectorConfig {
-        &self.cfg
-    }
-
     fn collection(&self, tenant: Uuid) -> Option<Arc<RwLock<Collection>>> {
         read(&self.collections).get(&tenant).cloned()
     }
@@ -809,11 +805,6 @@ impl VectorStore {
     }
 }
 
-/// Where a store keeps its dump, beside the text index.
-pub fn dump_dir(index_dir: &Path) -> PathBuf {
-    index_dir.join("vectors")
-}
-
 const MAGIC: &[u8; 8] = b"CRMVEC01";
 
 fn write_collection(w: &mut impl Write, c: &Collection) -> std::io::Result<()> {
@@ -954,18 +945,25 @@ mod tests {
         assert_eq!(other.len(), 25);
     }
 
-    #[test]
-    fn dumps_round_trip() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    /// `n` random points of one tenant in a store that builds its graph
+    /// from 100 points.
+    fn small_store(seed: u64, n: usize) -> (VectorStore, Uuid, Vec<Point>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let store = VectorStore::new(VectorConfig {
             exact_below: 100,
             ..VectorConfig::default()
         });
         let t = Uuid::new_v4();
-        let pts: Vec<Point> = (0..300).map(|_| point(t, "x", unit(&mut rng))).collect();
+        let pts: Vec<Point> = (0..n).map(|_| point(t, "x", unit(&mut rng))).collect();
         for p in &pts {
             store.upsert(p);
         }
+        (store, t, pts)
+    }
+
+    #[test]
+    fn dumps_round_trip() {
+        let (store, t, pts) = small_store(2, 300);
         store.delete(pts[3].id);
         assert!(store.maintain());
         let dir = std::env::temp_dir().join(format!("crmsearch-vec-{}", Uuid::new_v4()));
@@ -1091,16 +1089,7 @@ mod tests {
 
     #[test]
     fn a_rebuild_drops_tombstones_and_keeps_changes_made_meanwhile() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        let store = VectorStore::new(VectorConfig {
-            exact_below: 100,
-            ..VectorConfig::default()
-        });
-        let t = Uuid::new_v4();
-        let pts: Vec<Point> = (0..400).map(|_| point(t, "x", unit(&mut rng))).collect();
-        for p in &pts {
-            store.upsert(p);
-        }
+        let (store, t, pts) = small_store(4, 400);
         assert!(store.maintain());
         for p in &pts[..150] {
             store.delete(p.id);

@@ -197,22 +197,13 @@ impl Indexer {
         let (store, pool) = (&*self.store, &self.pool);
         let wait = async |lsn: Lsn| self.wait_for(lsn, WAIT).await;
         let visible = || self.progress.visible();
-        let current = |pool: &PgPool| {
-            let pool = pool.clone();
-            async move {
-                let s: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-                    .fetch_one(&pool)
-                    .await?;
-                anyhow::Ok(s.parse::<Lsn>()?)
-            }
-        };
         let mut report = Report {
             tenant,
             ..Report::default()
         };
         for table in [Table::Companies, Table::Contacts, Table::Memories] {
             let (pg, pg_vectors) = pg_versions(pool, table, tenant, None).await?;
-            let at = current(pool).await?;
+            let at = wal_position(pool).await?;
             anyhow::ensure!(
                 wait(at).await,
                 "the index did not reach {at} within the wait; is the stream down?"
@@ -248,7 +239,7 @@ impl Indexer {
             .copied()
             .collect();
             let (pg2, pg_vectors2) = pg_versions(pool, table, None, Some(&suspects)).await?;
-            let at = current(pool).await?;
+            let at = wal_position(pool).await?;
             anyhow::ensure!(
                 wait(at).await,
                 "the index did not reach {at} within the wait; is the stream down?"

@@ -239,10 +239,7 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
         },
     };
     let ix = st.indexer()?;
-    let count = |t: &str| match &st.embedder {
-        Some(e) => e.count_tokens(t),
-        None => t.split_whitespace().count(),
-    };
+    let count = |t: &str| crate::embed::count_tokens(st.embedder.as_deref(), t);
     let behind = match q.min_lsn.as_deref() {
         Some(s) => {
             let lsn: Lsn = s.parse().map_err(|_| {
@@ -264,14 +261,10 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
             retrieve::from_postgres(&st.pool, tenant, q, query_vector.as_deref(), &count).await?,
         );
     }
-    let (store, q2, v) = (ix.store.clone(), q.clone(), query_vector.clone());
-    let e = st.embedder.clone();
+    let (store, q2, e) = (ix.store.clone(), q.clone(), st.embedder.clone());
     tokio::task::spawn_blocking(move || {
-        let count = |t: &str| match &e {
-            Some(e) => e.count_tokens(t),
-            None => t.split_whitespace().count(),
-        };
-        retrieve::from_index(&store, tenant, &q2, v.as_deref(), &count)
+        let count = |t: &str| crate::embed::count_tokens(e.as_deref(), t);
+        retrieve::from_index(&store, tenant, &q2, query_vector.as_deref(), &count)
     })
     .await
     .map_err(|e| Error::Internal(e.into()))?
@@ -371,10 +364,7 @@ async fn context(
         line("Company domain", c.domain.clone());
     }
     let card = card.join("\n");
-    let count = |t: &str| match &st.embedder {
-        Some(e) => e.count_tokens(t),
-        None => t.split_whitespace().count(),
-    };
+    let count = |t: &str| crate::embed::count_tokens(st.embedder.as_deref(), t);
     let card_tokens = count(&card) + 8;
     let mut prompt = format!("## Contact\n{card}\n");
     let mut memories = Vec::new();

@@ -124,9 +124,8 @@ pub async fn memories(
     let all = seed::memories(seed_value, &subjects, n);
     let pb = super::bar(all.len() as u64, "memories", quiet);
     for chunk in all.chunks(256) {
-        let texts: Vec<&str> = chunk.iter().map(|m| m.content.as_str()).collect();
         let e = embedder.clone();
-        let owned: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
+        let owned: Vec<String> = chunk.iter().map(|m| m.content.clone()).collect();
         let vectors = tokio::task::spawn_blocking(move || {
             e.embed_many(&owned.iter().map(String::as_str).collect::<Vec<_>>())
         })
