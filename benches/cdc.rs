@@ -4,13 +4,13 @@
 //! - restart to ready: reopening the index and resuming the stream.
 //!
 //! `cargo bench --bench cdc` (env: CDC_RATE=500, CDC_SECS=60, CDC_CONTACTS=500000).
-//! Prints a table and writes `target/bench-cdc/cdc.md`.
+//! Prints its section of BENCHMARKS.md and writes `target/bench-results/cdc.json`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{env, pct};
+use common::{Results, env, pct};
 use crmsearch::db;
 use crmsearch::search::{self, Request, Scope};
 use indexer::{Indexer, Lsn};
@@ -120,22 +120,53 @@ async fn main() -> anyhow::Result<()> {
     assert!(!ix.rebuilt && hits.total > 0);
     ix.shutdown().await;
 
-    let report = format!(
-        "| measure | value |\n|---|---|\n\
-         | freshness, commit → searchable, {achieved:.0} writes/s for {secs} s ({} writes) | p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms |\n\
+    let mut r = Results::new(
+        "cdc",
+        format!("CDC_RATE={rate} CDC_SECS={secs} CDC_CONTACTS={contacts} cargo bench --bench cdc"),
+    );
+    r.metric("freshness_p50_ms", pct(&lat, 0.5));
+    r.metric("freshness_p99_ms", pct(&lat, 0.99));
+    r.cdf(
+        "cdc-freshness-cdf",
+        "Freshness: commit → searchable",
+        &format!("{achieved:.0} writes/s"),
+        &lat,
+    );
+    let p99 = pct(&lat, 0.99);
+    r.md = format!(
+        "## CDC: freshness, bootstrap, restart (`cargo bench --bench cdc`)\n\n\
+         | measure | value |\n|---|---|\n\
+         | freshness, commit → searchable, {achieved:.0} writes/s for {secs} s ({} writes) | p50 {:.1} ms, p95 {:.1} ms, p99 {p99:.1} ms, max {:.1} ms |\n\
          | load {contacts} contacts into Postgres (INSERT … SELECT) | {load_secs:.1} s |\n\
          | bootstrap {indexed} contacts from a snapshot | {bootstrap_secs:.1} s ({:.0} docs/s) |\n\
-         | restart to ready with {indexed} indexed (open, resume, first search) | {:.0} ms |\n",
+         | restart to ready with {indexed} indexed (open, resume, first search) | {:.0} ms |\n\n\
+         Goal: freshness p99 ≤ 100 ms — {}.\n\n{NOTES}",
         lat.len(),
         pct(&lat, 0.5),
         pct(&lat, 0.95),
-        pct(&lat, 0.99),
         pct(&lat, 1.0),
         indexed as f64 / bootstrap_secs,
         restart_secs * 1e3,
+        if p99 <= 100.0 { "met" } else { "missed" },
     );
-    println!("{report}");
-    std::fs::write(root.join("cdc.md"), &report)?;
+    r.write()?;
     drop(pg);
     Ok(())
 }
+
+const NOTES: &str = "\
+- *Freshness*: one writer inserts a contact per transaction at a fixed rate;
+  the clock starts when `COMMIT` returns and stops when the indexer's visible
+  position (what searches see) reaches the write's `lsn`. Searchable, not
+  durable: durable commits run every second in the background. The streaming
+  writer uses one indexing thread and a 24 MiB arena (a tantivy commit
+  allocates a segment writer sized by the arena; a larger arena made every
+  small commit slower); snapshots use a separate large writer.
+- *Bootstrap*: a fresh slot and an empty index; `Indexer::start` returns once
+  the snapshot is indexed and durably committed.
+- *Restart to ready* (in process): the indexer of the bootstrapped index is
+  stopped and started again (open the index, check the slot, connect the
+  stream), then waits until it has passed the server's current position and
+  answers a search. The whole process (exec, embedded Postgres, `/readyz`) is
+  measured by the load bench.
+";

@@ -88,3 +88,129 @@ pub fn indexer_config(root: &std::path::Path, url: &str) -> indexer::IndexerConf
         durable_docs: 100_000,
     }
 }
+
+pub mod contacts;
+pub mod vecs;
+
+/// What a bench hands to `benches/report.rs`: its section of BENCHMARKS.md
+/// (markdown), the figures the goals table reads, and the series the plots
+/// draw. Written to `target/bench-results/NAME.json`.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+pub struct Results {
+    pub name: String,
+    /// The command and settings that produced it, e.g. `MEM_N=200000`.
+    pub command: String,
+    pub md: String,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    pub plots: Vec<Series>,
+}
+
+/// One line of a plot: `cdf` takes sorted latencies (ms) in `values`;
+/// `xy` takes points in `points`.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Default)]
+pub struct Series {
+    /// Which plot (one SVG per id): lines with the same id are drawn together.
+    pub plot: String,
+    pub kind: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub label: String,
+    pub values: Vec<f64>,
+    pub points: Vec<(f64, f64)>,
+}
+
+pub fn results_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results")
+}
+
+impl Results {
+    pub fn new(name: &str, command: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            command: command.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn metric(&mut self, key: &str, value: f64) {
+        self.metrics.insert(key.into(), value);
+    }
+
+    /// A latency CDF line (`sorted` in ms) on plot `plot`.
+    pub fn cdf(&mut self, plot: &str, title: &str, label: &str, sorted: &[f64]) {
+        self.plots.push(Series {
+            plot: plot.into(),
+            kind: "cdf".into(),
+            title: title.into(),
+            x_label: "latency (ms, log)".into(),
+            y_label: "fraction of requests".into(),
+            label: label.into(),
+            values: sorted.to_vec(),
+            points: Vec::new(),
+        });
+    }
+
+    /// A line through `points` on plot `plot`.
+    pub fn xy(
+        &mut self,
+        plot: &str,
+        title: &str,
+        axes: (&str, &str),
+        label: &str,
+        points: Vec<(f64, f64)>,
+    ) {
+        self.plots.push(Series {
+            plot: plot.into(),
+            kind: "xy".into(),
+            title: title.into(),
+            x_label: axes.0.into(),
+            y_label: axes.1.into(),
+            label: label.into(),
+            values: Vec::new(),
+            points,
+        });
+    }
+
+    /// Prints the section and writes `target/bench-results/NAME.json`.
+    pub fn write(&self) -> anyhow::Result<()> {
+        println!("{}", self.md);
+        let dir = results_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join(format!("{}.json", self.name)),
+            serde_json::to_vec(self)?,
+        )?;
+        Ok(())
+    }
+}
+
+/// `p50 / p99` of sorted milliseconds, for tables.
+pub fn p50_p99(sorted: &[f64]) -> String {
+    format!("{:.2} / {:.2} ms", pct(sorted, 0.5), pct(sorted, 0.99))
+}
+
+/// How many times `peer` is `ours` (`12×`, `1.4×`), or `—`.
+pub fn ratio(peer: f64, ours: f64) -> String {
+    if !(peer.is_finite() && ours.is_finite()) || ours <= 0.0 {
+        return "—".into();
+    }
+    let r = peer / ours;
+    if r >= 10.0 {
+        format!("{r:.0}×")
+    } else {
+        format!("{r:.1}×")
+    }
+}
+
+/// Resident memory of a process (`self` or a pid) in MiB, and its peak.
+pub fn rss_mib(pid: &str) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -1,0 +1,617 @@
+//! End-to-end load over HTTP against the real server process (release
+//! binary, embedded Postgres, all on the same 2 cores as this generator).
+//!
+//! `cargo bench --bench load` (env: LOAD_CONTACTS=500000 contacts,
+//! LOAD_MEMORIES=5000 memories embedded by the model, LOAD_SECS=20 seconds
+//! per level, LOAD_RATE=open-loop rate, default half the best closed-loop
+//! throughput). The seeded data folder is kept in `target/bench-load` and
+//! reused while the sizes match.
+//!
+//! - closed loop at 1, 8 and 64 connections (each connection sends its next
+//!   request when the previous answer is read) over a mix: typed prefixes
+//!   of real names with facets, misspelled full names, autocomplete, facet
+//!   clicks, deep scrolls by last name, hybrid memory searches;
+//! - open loop at a fixed rate (latency from the scheduled send, so a stall
+//!   counts for every request it delays);
+//! - restart to ready (SIGTERM, exec, `/readyz` 200) and the server's RSS.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Results, env, pct, ratio};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Kind {
+    Typing,
+    Misspelled,
+    Autocomplete,
+    FacetClick,
+    DeepScroll,
+    Memory,
+}
+
+impl Kind {
+    const ALL: [(Kind, u32, &'static str); 6] = [
+        (
+            Kind::Typing,
+            35,
+            "typed prefix of a name, 2 facets, highlights",
+        ),
+        (Kind::Misspelled, 15, "misspelled full name, 4 facets"),
+        (Kind::Autocomplete, 15, "autocomplete, 1–6 letters"),
+        (
+            Kind::FacetClick,
+            10,
+            "facet click: country filter, 3 facets",
+        ),
+        (
+            Kind::DeepScroll,
+            10,
+            "deep scroll: 100 rows by last name at any offset",
+        ),
+        (Kind::Memory, 15, "memory search, hybrid, token budget"),
+    ];
+}
+
+struct Req {
+    kind: Kind,
+    get: bool,
+    path: String,
+    body: Bytes,
+    agent: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    contacts: usize,
+    memories: usize,
+    tenant: Uuid,
+    search_key: String,
+    agent_key: String,
+}
+
+/// The seeded data folder (reused when its sizes match): Postgres holds
+/// `n` contacts and `m` memories of one tenant.
+async fn prepare(
+    root: &Path,
+    n: usize,
+    m: usize,
+) -> anyhow::Result<(
+    Prepared,
+    crmsearch::embedded_pg::EmbeddedPostgres,
+    sqlx::PgPool,
+)> {
+    let marker = root.join("prepared.json");
+    if let Some(p) = std::fs::read(&marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Prepared>(&b).ok())
+        .filter(|p| p.contacts == n && p.memories == m)
+    {
+        let (pg, _url, pool) = common::database(root, 4).await?;
+        return Ok((p, pg, pool));
+    }
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root)?;
+    let (pg, _url, pool) = common::database(root, 4).await?;
+    let anyhow_of = crmsearch::cli::anyhow_of;
+    let (tenant, _) = crmsearch::auth::create_tenant(&pool, "load")
+        .await
+        .map_err(anyhow_of)?;
+    let t = Instant::now();
+    let companies = crmsearch::ops::seed::companies_for(n);
+    crmsearch::ops::seed::contacts(&pool, tenant, 42, n, companies, true).await?;
+    let embedder = crmsearch::embed::shared(None)
+        .ok_or_else(|| anyhow::anyhow!("the embedding model is missing: run scripts/setup"))?;
+    crmsearch::ops::seed::memories(&pool, tenant, 42, m, &embedder, true).await?;
+    println!(
+        "seeded {n} contacts and {m} memories in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    use crmsearch::auth::{Role, create_key};
+    let (search_key, _) = create_key(&pool, tenant, Role::Search)
+        .await
+        .map_err(anyhow_of)?;
+    let (agent_key, _) = create_key(&pool, tenant, Role::Agent)
+        .await
+        .map_err(anyhow_of)?;
+    let p = Prepared {
+        contacts: n,
+        memories: m,
+        tenant,
+        search_key,
+        agent_key,
+    };
+    std::fs::write(&marker, serde_json::to_vec(&p)?)?;
+    Ok((p, pg, pool))
+}
+
+fn typo(rng: &mut StdRng, w: &str) -> String {
+    let mut c: Vec<char> = w.chars().collect();
+    if c.len() >= 5 {
+        let i = rng.random_range(1..c.len() - 1);
+        match rng.random_range(0..3) {
+            0 => c.swap(i, i + 1),
+            1 => {
+                c.remove(i);
+            }
+            _ => c[i] = if c[i] == 'e' { 'a' } else { 'e' },
+        }
+    }
+    c.into_iter().collect()
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `count` requests in a seeded random order, built from the tenant's own
+/// rows: what a CRM screen and its agents send.
+async fn mix(
+    pool: &sqlx::PgPool,
+    tenant: Uuid,
+    n: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Req>> {
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT first_name, last_name, country FROM contacts WHERE tenant_id = $1
+          AND first_name IS NOT NULL AND last_name IS NOT NULL ORDER BY md5(id::text) LIMIT 3000",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    let questions: Vec<String> = {
+        let topics = [
+            "how does {} like to be contacted",
+            "what did {} say about pricing",
+            "when is the renewal for {}",
+            "what does {} care about",
+            "any complaints from {}",
+        ];
+        rows.iter()
+            .take(60)
+            .enumerate()
+            .map(|(i, r)| topics[i % topics.len()].replace("{}", r.0.as_deref().unwrap_or("them")))
+            .collect()
+    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let total: u32 = Kind::ALL.iter().map(|k| k.1).sum();
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut pick = rng.random_range(0..total);
+        let kind = Kind::ALL
+            .iter()
+            .find(|k| {
+                if pick < k.1 {
+                    true
+                } else {
+                    pick -= k.1;
+                    false
+                }
+            })
+            .map(|k| k.0)
+            .unwrap_or(Kind::Typing);
+        let (first, last, country) = &rows[rng.random_range(0..rows.len())];
+        let (first, last) = (
+            first.as_deref().unwrap_or(""),
+            last.as_deref().unwrap_or(""),
+        );
+        let search = |body: serde_json::Value| Req {
+            kind,
+            get: false,
+            path: "/v1/contacts/search".into(),
+            body: Bytes::from(body.to_string()),
+            agent: false,
+        };
+        out.push(match kind {
+            Kind::Typing => {
+                let full: Vec<char> = format!("{first} {last}").chars().collect();
+                let len = rng.random_range(1..=full.len());
+                let q: String = full[..len].iter().collect();
+                search(json!({"q": q.trim_end(), "limit": 20, "highlight": true,
+                              "facets": ["lifecycle_stage", "country"]}))
+            }
+            Kind::Misspelled => search(json!({
+                "q": format!("{} {}", typo(&mut rng, first), typo(&mut rng, last)),
+                "limit": 20, "highlight": true,
+                "facets": ["lifecycle_stage", "owner_id", "tags", "country"]})),
+            Kind::Autocomplete => {
+                let p: String = first.chars().take(rng.random_range(1..=6)).collect();
+                Req {
+                    kind,
+                    get: true,
+                    path: format!("/v1/contacts/autocomplete?q={}&limit=8", enc(&p)),
+                    body: Bytes::new(),
+                    agent: false,
+                }
+            }
+            Kind::FacetClick => search(json!({"q": "",
+                "filter": {"country": [country.as_deref().unwrap_or("DE")]},
+                "facets": ["lifecycle_stage", "owner_id", "city"], "limit": 50})),
+            Kind::DeepScroll => search(json!({"q": "", "sort": ["last_name:asc"],
+                "offset": rng.random_range(0..n.saturating_sub(100).max(1)), "limit": 100})),
+            Kind::Memory => Req {
+                kind,
+                get: false,
+                path: "/v1/memories/search".into(),
+                body: Bytes::from(
+                    json!({"query": questions[rng.random_range(0..questions.len())],
+                           "agent_id": crmsearch::seed::AGENTS[rng.random_range(0..3)],
+                           "mode": "hybrid", "top_k": 10, "token_budget": 1500})
+                    .to_string(),
+                ),
+                agent: true,
+            },
+        });
+    }
+    Ok(out)
+}
+
+struct Client {
+    addr: String,
+    keys: [String; 2],
+}
+
+impl Client {
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(&self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// Sends `r` and reads the whole answer: its status.
+    async fn send(&self, s: &mut SendRequest<Full<Bytes>>, r: &Req) -> anyhow::Result<u16> {
+        s.ready().await?;
+        let req = hyper::Request::builder()
+            .method(if r.get { "GET" } else { "POST" })
+            .uri(&r.path)
+            .header("host", &self.addr)
+            .header(
+                "authorization",
+                format!("Bearer {}", self.keys[usize::from(r.agent)]),
+            )
+            .header("content-type", "application/json")
+            .body(Full::new(r.body.clone()))?;
+        let resp = s.send_request(req).await?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await?;
+        Ok(status)
+    }
+}
+
+/// One request's outcome: kind, milliseconds, ok.
+type Sample = (Kind, f64, bool);
+
+struct Level {
+    label: String,
+    secs: f64,
+    samples: Vec<Sample>,
+}
+
+impl Level {
+    fn sorted(&self, kind: Option<Kind>) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| kind.is_none_or(|k| s.0 == k))
+            .map(|s| s.1)
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    }
+    fn qps(&self) -> f64 {
+        self.samples.len() as f64 / self.secs
+    }
+    fn errors(&self) -> usize {
+        self.samples.iter().filter(|s| !s.2).count()
+    }
+}
+
+/// `conns` connections, each sending its next request when the previous
+/// answer is read, for `secs`.
+async fn closed(
+    client: &Arc<Client>,
+    reqs: &Arc<Vec<Req>>,
+    conns: usize,
+    secs: f64,
+) -> anyhow::Result<Level> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, reqs, next) = (client.clone(), reqs.clone(), next.clone());
+        let mut s = client.connect().await?;
+        tasks.push(tokio::spawn(async move {
+            let mut out: Vec<Sample> = Vec::new();
+            while Instant::now() < deadline {
+                let r = &reqs[next.fetch_add(1, Ordering::Relaxed) % reqs.len()];
+                let t = Instant::now();
+                let ok = matches!(client.send(&mut s, r).await, Ok(200));
+                out.push((r.kind, t.elapsed().as_secs_f64() * 1e3, ok));
+                if !ok && s.is_closed() {
+                    match client.connect().await {
+                        Ok(c) => s = c,
+                        Err(_) => break,
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.extend(t.await?);
+    }
+    Ok(Level {
+        label: format!("closed, {conns} conn"),
+        secs: start.elapsed().as_secs_f64(),
+        samples,
+    })
+}
+
+/// A fixed rate for `secs` over a pool of `conns` connections; latency is
+/// counted from each request's scheduled time.
+async fn open(
+    client: &Arc<Client>,
+    reqs: &Arc<Vec<Req>>,
+    rate: f64,
+    conns: usize,
+    secs: f64,
+) -> anyhow::Result<Level> {
+    let (tx, rx) = tokio::sync::mpsc::channel(conns);
+    for _ in 0..conns {
+        tx.send(client.connect().await?).await?;
+    }
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let total = (rate * secs) as usize;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+        let (client, reqs, tx, rx) = (client.clone(), reqs.clone(), tx.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = &reqs[i % reqs.len()];
+            let mut s = rx.lock().await.recv().await.expect("the pool is open");
+            let ok = matches!(client.send(&mut s, r).await, Ok(200));
+            let ms = at.elapsed().as_secs_f64() * 1e3;
+            if s.is_closed() {
+                if let Ok(c) = client.connect().await {
+                    s = c;
+                }
+            }
+            let _ = tx.send(s).await;
+            (r.kind, ms, ok)
+        }));
+    }
+    let mut samples = Vec::with_capacity(total);
+    for t in tasks {
+        samples.push(t.await?);
+    }
+    Ok(Level {
+        label: format!("open, {rate:.0}/s"),
+        secs: start.elapsed().as_secs_f64(),
+        samples,
+    })
+}
+
+struct Server {
+    child: std::process::Child,
+    addr: String,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `crmsearch serve` on the data folder; returns once `/readyz`
+/// answers 200, with the time that took.
+async fn start_server(root: &Path) -> anyhow::Result<(Server, f64)> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("server.log"))?;
+    let t = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_crmsearch"))
+        .arg("--data-dir")
+        .arg(root)
+        .arg("serve")
+        .env("CRMSEARCH_ADDR", &addr)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let server = Server { child, addr };
+    let client = Client {
+        addr: server.addr.clone(),
+        keys: [String::new(), String::new()],
+    };
+    let ready = Req {
+        kind: Kind::Typing,
+        get: true,
+        path: "/readyz".into(),
+        body: Bytes::new(),
+        agent: false,
+    };
+    loop {
+        if let Ok(mut s) = client.connect().await
+            && let Ok(200) = client.send(&mut s, &ready).await
+        {
+            return Ok((server, t.elapsed().as_secs_f64()));
+        }
+        if t.elapsed() > Duration::from_secs(1800) {
+            anyhow::bail!(
+                "the server was not ready after 30 minutes; see {}/server.log",
+                root.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn stop_server(mut s: Server) -> anyhow::Result<()> {
+    std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()?;
+    s.child.wait()?;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if !common::begin() {
+        return Ok(());
+    }
+    let n = env("LOAD_CONTACTS", 500_000usize);
+    let m = env("LOAD_MEMORIES", 5_000usize);
+    let secs = env("LOAD_SECS", 20.0f64);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-load");
+    // the server process shares this embedded Postgres; it stops when `pg`
+    // (the last user) is dropped at the end
+    let (prep, pg, pool) = prepare(&root, n, m).await?;
+    let reqs = Arc::new(mix(&pool, prep.tenant, n, 20_000).await?);
+    pool.close().await;
+
+    // first start (may index a snapshot), then the restart that is measured
+    let (server, first_secs) = start_server(&root).await?;
+    println!("first start to ready: {first_secs:.1} s");
+    stop_server(server)?;
+    let (server, restart_secs) = start_server(&root).await?;
+    println!("restart to ready: {:.0} ms", restart_secs * 1e3);
+    let client = Arc::new(Client {
+        addr: server.addr.clone(),
+        keys: [prep.search_key.clone(), prep.agent_key.clone()],
+    });
+    let pid = server.child.id().to_string();
+    let rss_ready = common::rss_mib(&pid);
+
+    // warm-up: every distinct memory question once (the query-vector cache),
+    // and the index pages
+    let _ = closed(&client, &reqs, 2, secs.min(5.0)).await?;
+    let mut levels = Vec::new();
+    for conns in [1, 8, 64] {
+        let l = closed(&client, &reqs, conns, secs).await?;
+        println!("{}: {:.0} req/s, {} errors", l.label, l.qps(), l.errors());
+        levels.push(l);
+    }
+    let best = levels.iter().map(Level::qps).fold(0.0, f64::max);
+    let rate = env("LOAD_RATE", (best * 0.5).round().max(1.0));
+    let l = open(&client, &reqs, rate, 64, secs).await?;
+    println!("{}: {:.0} req/s, {} errors", l.label, l.qps(), l.errors());
+    levels.push(l);
+    let rss_after = common::rss_mib(&pid);
+    stop_server(server)?;
+
+    // the report
+    let mut r = Results::new(
+        "load",
+        format!("LOAD_CONTACTS={n} LOAD_MEMORIES={m} LOAD_SECS={secs} cargo bench --bench load"),
+    );
+    let mut md = format!(
+        "## End-to-end load over HTTP (`cargo bench --bench load`)\n\n\
+         `crmsearch serve` (release) on {n} contacts and {m} memories of one tenant \
+         (`crmsearch seed`, seed 42; memories embedded by the model), embedded Postgres, \
+         and this load generator (hyper, keep-alive connections) — all on the same 2 cores, \
+         so the generator takes CPU from the server. {secs:.0} s per level. The mix, \
+         drawn from the tenant's own rows:\n\n"
+    );
+    for (k, w, what) in Kind::ALL {
+        md += &format!("- {w} % {what} (`{k:?}`)\n");
+    }
+    md += "\nMemory questions repeat (60 distinct), so their query vectors come from the \
+           cache after the warm-up; an uncached question costs the model one embedding \
+           (see the embedding bench).\n\n\
+           | level | requests | throughput | p50 | p95 | p99 | max | errors |\n|---|---|---|---|---|---|---|---|\n";
+    let mut qps_p99 = Vec::new();
+    for l in &levels {
+        let s = l.sorted(None);
+        md += &format!(
+            "| {} | {} | {:.0}/s | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} |\n",
+            l.label,
+            s.len(),
+            l.qps(),
+            pct(&s, 0.5),
+            pct(&s, 0.95),
+            pct(&s, 0.99),
+            s.last().copied().unwrap_or(f64::NAN),
+            l.errors()
+        );
+        let key = l.label.replace([',', ' ', '/'], "_");
+        r.metric(&format!("{key}.qps"), l.qps());
+        r.metric(&format!("{key}.p99_ms"), pct(&s, 0.99));
+        r.metric(&format!("{key}.errors"), l.errors() as f64);
+        r.cdf("load-cdf", "HTTP latency by load level (mix)", &l.label, &s);
+        if l.label.starts_with("closed") {
+            qps_p99.push((l.qps(), pct(&s, 0.99)));
+        }
+    }
+    r.xy(
+        "load-qps-p99",
+        "Throughput against p99 (closed loop: 1, 8, 64 connections)",
+        ("throughput (requests/s)", "p99 latency (ms)"),
+        "crmsearch over HTTP",
+        qps_p99,
+    );
+    let at64 = &levels[2];
+    let s64 = at64.sorted(None);
+    md += &format!(
+        "\nGoal ≥ 2,000 requests/s at p99 ≤ 25 ms with 64 connections: {:.0}/s at p99 {:.1} ms — {}.\n\n",
+        at64.qps(),
+        pct(&s64, 0.99),
+        if at64.qps() >= 2000.0 && pct(&s64, 0.99) <= 25.0 {
+            "met".to_owned()
+        } else {
+            format!(
+                "missed ({} of the throughput goal)",
+                ratio(at64.qps(), 2000.0)
+            )
+        }
+    );
+    md += "By request kind at 8 connections:\n\n| kind | n | p50 | p99 |\n|---|---|---|---|\n";
+    let mut by_kind: BTreeMap<Kind, ()> = BTreeMap::new();
+    for s in &levels[1].samples {
+        by_kind.insert(s.0, ());
+    }
+    for k in by_kind.keys() {
+        let s = levels[1].sorted(Some(*k));
+        md += &format!(
+            "| `{k:?}` | {} | {:.2} ms | {:.2} ms |\n",
+            s.len(),
+            pct(&s, 0.5),
+            pct(&s, 0.99)
+        );
+    }
+    md += &format!(
+        "\n| server process | value |\n|---|---|\n\
+         | restart to ready (SIGTERM, exec, embedded Postgres reused, index opened, `/readyz` 200) | {:.0} ms |\n\
+         | first start to ready (this run; a fresh data folder indexes its snapshot first) | {first_secs:.1} s |\n\
+         | RSS when ready / after the load (peak) | {:.0} MiB / {:.0} MiB ({:.0} MiB) |\n",
+        restart_secs * 1e3,
+        rss_ready.0,
+        rss_after.0,
+        rss_after.1,
+    );
+    r.metric("restart_ms", restart_secs * 1e3);
+    r.metric("rss_mib", rss_after.0);
+    r.md = md;
+    r.write()?;
+    drop(pg);
+    Ok(())
+}
