@@ -297,6 +297,8 @@ impl Client {
 type Sample = (Kind, f64, bool);
 
 struct Level {
+    /// `closed_64`, `open`: the key of its figures.
+    key: String,
     label: String,
     secs: f64,
     samples: Vec<Sample>,
@@ -358,6 +360,7 @@ async fn closed(
         samples.extend(t.await?);
     }
     Ok(Level {
+        key: format!("closed_{conns}"),
         label: format!("closed, {conns} conn"),
         secs: start.elapsed().as_secs_f64(),
         samples,
@@ -404,6 +407,7 @@ async fn open(
         samples.push(t.await?);
     }
     Ok(Level {
+        key: "open".into(),
         label: format!("open, {rate:.0}/s"),
         secs: start.elapsed().as_secs_f64(),
         samples,
@@ -526,7 +530,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut md = format!(
         "## End-to-end load over HTTP (`cargo bench --bench load`)\n\n\
-         `crmsearch serve` (release) on {n} contacts and {m} memories of one tenant \
+         `crmsearch serve` on {n} contacts and {m} memories of one tenant \
          (`crmsearch seed`, seed 42; memories embedded by the model), embedded Postgres, \
          and this load generator (hyper, keep-alive connections) — all on the same 2 cores, \
          so the generator takes CPU from the server. {secs:.0} s per level. The mix, \
@@ -553,7 +557,7 @@ async fn main() -> anyhow::Result<()> {
             s.last().copied().unwrap_or(f64::NAN),
             l.errors()
         );
-        let key = l.label.replace([',', ' ', '/'], "_");
+        let key = &l.key;
         r.metric(&format!("{key}.qps"), l.qps());
         r.metric(&format!("{key}.p99_ms"), pct(&s, 0.99));
         r.metric(&format!("{key}.errors"), l.errors() as f64);

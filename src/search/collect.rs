@@ -1,11 +1,13 @@
 //! Every match of a query, in the request's order, and any window of it.
 //!
 //! One pass over the matching documents reads each one's sort key from a
-//! fast field into a flat vector (and counts facets on the way); the window
-//! `[offset, offset + limit)` is then cut out with two linear-time
-//! selections and only the window is sorted. A window at offset 400,000
-//! costs about what the first does — nothing is collected into a heap, and
-//! `total` is exact because every match is visited.
+//! fast field into flat vectors (and counts facets on the way); the window
+//! `[offset, offset + limit)` is then found by two linear-time selections
+//! over the keys alone, and only the matches whose key falls between the
+//! window's first and last key get their tie-break read and are sorted. A
+//! window at offset 400,000 costs about what the first does — nothing is
+//! collected into a heap, and `total` is exact because every match is
+//! visited.
 //!
 //! Orders are total: by the sort key, then by the id's first 8 bytes
 //! ([`schema::index::id_key`]), then by address. String keys compare across
@@ -232,8 +234,34 @@ pub fn count(
     Ok(total)
 }
 
-/// Every match of `query`: its rows (after `after`, when given) and the
-/// number of matches (all of them, `after` or not). Facets count every
+/// The matches of one segment: documents and their sort keys (and scores).
+struct SegmentMatches {
+    seg: u32,
+    docs: Vec<DocId>,
+    keys: Vec<u64>,
+    scores: Vec<Score>,
+}
+
+/// Every match of a pass, in no order, with the sort key of each.
+#[derive(Default)]
+pub struct Matches {
+    segments: Vec<SegmentMatches>,
+    len: usize,
+}
+
+impl Matches {
+    /// The number of matches kept (after the cursor, when there is one).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Every match of `query`: its sort keys (after `after`, when given) and
+/// the number of matches (all of them, `after` or not). Facets count every
 /// match.
 pub fn gather(
     searcher: &Searcher,
@@ -241,7 +269,7 @@ pub fn gather(
     sort: &Sort,
     after: Option<(&AfterKey, u64)>,
     facets: &mut [&mut FacetCounter],
-) -> tantivy::Result<(Vec<Row>, usize)> {
+) -> tantivy::Result<(Matches, usize)> {
     let ranks = match sort.kind {
         SortKind::Text(field) => {
             let text_after = match after {
@@ -253,18 +281,16 @@ pub fn gather(
         SortKind::Relevance | SortKind::Date(_) => None,
     };
     let threshold = after.map(|(key, tie)| threshold(sort, key, tie, ranks.as_ref()));
-    let mut rows = Vec::new();
+    let mut out = Matches::default();
     let mut total = 0;
     let scoring = sort.kind == SortKind::Relevance;
+    let mut vals = Vec::new();
     for_each_segment(searcher, query, scoring, |seg_ord, seg, docs, scores| {
         total += docs.len();
         for f in facets.iter_mut() {
             f.count(seg_ord, docs);
         }
         let fast = seg.fast_fields();
-        let ties = fast.u64("id_key")?;
-        let mut tie_vals = vec![None; docs.len()];
-        ties.first_vals(docs, &mut tie_vals);
         let mut keys: Vec<u64> = Vec::with_capacity(docs.len());
         match (&sort.kind, &ranks) {
             (SortKind::Relevance, _) => keys.extend(scores.iter().map(|s| score_key(*s))),
@@ -278,7 +304,8 @@ pub fn gather(
             }
             (SortKind::Text(field), Some(ranks)) => match fast.str(field)? {
                 Some(column) => {
-                    let mut vals = vec![None; docs.len()];
+                    vals.clear();
+                    vals.resize(docs.len(), None);
                     column.ords().first_vals(docs, &mut vals);
                     let seg_ranks = &ranks.per_segment[seg_ord];
                     keys.extend(vals.iter().map(|v| {
@@ -289,44 +316,115 @@ pub fn gather(
             },
             (SortKind::Text(_), None) => keys.resize(docs.len(), MISSING),
         }
-        rows.reserve(docs.len());
-        for i in 0..docs.len() {
-            let tie = tie_vals[i].unwrap_or(0);
-            if threshold.is_some_and(|t| !t.passes(keys[i], tie)) {
-                continue;
+        let mut m = SegmentMatches {
+            seg: seg_ord as u32,
+            docs: docs.to_vec(),
+            keys,
+            scores: if scoring { scores.to_vec() } else { Vec::new() },
+        };
+        if let Some(t) = threshold {
+            // the tie-break is read only where the key equals the cursor's
+            let ties = fast.u64("id_key")?;
+            let mut at = 0;
+            for i in 0..m.docs.len() {
+                let key = m.keys[i];
+                let tie = if key == t.key && t.tie.is_some() {
+                    ties.first(m.docs[i]).unwrap_or(0)
+                } else {
+                    0
+                };
+                if t.passes(key, tie) {
+                    m.docs[at] = m.docs[i];
+                    m.keys[at] = key;
+                    if scoring {
+                        m.scores[at] = m.scores[i];
+                    }
+                    at += 1;
+                }
             }
-            rows.push(Row {
-                key: keys[i],
-                tie,
-                seg: seg_ord as u32,
-                doc: docs[i],
-                score: scores[i],
-            });
+            m.docs.truncate(at);
+            m.keys.truncate(at);
+            m.scores.truncate(at.min(m.scores.len()));
         }
+        out.len += m.docs.len();
+        out.segments.push(m);
         Ok(())
     })?;
-    Ok((rows, total))
+    Ok((out, total))
 }
 
-/// Sorts the window `[offset, offset + limit)` of `rows` into place and
-/// returns it, in linear time.
-pub fn window(rows: &mut [Row], offset: usize, limit: usize) -> &[Row] {
-    if offset >= rows.len() || limit == 0 {
-        return &[];
+/// The window `[offset, offset + limit)` of the matches in order, in
+/// linear time: two selections over the keys find the window's first and
+/// last key; only the matches between them are read further and sorted.
+pub fn window(
+    searcher: &Searcher,
+    matches: &Matches,
+    offset: usize,
+    limit: usize,
+) -> tantivy::Result<Vec<Row>> {
+    let ties = searcher
+        .segment_readers()
+        .iter()
+        .map(|s| s.fast_fields().u64("id_key"))
+        .collect::<tantivy::Result<Vec<_>>>()?;
+    Ok(window_by(matches, offset, limit, |seg, doc| {
+        ties[seg as usize].first(doc).unwrap_or(0)
+    }))
+}
+
+/// [`window`] with the tie-break of a match from `tie`.
+fn window_by(
+    matches: &Matches,
+    offset: usize,
+    limit: usize,
+    tie: impl Fn(u32, DocId) -> u64,
+) -> Vec<Row> {
+    let n = matches.len;
+    if offset >= n || limit == 0 {
+        return Vec::new();
     }
-    let rest = if offset > 0 {
-        rows.select_nth_unstable_by(offset, Row::cmp).2.len() + 1
+    let end = (offset + limit).min(n);
+    let (lo, hi) = if offset == 0 && end == n {
+        (0, u64::MAX)
     } else {
-        rows.len()
+        let mut keys: Vec<u64> = Vec::with_capacity(n);
+        for m in &matches.segments {
+            keys.extend_from_slice(&m.keys);
+        }
+        let (_, lo, right) = keys.select_nth_unstable(offset);
+        let lo = *lo;
+        // the key at `end - 1` is in the part right of `offset`
+        let hi = if end == n {
+            u64::MAX
+        } else if end - 1 == offset {
+            lo
+        } else {
+            *right.select_nth_unstable(end - 1 - offset - 1).1
+        };
+        (lo, hi)
     };
-    let start = rows.len() - rest;
-    let tail = &mut rows[start..];
-    let n = limit.min(tail.len());
-    if n < tail.len() {
-        tail.select_nth_unstable_by(n, Row::cmp);
+    let mut below = 0;
+    let mut rows = Vec::new();
+    for m in &matches.segments {
+        for (i, &key) in m.keys.iter().enumerate() {
+            if key < lo {
+                below += 1;
+            } else if key <= hi {
+                rows.push(Row {
+                    key,
+                    tie: tie(m.seg, m.docs[i]),
+                    seg: m.seg,
+                    doc: m.docs[i],
+                    score: m.scores.get(i).copied().unwrap_or(0.0),
+                });
+            }
+        }
     }
-    tail[..n].sort_unstable_by(Row::cmp);
-    &rows[start..start + n]
+    rows.sort_unstable_by(Row::cmp);
+    let from = offset - below;
+    rows.truncate(from + (end - offset));
+    rows.drain(..from);
+    rows
 }
 
 /// The cursor key of a row: what [`AfterKey`] continues after it.
@@ -476,16 +574,34 @@ mod tests {
 
     #[test]
     fn windows_equal_a_full_sort() {
-        let mut rows: Vec<Row> = (0..1000u32)
-            .map(|i| Row {
-                key: u64::from((i * 7919) % 97),
-                tie: u64::from((i * 31) % 1000),
-                seg: 0,
-                doc: i,
-                score: 0.0,
+        // two segments, many equal keys, ties from the document number
+        let tie = |seg: u32, doc: DocId| u64::from((doc * 31 + seg * 7) % 1000);
+        let matches = Matches {
+            segments: (0..2u32)
+                .map(|seg| SegmentMatches {
+                    seg,
+                    docs: (0..500).collect(),
+                    keys: (0..500u32)
+                        .map(|i| u64::from((i * 7919 + seg) % 97))
+                        .collect(),
+                    scores: Vec::new(),
+                })
+                .collect(),
+            len: 1000,
+        };
+        let mut full: Vec<Row> = matches
+            .segments
+            .iter()
+            .flat_map(|m| {
+                m.docs.iter().zip(&m.keys).map(|(d, k)| Row {
+                    key: *k,
+                    tie: tie(m.seg, *d),
+                    seg: m.seg,
+                    doc: *d,
+                    score: 0.0,
+                })
             })
             .collect();
-        let mut full = rows.clone();
         full.sort_by(Row::cmp);
         for (offset, limit) in [
             (0, 10),
@@ -493,21 +609,21 @@ mod tests {
             (123, 50),
             (990, 50),
             (999, 1),
+            (500, 1),
             (1000, 5),
         ] {
-            let mut r = rows.clone();
-            let w: Vec<u32> = window(&mut r, offset, limit)
+            let w: Vec<(u32, u32)> = window_by(&matches, offset, limit, tie)
                 .iter()
-                .map(|r| r.doc)
+                .map(|r| (r.seg, r.doc))
                 .collect();
-            let want: Vec<u32> = full
+            let want: Vec<(u32, u32)> = full
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .map(|r| r.doc)
+                .map(|r| (r.seg, r.doc))
                 .collect();
             assert_eq!(w, want, "{offset} {limit}");
         }
-        assert!(window(&mut rows, 5, 0).is_empty());
+        assert!(window_by(&matches, 5, 0, tie).is_empty());
     }
 }

@@ -511,7 +511,7 @@ pub fn search(
             Some(Fallback::AnyWord),
         ));
     }
-    let (mut rows, total, matchers, shared, own, fallback) = 'attempts: {
+    let (rows, total, matchers, shared, own, fallback) = 'attempts: {
         let mut last = None;
         for (i, (typos, occur, fallback)) in attempts.iter().copied().enumerate() {
             let (words, matchers) = query::build(&parsed, scope, f, typos);
@@ -552,7 +552,7 @@ pub fn search(
             let (rows, total) = if req.limit == 0 && after.is_none() {
                 // counts only: no sort keys to read
                 (
-                    Vec::new(),
+                    collect::Matches::default(),
                     collect::count(&searcher, &main, &mut shared_refs)?,
                 )
             } else {
@@ -574,7 +574,7 @@ pub fn search(
         }
     };
     let remaining = rows.len();
-    let window = collect::window(&mut rows, req.offset, req.limit);
+    let window = collect::window(&searcher, &rows, req.offset, req.limit)?;
     let hits = window
         .iter()
         .map(|row| hit(&searcher, f, scope, row, req.highlight.then_some(&matchers)))
@@ -686,10 +686,10 @@ pub fn autocomplete(
         let (words, matchers) = query::build(&parsed, scope, f, Typos::Normal);
         let mut clauses = scope_clauses(f, tenant, scope.doc_type());
         clauses.extend(words.into_iter().map(|w| (Occur::Must, w)));
-        let (mut rows, _) =
+        let (rows, _) =
             collect::gather(&searcher, &BooleanQuery::new(clauses), &sort, None, &mut [])?;
         // repeated names take several rows: look a little further
-        for row in collect::window(&mut rows, 0, limit * 4) {
+        for row in &collect::window(&searcher, &rows, 0, limit * 4)? {
             let hit = hit(&searcher, f, scope, row, None)?;
             let v = hit.record.value();
             let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
