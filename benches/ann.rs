@@ -4,8 +4,8 @@
 //! (`benches/ann_peers.py`, wheels installed by `benches/ann_peers_setup.sh`
 //! into `target/bench-venv`); the exact scan is the floor.
 //!
-//! `cargo bench --bench ann` (env: ANN_N=200000 vectors, ANN_QUERIES=400;
-//! ANN_PYTHON=the peers' interpreter). The data is the memory bench's:
+//! `cargo bench --bench ann` (env: ANN_N=100000 vectors, ANN_QUERIES=400;
+//! ANN_PYTHON=the peers' interpreter). The data comes from the memory bench's generator:
 //! 384-dim clustered unit vectors, seed 42.
 
 mod common;
@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     if !common::begin() {
         return Ok(());
     }
-    let n = env("ANN_N", 200_000usize);
+    let n = env("ANN_N", 100_000usize);
     let nq = env("ANN_QUERIES", 400usize);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-ann");
     std::fs::create_dir_all(&root)?;
@@ -227,7 +227,7 @@ fn main() -> anyhow::Result<()> {
     );
     let mut md = format!(
         "## Vector indexes at equal recall (`cargo bench --bench ann`)\n\n\
-         {n} clustered unit vectors × {DIM} (the memory bench's data, seed 42), {nq} queries, \
+         {n} clustered unit vectors × {DIM} (the memory bench's generator, seed 42), {nq} queries, \
          exact top 10 as truth. Every index: M 16, ef_construction 100, inner product, built with \
          {threads} threads; queries one at a time on one thread, ef swept over {}. The peers run from \
          their PyPI wheels in the same run (`benches/ann_peers.py`; a Python call adds a few µs per \

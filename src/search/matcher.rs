@@ -101,7 +101,59 @@ pub struct FieldMatch {
     pub fuzzy: bool,
     /// Whether the field takes prefix matches.
     pub prefix: bool,
+    /// Prefix matches only among terms without email punctuation after the
+    /// prefix: a plain word in the email tokens matches the pieces of
+    /// addresses (`anna` → `anna`, `annamaria`), not every whole address and
+    /// local part starting with it (thousands of one-document terms; the
+    /// pieces find the same contacts).
+    pub pieces: bool,
     pub automaton: Option<Arc<Automaton>>,
+}
+
+/// Every term of a prefix stream: the word itself exact, the others prefix.
+fn each_prefixed<A: tantivy_fst::Automaton>(
+    mut stream: tantivy::termdict::TermStreamer<'_, A>,
+    word: &[u8],
+    add: &mut impl FnMut(&tantivy::postings::TermInfo, f32) -> tantivy::Result<()>,
+) -> tantivy::Result<()> {
+    while stream.advance() {
+        let score = if stream.key() == word {
+            kind::EXACT
+        } else {
+            kind::PREFIX
+        };
+        add(stream.value(), score)?;
+    }
+    Ok(())
+}
+
+/// Terms starting with a prefix and holding none of `@ . _ - +` after it.
+struct PiecePrefix<'a>(&'a [u8]);
+
+impl tantivy_fst::Automaton for PiecePrefix<'_> {
+    /// Bytes of the prefix matched so far; `None`: no match below.
+    type State = Option<usize>;
+
+    fn start(&self) -> Option<usize> {
+        Some(0)
+    }
+
+    fn is_match(&self, state: &Option<usize>) -> bool {
+        *state == Some(self.0.len())
+    }
+
+    fn can_match(&self, state: &Option<usize>) -> bool {
+        state.is_some()
+    }
+
+    fn accept(&self, state: &Option<usize>, byte: u8) -> Option<usize> {
+        let i = (*state)?;
+        if i < self.0.len() {
+            (self.0[i] == byte).then_some(i + 1)
+        } else {
+            (!b"@._-+".contains(&byte)).then_some(i)
+        }
+    }
 }
 
 impl Query for FieldMatch {
@@ -146,20 +198,16 @@ impl Weight for FieldMatch {
                     }
                 }
             }
+            (Some(_), false) | (None, _) if prefix && self.pieces => {
+                let stream = dict.search(PiecePrefix(w.word.as_bytes())).into_stream()?;
+                each_prefixed(stream, w.word.as_bytes(), &mut add)?;
+            }
             (Some(_), false) | (None, _) if prefix => {
                 let mut range = dict.range().ge(w.word.as_bytes());
                 if let Some(end) = prefix_end(w.word.as_bytes()) {
                     range = range.lt(end);
                 }
-                let mut stream = range.into_stream()?;
-                while stream.advance() {
-                    let score = if stream.key() == w.word.as_bytes() {
-                        kind::EXACT
-                    } else {
-                        kind::PREFIX
-                    };
-                    add(stream.value(), score)?;
-                }
+                each_prefixed(range.into_stream()?, w.word.as_bytes(), &mut add)?;
             }
             (Some(_), false) | (None, _) => {
                 if let Some(info) = dict.get(w.word.as_bytes())? {

@@ -288,6 +288,7 @@ pub fn build(
                         // the email tokens are many: fuzzy only for a whole address
                         fuzzy: t.fuzzy || email,
                         prefix: !short,
+                        pieces: !email && t.field == f.emails,
                         automaton: automaton.clone(),
                     }));
                 }
@@ -306,6 +307,7 @@ pub fn build(
                     word: word.clone(),
                     fuzzy: false,
                     prefix: digits.len() >= MIN_PHONE_PREFIX,
+                    pieces: false,
                     automaton: None,
                 }));
                 // a number can also be a word of a name-like field ("event-2025")
@@ -317,6 +319,7 @@ pub fn build(
                             word: word.clone(),
                             fuzzy: false,
                             prefix: false,
+                            pieces: false,
                             automaton: None,
                         }));
                     }
