@@ -66,7 +66,7 @@ pub fn bulk_router() -> Router<AppState> {
 /// Runs the model off the async workers.
 async fn embed(embedder: &Arc<Embedder>, text: String) -> Result<Arc<[f32]>> {
     let e = embedder.clone();
-    tokio::task::spawn_blocking(move || e.embed_query(&text))
+    super::cpu::run(move || e.embed_query(&text))
         .await
         .map_err(|e| Error::Internal(e.into()))?
         .map_err(Error::Internal)
@@ -262,7 +262,7 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
         );
     }
     let (store, q2, e) = (ix.store.clone(), q.clone(), st.embedder.clone());
-    tokio::task::spawn_blocking(move || {
+    super::cpu::run(move || {
         let count = |t: &str| crate::embed::count_tokens(e.as_deref(), t);
         retrieve::from_index(&store, tenant, &q2, query_vector.as_deref(), &count)
     })

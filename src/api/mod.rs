@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod companies;
 pub mod contacts;
+pub mod cpu;
 pub mod extract;
 pub mod health;
 pub mod memories;

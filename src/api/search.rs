@@ -174,7 +174,7 @@ async fn ready_index(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> search::Result<T> + Send + 'static,
 ) -> Result<T> {
-    Ok(tokio::task::spawn_blocking(f)
+    Ok(super::cpu::run(f)
         .await
         .map_err(anyhow::Error::from)??)
 }
