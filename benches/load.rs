@@ -8,11 +8,15 @@
 //! reused while the sizes match.
 //!
 //! - closed loop at 1, 8 and 64 connections (each connection sends its next
-//!   request when the previous answer is read) over a mix: typed prefixes
-//!   of real names with facets, misspelled full names, autocomplete, facet
-//!   clicks, deep scrolls by last name, hybrid memory searches;
+//!   request when the previous answer is read) over a mix drawn from 50,000
+//!   of the tenant's contacts: typed prefixes of real names with facets,
+//!   misspelled full names, autocomplete, facet clicks, deep scrolls by last
+//!   name, hybrid memory searches; the levels walk one sequence of 400,000
+//!   requests, so a request repeats only where the mix repeats itself;
 //! - open loop at a fixed rate (latency from the scheduled send, so a stall
 //!   counts for every request it delays);
+//! - 64 connections again on a server with the result cache off, and each
+//!   level's cache hit rate (the server's `/metrics`);
 //! - restart to ready (SIGTERM, exec, `/readyz` 200) and the server's RSS.
 
 mod common;
@@ -167,7 +171,7 @@ async fn mix(
 ) -> anyhow::Result<Vec<Req>> {
     let rows: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT first_name, last_name, country FROM contacts WHERE tenant_id = $1
-          AND first_name IS NOT NULL AND last_name IS NOT NULL ORDER BY md5(id::text) LIMIT 3000",
+          AND first_name IS NOT NULL AND last_name IS NOT NULL ORDER BY md5(id::text) LIMIT 50000",
     )
     .bind(tenant)
     .fetch_all(pool)
@@ -293,6 +297,42 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The result cache's hits and misses so far, from the server's
+    /// `/metrics`.
+    async fn cache_counts(&self) -> anyhow::Result<(f64, f64)> {
+        let mut s = self.connect().await?;
+        let req = hyper::Request::builder()
+            .uri("/metrics")
+            .header("host", &self.addr)
+            .body(Full::new(Bytes::new()))?;
+        let body = s.send_request(req).await?.into_body().collect().await?;
+        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+        let count = |result: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("crmsearch_result_cache_total")
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Ok((count("hit"), count("miss")))
+    }
+}
+
+/// Runs `level` and notes the share of the result cache's lookups that hit.
+async fn with_hit_rate(
+    client: &Client,
+    level: impl std::future::Future<Output = anyhow::Result<Level>>,
+) -> anyhow::Result<Level> {
+    let (h0, m0) = client.cache_counts().await?;
+    let mut l = level.await?;
+    let (h1, m1) = client.cache_counts().await?;
+    l.hit_rate = (h1 - h0) / ((h1 - h0) + (m1 - m0)).max(1.0);
+    Ok(l)
+}
+
 /// One request's outcome: kind, milliseconds, ok.
 type Sample = (Kind, f64, bool);
 
@@ -302,6 +342,8 @@ struct Level {
     label: String,
     secs: f64,
     samples: Vec<Sample>,
+    /// The share of cacheable requests the result cache answered.
+    hit_rate: f64,
 }
 
 impl Level {
@@ -324,14 +366,15 @@ impl Level {
 }
 
 /// `conns` connections, each sending its next request when the previous
-/// answer is read, for `secs`.
+/// answer is read, for `secs`. `next`: the mix's next request, shared by
+/// every level, so no level replays what an earlier one sent.
 async fn closed(
     client: &Arc<Client>,
     reqs: &Arc<Vec<Req>>,
+    next: &Arc<AtomicUsize>,
     conns: usize,
     secs: f64,
 ) -> anyhow::Result<Level> {
-    let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
@@ -364,6 +407,7 @@ async fn closed(
         label: format!("closed, {conns} conn"),
         secs: start.elapsed().as_secs_f64(),
         samples,
+        hit_rate: f64::NAN,
     })
 }
 
@@ -372,6 +416,7 @@ async fn closed(
 async fn open(
     client: &Arc<Client>,
     reqs: &Arc<Vec<Req>>,
+    next: &Arc<AtomicUsize>,
     rate: f64,
     conns: usize,
     secs: f64,
@@ -382,6 +427,7 @@ async fn open(
     }
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let total = (rate * secs) as usize;
+    let first = next.fetch_add(total, Ordering::Relaxed);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
@@ -389,14 +435,14 @@ async fn open(
         tokio::time::sleep_until(at.into()).await;
         let (client, reqs, tx, rx) = (client.clone(), reqs.clone(), tx.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {
-            let r = &reqs[i % reqs.len()];
+            let r = &reqs[(first + i) % reqs.len()];
             let mut s = rx.lock().await.recv().await.expect("the pool is open");
             let ok = matches!(client.send(&mut s, r).await, Ok(200));
             let ms = at.elapsed().as_secs_f64() * 1e3;
-            if s.is_closed() {
-                if let Ok(c) = client.connect().await {
-                    s = c;
-                }
+            if s.is_closed()
+                && let Ok(c) = client.connect().await
+            {
+                s = c;
             }
             let _ = tx.send(s).await;
             (r.kind, ms, ok)
@@ -411,6 +457,7 @@ async fn open(
         label: format!("open, {rate:.0}/s"),
         secs: start.elapsed().as_secs_f64(),
         samples,
+        hit_rate: f64::NAN,
     })
 }
 
@@ -427,7 +474,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Starts `crmsearch serve` on the data folder; returns once `/readyz`
 /// answers 200, with the time that took.
-async fn start_server(root: &Path) -> anyhow::Result<(Server, f64)> {
+/// `env`: settings of the server besides its address.
+async fn start_server(root: &Path, env: &[(&str, &str)]) -> anyhow::Result<(Server, f64)> {
     let addr = format!("127.0.0.1:{}", free_port()?);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -439,6 +487,7 @@ async fn start_server(root: &Path) -> anyhow::Result<(Server, f64)> {
         .arg(root)
         .arg("serve")
         .env("CRMSEARCH_ADDR", &addr)
+        .envs(env.iter().copied())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
@@ -490,37 +539,55 @@ async fn main() -> anyhow::Result<()> {
     // the server process shares this embedded Postgres; it stops when `pg`
     // (the last user) is dropped at the end
     let (prep, pg, pool) = prepare(&root, n, m).await?;
-    let reqs = Arc::new(mix(&pool, prep.tenant, n, 20_000).await?);
+    // more requests than the levels send: none is sent twice but for the
+    // repeats the mix has of itself (short prefixes, countries, questions)
+    let reqs = Arc::new(mix(&pool, prep.tenant, n, 400_000).await?);
     pool.close().await;
 
     // first start (may index a snapshot), then the restart that is measured
-    let (server, first_secs) = start_server(&root).await?;
+    let (server, first_secs) = start_server(&root, &[]).await?;
     println!("first start to ready: {first_secs:.1} s");
     stop_server(server)?;
-    let (server, restart_secs) = start_server(&root).await?;
+    let (server, restart_secs) = start_server(&root, &[]).await?;
     println!("restart to ready: {:.0} ms", restart_secs * 1e3);
+    let keys = [prep.search_key.clone(), prep.agent_key.clone()];
     let client = Arc::new(Client {
         addr: server.addr.clone(),
-        keys: [prep.search_key.clone(), prep.agent_key.clone()],
+        keys: keys.clone(),
     });
     let pid = server.child.id().to_string();
     let rss_ready = common::rss_mib(&pid);
 
     // warm-up: every distinct memory question once (the query-vector cache),
     // and the index pages
-    let _ = closed(&client, &reqs, 2, secs.min(5.0)).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let _ = closed(&client, &reqs, &next, 2, secs.min(5.0)).await?;
     let mut levels = Vec::new();
     for conns in [1, 8, 64] {
-        let l = closed(&client, &reqs, conns, secs).await?;
+        let l = with_hit_rate(&client, closed(&client, &reqs, &next, conns, secs)).await?;
         println!("{}: {:.0} req/s, {} errors", l.label, l.qps(), l.errors());
         levels.push(l);
     }
     let best = levels.iter().map(Level::qps).fold(0.0, f64::max);
     let rate = env("LOAD_RATE", (best * 0.5).round().max(1.0));
-    let l = open(&client, &reqs, rate, 64, secs).await?;
+    let l = with_hit_rate(&client, open(&client, &reqs, &next, rate, 64, secs)).await?;
     println!("{}: {:.0} req/s, {} errors", l.label, l.qps(), l.errors());
     levels.push(l);
     let rss_after = common::rss_mib(&pid);
+    stop_server(server)?;
+
+    // the same 64 connections with the result cache off: what it is worth
+    let (server, _) = start_server(&root, &[("CRMSEARCH_RESULT_CACHE_MB", "0")]).await?;
+    let client = Arc::new(Client {
+        addr: server.addr.clone(),
+        keys,
+    });
+    let _ = closed(&client, &reqs, &next, 2, secs.min(5.0)).await?;
+    let mut l = closed(&client, &reqs, &next, 64, secs).await?;
+    l.key = "closed_64_uncached".into();
+    l.label = "closed, 64 conn, result cache off".into();
+    println!("{}: {:.0} req/s, {} errors", l.label, l.qps(), l.errors());
+    levels.push(l);
     stop_server(server)?;
 
     // the report
@@ -534,7 +601,9 @@ async fn main() -> anyhow::Result<()> {
          (`crmsearch seed`, seed 42; memories embedded by the model), embedded Postgres, \
          and this load generator (hyper, keep-alive connections) — all on the same 2 cores, \
          so the generator takes CPU from the server. {secs:.0} s per level. The mix, \
-         drawn from the tenant's own rows:\n\n"
+         drawn from {} of the tenant's contacts; the levels walk one sequence of \
+         400,000 requests, so a request repeats only where the mix repeats itself:\n\n",
+        n.min(50_000)
     );
     for (k, w, what) in Kind::ALL {
         md += &format!("- {w} % {what} (`{k:?}`)\n");
@@ -542,12 +611,12 @@ async fn main() -> anyhow::Result<()> {
     md += "\nMemory questions repeat (60 distinct), so their query vectors come from the \
            cache after the warm-up; an uncached question costs the model one embedding \
            (see the embedding bench).\n\n\
-           | level | requests | throughput | p50 | p95 | p99 | max | errors |\n|---|---|---|---|---|---|---|---|\n";
+           | level | requests | throughput | p50 | p95 | p99 | max | errors | result cache hits |\n|---|---|---|---|---|---|---|---|---|\n";
     let mut qps_p99 = Vec::new();
     for l in &levels {
         let s = l.sorted(None);
         md += &format!(
-            "| {} | {} | {:.0}/s | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} |\n",
+            "| {} | {} | {:.0}/s | {:.2} ms | {:.2} ms | {:.2} ms | {:.1} ms | {} | {} |\n",
             l.label,
             s.len(),
             l.qps(),
@@ -555,14 +624,19 @@ async fn main() -> anyhow::Result<()> {
             pct(&s, 0.95),
             pct(&s, 0.99),
             s.last().copied().unwrap_or(f64::NAN),
-            l.errors()
+            l.errors(),
+            if l.hit_rate.is_finite() {
+                format!("{:.0} %", l.hit_rate * 100.0)
+            } else {
+                "off".into()
+            }
         );
         let key = &l.key;
         r.metric(&format!("{key}.qps"), l.qps());
         r.metric(&format!("{key}.p99_ms"), pct(&s, 0.99));
         r.metric(&format!("{key}.errors"), l.errors() as f64);
         r.cdf("load-cdf", "HTTP latency by load level (mix)", &l.label, &s);
-        if l.label.starts_with("closed") {
+        if ["closed_1", "closed_8", "closed_64"].contains(&key.as_str()) {
             qps_p99.push((l.qps(), pct(&s, 0.99)));
         }
     }
@@ -573,8 +647,15 @@ async fn main() -> anyhow::Result<()> {
         "crmsearch over HTTP",
         qps_p99,
     );
-    let at64 = &levels[2];
-    let s64 = at64.sorted(None);
+    let (at64, off) = (&levels[2], &levels[4]);
+    let (s64, s_off) = (at64.sorted(None), off.sorted(None));
+    r.xy(
+        "load-qps-p99",
+        "Throughput against p99 (closed loop: 1, 8, 64 connections)",
+        ("throughput (requests/s)", "p99 latency (ms)"),
+        "result cache off, 64 connections",
+        vec![(off.qps(), pct(&s_off, 0.99))],
+    );
     md += &format!(
         "\nGoal ≥ 2,000 requests/s at p99 ≤ 25 ms with 64 connections: {:.0}/s at p99 {:.1} ms — {}.\n\n",
         at64.qps(),
@@ -587,6 +668,19 @@ async fn main() -> anyhow::Result<()> {
                 ratio(at64.qps(), 2000.0)
             )
         }
+    );
+    md += &format!(
+        "The result cache (answers of contact/company searches and autocomplete per tenant, \
+         served while the tenant's documents are unchanged; memory searches are not cached: \
+         their recency moves with the clock) against the same 64 connections with it off, \
+         on requests the earlier levels did not send: {:.0}/s against {:.0}/s ({} the \
+         throughput), p99 {:.1} ms against {:.1} ms ({} lower).\n\n",
+        at64.qps(),
+        off.qps(),
+        ratio(at64.qps(), off.qps()),
+        pct(&s64, 0.99),
+        pct(&s_off, 0.99),
+        ratio(pct(&s_off, 0.99), pct(&s64, 0.99)),
     );
     md += "By request kind at 8 connections:\n\n| kind | n | p50 | p99 |\n|---|---|---|---|\n";
     let mut by_kind: BTreeMap<Kind, ()> = BTreeMap::new();

@@ -77,6 +77,9 @@ pub struct Global {
     /// Similarity (cosine) from which a new memory updates one of the same agent and subject [default: 0.95].
     #[arg(long, global = true, env = "CRMSEARCH_DEDUP_THRESHOLD")]
     pub dedup_threshold: Option<f32>,
+    /// MiB of search answers the result cache keeps (0: none) [default: 64].
+    #[arg(long, global = true, env = "CRMSEARCH_RESULT_CACHE_MB")]
+    pub result_cache_mb: Option<usize>,
 }
 
 impl Global {
@@ -97,6 +100,7 @@ impl Global {
             ready_max_lag_bytes: self.ready_max_lag_bytes,
             durable_interval_ms: self.durable_interval_ms,
             dedup_threshold: self.dedup_threshold,
+            result_cache_mb: self.result_cache_mb,
         };
         Config::resolve(over, self.config.as_deref())
     }

@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub ready_max_lag_bytes: Option<u64>,
     pub durable_interval_ms: Option<u64>,
     pub dedup_threshold: Option<f32>,
+    pub result_cache_mb: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -60,6 +61,8 @@ pub struct Config {
     /// A new memory this similar (cosine) to one of the same tenant, agent
     /// and subject updates it instead; above 1: never.
     pub dedup_threshold: f32,
+    /// MiB of search answers kept per index version (0: no result cache).
+    pub result_cache_mb: usize,
 }
 
 impl Config {
@@ -126,6 +129,7 @@ impl Config {
                 .dedup_threshold
                 .or(base.dedup_threshold)
                 .unwrap_or(0.95),
+            result_cache_mb: over.result_cache_mb.or(base.result_cache_mb).unwrap_or(64),
         };
         cfg.validate()?;
         Ok(cfg)

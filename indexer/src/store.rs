@@ -5,7 +5,9 @@
 //! receives every change the stream applies, and swaps it in once complete;
 //! until then, and after a crash or a cancel, the current one serves.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
@@ -13,7 +15,7 @@ use schema::INDEX_FORMAT_VERSION;
 use schema::index::{DocType, IndexSchema};
 use tantivy::collector::Count;
 use tantivy::query::TermQuery;
-use tantivy::schema::IndexRecordOption;
+use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use uuid::Uuid;
 
@@ -52,6 +54,56 @@ pub struct Generation {
     pub vectors: Arc<VectorStore>,
     dir: SoftDirectory,
     writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
+    versions: Versions,
+}
+
+/// Which visible commit last changed each tenant's documents: what a result
+/// cache checks its entries against. A change whose tenant the stream does
+/// not say (a delete carries only its id, a TRUNCATE none) counts for every
+/// tenant.
+#[derive(Default)]
+struct Versions {
+    /// Visible commits that changed something.
+    commits: AtomicU64,
+    /// The last commit with a change of unknown tenant.
+    any: AtomicU64,
+    tenants: RwLock<HashMap<Uuid, u64>>,
+    /// What the changes applied since the last commit touched.
+    pending: Mutex<(bool, HashSet<Uuid>)>,
+}
+
+/// A tenant's documents as a search sees them: equal versions, equal
+/// results (within one process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    generation: u64,
+    any: u64,
+    tenant: u64,
+}
+
+impl Versions {
+    fn pending(&self) -> MutexGuard<'_, (bool, HashSet<Uuid>)> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called after the reader shows the commit: a search that reads the
+    /// new version always runs on a searcher with the change.
+    fn committed(&self) {
+        let (any, tenants) = std::mem::take(&mut *self.pending());
+        if !any && tenants.is_empty() {
+            return;
+        }
+        let n = self.commits.fetch_add(1, Ordering::AcqRel) + 1;
+        if !tenants.is_empty() {
+            let mut map = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+            for t in tenants {
+                map.insert(t, n);
+            }
+        }
+        if any {
+            self.any.store(n, Ordering::Release);
+        }
+    }
 }
 
 const FORMAT_FILE: &str = "crmsearch-format";
@@ -100,7 +152,25 @@ impl Generation {
             vectors: Arc::new(VectorStore::new(VectorConfig::default())),
             dir,
             writer: Mutex::new(Some(writer)),
+            versions: Versions::default(),
         })
+    }
+
+    /// The version of `tenant`'s documents in this generation's reader.
+    pub fn version(&self, tenant: Uuid) -> Version {
+        let v = &self.versions;
+        let t = v
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0);
+        Version {
+            generation: self.number,
+            any: v.any.load(Ordering::Acquire),
+            tenant: t,
+        }
     }
 
     /// Where this generation dumps its vector collections.
@@ -166,6 +236,7 @@ impl Generation {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no index writer"))?;
         let f = &self.schema.fields;
+        let mut pending = self.versions.pending();
         for op in ops {
             match op {
                 Op::Upsert {
@@ -174,6 +245,14 @@ impl Generation {
                     fresh,
                     point,
                 } => {
+                    match doc
+                        .get_first(f.tenant_id)
+                        .and_then(|v| v.as_str())
+                        .and_then(|t| t.parse().ok())
+                    {
+                        Some(t) => pending.1.insert(t),
+                        None => std::mem::replace(&mut pending.0, true),
+                    };
                     // deletes cost every commit a pass over every segment
                     if !fresh {
                         w.delete_term(Term::from_field_text(f.id, &id.to_string()));
@@ -185,10 +264,12 @@ impl Generation {
                     }
                 }
                 Op::Delete { id } => {
+                    pending.0 = true;
                     w.delete_term(Term::from_field_text(f.id, &id.to_string()));
                     self.vectors.delete(id);
                 }
                 Op::DeleteAll(t) => {
+                    pending.0 = true;
                     w.delete_term(Term::from_field_text(f.doc_type, t.as_str()));
                     if t == DocType::Memory {
                         self.vectors.clear();
@@ -205,6 +286,7 @@ impl Generation {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no index writer"))?
             .delete_all_documents()?;
+        self.versions.pending().0 = true;
         self.vectors.clear();
         Ok(())
     }
@@ -230,6 +312,7 @@ impl Generation {
         }?;
         drop(guard);
         self.reader.reload()?;
+        self.versions.committed();
         Ok(started.elapsed())
     }
 
@@ -359,6 +442,14 @@ impl IndexStore {
 
     pub fn generation(&self) -> u64 {
         self.current().number
+    }
+
+    /// The version of `tenant`'s documents that searches see now. Read it
+    /// before taking the searcher: the result is then at least as new as
+    /// the version (a commit in between makes it newer, under a version no
+    /// later read returns again).
+    pub fn version(&self, tenant: Uuid) -> Version {
+        self.current().version(tenant)
     }
 
     fn shadow(&self) -> MutexGuard<'_, Option<Shadow>> {

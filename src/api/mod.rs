@@ -39,11 +39,16 @@ pub struct AppState {
     /// The embedding model, when one is installed.
     pub embedder: Option<Arc<crate::embed::Embedder>>,
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// Answers of the search endpoints, per tenant and index version.
+    pub results: Arc<crate::cache::ResultCache>,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, cfg: Config) -> Self {
         let embedder = crate::embed::shared(cfg.model_dir.as_deref());
+        let results = Arc::new(crate::cache::ResultCache::new(
+            cfg.result_cache_mb.saturating_mul(1 << 20),
+        ));
         Self {
             pool,
             cfg: Arc::new(cfg),
@@ -51,6 +56,7 @@ impl AppState {
             keys: Arc::default(),
             embedder,
             jobs: Arc::default(),
+            results,
         }
     }
 

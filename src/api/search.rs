@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use indexer::{Indexer, Lsn};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,6 +20,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::SearchKey;
 use super::extract::Json;
+use crate::cache;
 use crate::error::{Code, Error, Result};
 use crate::search::{self, Request, Scope};
 
@@ -174,21 +178,14 @@ async fn ready_index(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> search::Result<T> + Send + 'static,
 ) -> Result<T> {
-    Ok(super::cpu::run(f)
-        .await
-        .map_err(anyhow::Error::from)??)
+    Ok(super::cpu::run(f).await.map_err(anyhow::Error::from)??)
 }
 
 fn took(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
-async fn run(
-    st: AppState,
-    key: SearchKey,
-    scope: Scope,
-    body: SearchBody,
-) -> Result<axum::Json<Value>> {
+async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Result<Response> {
     let started = Instant::now();
     let sort = match body.sort {
         None => None,
@@ -223,25 +220,73 @@ async fn run(
     let (indexer, index_lsn) = ready_index(&st, body.min_lsn.as_deref(), body.wait_ms).await?;
     let tenant = key.0.tenant_id;
     let (offset, limit) = (req.offset, req.limit);
-    let r = blocking(move || search::search(&indexer.store, tenant, scope, &req)).await?;
-    Ok(axum::Json(json!({
-        "hits": r.hits,
-        "total": r.total,
-        "offset": offset,
-        "limit": limit,
-        "facets": r.facets,
-        "next_cursor": r.next_cursor,
-        "fallback": r.fallback,
-        "took_ms": took(started),
-        "index_lsn": index_lsn,
-    })))
+    let store = indexer.store.clone();
+    let body = cached(
+        &st,
+        &indexer,
+        tenant,
+        cache::Query::Search(scope, req.clone()),
+        move || {
+            let r = search::search(&store, tenant, scope, &req)?;
+            Ok(json!({
+                "hits": r.hits,
+                "total": r.total,
+                "offset": offset,
+                "limit": limit,
+                "facets": r.facets,
+                "next_cursor": r.next_cursor,
+                "fallback": r.fallback,
+            }))
+        },
+    )
+    .await?;
+    Ok(answer(
+        &body,
+        json!({"took_ms": took(started), "index_lsn": index_lsn}),
+    ))
+}
+
+/// The answer to `query`: from the result cache while the tenant's documents
+/// are as they were when it was computed, else computed by `f` (on a core)
+/// and kept. The JSON object without its per-request fields.
+async fn cached(
+    st: &AppState,
+    indexer: &Indexer,
+    tenant: uuid::Uuid,
+    query: cache::Query,
+    f: impl FnOnce() -> search::Result<Value> + Send + 'static,
+) -> Result<Bytes> {
+    // the version before the searcher: the answer is at least as new
+    let version = indexer.store.version(tenant);
+    let (hit, key) = st.results.get(tenant, query, version);
+    if let Some(body) = hit {
+        return Ok(body);
+    }
+    let value = blocking(f).await?;
+    let body = Bytes::from(serde_json::to_vec(&value).map_err(anyhow::Error::from)?);
+    st.results.put(key, version, body.clone());
+    Ok(body)
+}
+
+/// `body` (a JSON object) with the fields of `front` (an object) in front.
+fn answer(body: &[u8], front: Value) -> Response {
+    let mut out = serde_json::to_vec(&front).unwrap_or_else(|_| b"{}".to_vec());
+    let rest = body.strip_prefix(b"{").unwrap_or(body);
+    if out.len() > 2 && rest != b"}" {
+        out.pop(); // `}`
+        out.push(b',');
+    } else {
+        out.truncate(out.len().saturating_sub(1));
+    }
+    out.extend_from_slice(rest);
+    ([(CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 async fn contacts_get(
     State(st): State<AppState>,
     key: SearchKey,
     p: Params<SearchParams>,
-) -> Result<axum::Json<Value>> {
+) -> Result<Response> {
     run(st, key, Scope::Contacts, params(p)?.try_into()?).await
 }
 
@@ -249,7 +294,7 @@ async fn contacts_post(
     State(st): State<AppState>,
     key: SearchKey,
     Json(b): Json<SearchBody>,
-) -> Result<axum::Json<Value>> {
+) -> Result<Response> {
     run(st, key, Scope::Contacts, b).await
 }
 
@@ -257,7 +302,7 @@ async fn companies_get(
     State(st): State<AppState>,
     key: SearchKey,
     p: Params<SearchParams>,
-) -> Result<axum::Json<Value>> {
+) -> Result<Response> {
     run(st, key, Scope::Companies, params(p)?.try_into()?).await
 }
 
@@ -265,7 +310,7 @@ async fn companies_post(
     State(st): State<AppState>,
     key: SearchKey,
     Json(b): Json<SearchBody>,
-) -> Result<axum::Json<Value>> {
+) -> Result<Response> {
     run(st, key, Scope::Companies, b).await
 }
 
@@ -283,18 +328,23 @@ async fn autocomplete(
     State(st): State<AppState>,
     key: SearchKey,
     p: Params<AutocompleteParams>,
-) -> Result<axum::Json<Value>> {
+) -> Result<Response> {
     let started = Instant::now();
     let p = params(p)?;
     let (indexer, _) = ready_index(&st, p.min_lsn.as_deref(), p.wait_ms).await?;
     let tenant = key.0.tenant_id;
     let limit = p.limit.unwrap_or(8);
-    let suggestions =
-        blocking(move || search::autocomplete(&indexer.store, tenant, &p.q, limit)).await?;
-    Ok(axum::Json(json!({
-        "suggestions": suggestions,
-        "took_ms": took(started),
-    })))
+    let query = cache::Query::Autocomplete {
+        q: p.q.clone(),
+        limit,
+    };
+    let store = indexer.store.clone();
+    let body = cached(&st, &indexer, tenant, query, move || {
+        let suggestions = search::autocomplete(&store, tenant, &p.q, limit)?;
+        Ok(json!({ "suggestions": suggestions }))
+    })
+    .await?;
+    Ok(answer(&body, json!({ "took_ms": took(started) })))
 }
 
 #[derive(Debug, Deserialize)]

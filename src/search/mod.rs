@@ -65,7 +65,7 @@ fn invalid(what: Invalid, message: impl Into<String>) -> SearchError {
 pub type Result<T, E = SearchError> = std::result::Result<T, E>;
 
 /// A filter on one field: any of some values, or a date range.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Condition {
     AnyOf(Vec<String>),
     Range {
@@ -75,7 +75,7 @@ pub enum Condition {
 }
 
 /// A search request, as the engine takes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Request {
     pub q: String,
     pub filter: Vec<(String, Condition)>,

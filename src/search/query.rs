@@ -162,7 +162,7 @@ struct Target {
 }
 
 /// The fields a kind of search looks in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Contacts, every searchable field.
     Contacts,

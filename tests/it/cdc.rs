@@ -511,3 +511,100 @@ async fn status_reports_positions_and_counts() {
     );
     t.stop().await;
 }
+
+fn cache_hits() -> f64 {
+    crmsearch::telemetry::metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with("crmsearch_result_cache_total") && l.contains("result=\"hit\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The result cache never answers with what a write has changed: its
+/// entries hold while the tenant's documents are unchanged, whoever writes
+/// and however (API, SQL, update, delete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_follow_every_write() {
+    let t = TestApp::with_indexer().await;
+    let w = t.a.key(Role::Write);
+    let suggest = async |q: &str| {
+        let (s, v) = t
+            .call(
+                Method::GET,
+                &format!("/v1/contacts/autocomplete?q={q}"),
+                Some(t.a.key(Role::Search)),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["suggestions"].as_array().unwrap().len()
+    };
+    assert_eq!(search(&t, "zebulon", None).await["total"], 0);
+    assert_eq!(suggest("zebul").await, 0);
+    let hits = cache_hits();
+    let again = search(&t, "zebulon", None).await;
+    assert_eq!(again["total"], 0);
+    assert!(again["took_ms"].is_number() && again["index_lsn"].is_string());
+    assert!(
+        cache_hits() > hits,
+        "the same request again is answered from the cache"
+    );
+
+    // another tenant's write: not in this tenant's answers
+    let (_, b) = t
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(t.b.key(Role::Write)),
+            Some(json!({"first_name": "Zebulon", "last_name": "Other"})),
+        )
+        .await;
+    assert_eq!(search(&t, "zebulon", b["lsn"].as_str()).await["total"], 0);
+
+    // an insert, an update through the API
+    let (_, c) = t
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(w),
+            Some(json!({"first_name": "Zebulon", "last_name": "Quartz"})),
+        )
+        .await;
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ids(&search(&t, "zebulon", c["lsn"].as_str()).await),
+        vec![id.clone()]
+    );
+    assert_eq!(suggest("zebul").await, 1);
+    assert_eq!(search(&t, "onyx", None).await["total"], 0);
+    let (_, p) = t
+        .call(
+            Method::PATCH,
+            &format!("/v1/contacts/{id}"),
+            Some(w),
+            Some(json!({"last_name": "Onyx"})),
+        )
+        .await;
+    assert_eq!(search(&t, "onyx", p["lsn"].as_str()).await["total"], 1);
+    assert_eq!(search(&t, "quartz", None).await["total"], 0);
+
+    // another program's update and delete (a delete names only the id)
+    sqlx::query("UPDATE contacts SET first_name = 'Zeb' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    t.caught_up().await;
+    assert_eq!(search(&t, "zebulon", None).await["total"], 0);
+    assert_eq!(suggest("zebul").await, 0);
+    assert_eq!(search(&t, "onyx", None).await["total"], 1);
+    sqlx::query("DELETE FROM contacts WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    t.caught_up().await;
+    assert_eq!(search(&t, "onyx", None).await["total"], 0);
+    t.stop().await;
+}
