@@ -167,29 +167,45 @@ pub async fn revoke_key(pool: &PgPool, tenant_id: Uuid, prefix: &str) -> Result<
     Ok(res.rows_affected() == 1)
 }
 
-/// Keys validated recently, to keep answering searches while Postgres is
-/// unreachable. Postgres is asked on every request while it answers, so a
-/// revoked key fails at once; only when it cannot be asked is a key accepted
-/// that was valid within [`KeyCache::STALE_FOR`].
+/// Keys validated recently. While [`listen_for_key_changes`] listens, a key
+/// Postgres accepted within [`KeyCache::TRUSTED_FOR`] (asked after the
+/// listening began) is accepted without asking again: every revocation,
+/// change or delete of a key is notified when it commits and forgets it at
+/// once. Otherwise Postgres is asked on every request; only when it cannot
+/// be asked is a key accepted that was valid within [`KeyCache::STALE_FOR`].
 #[derive(Debug, Default)]
 pub struct KeyCache {
     keys: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Principal, std::time::Instant)>>,
     /// When Postgres last failed to answer: for a moment after, known keys
     /// skip the query instead of each waiting for a connection.
     failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+    trust: std::sync::Mutex<Trust>,
+}
+
+#[derive(Debug, Default)]
+struct Trust {
+    /// Since when key changes are being notified to this process.
+    listening_since: Option<std::time::Instant>,
+    /// When a key was last forgotten: an answer Postgres gave before it may
+    /// be older than the change (a query racing the revocation).
+    forgot_at: Option<std::time::Instant>,
 }
 
 impl KeyCache {
     pub const STALE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+    /// How long a key is trusted without asking Postgres while changes are
+    /// notified (a bound in case a notification is ever lost).
+    pub const TRUSTED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
     const MAX_KEYS: usize = 10_000;
 
-    fn remember(&self, hash: Vec<u8>, p: &Principal) {
+    /// `asked_at`: when the query that found the key started.
+    fn remember(&self, hash: Vec<u8>, p: &Principal, asked_at: std::time::Instant) {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() >= Self::MAX_KEYS {
             keys.retain(|_, (_, at)| at.elapsed() < Self::STALE_FOR);
         }
         if keys.len() < Self::MAX_KEYS {
-            keys.insert(hash, (p.clone(), std::time::Instant::now()));
+            keys.insert(hash, (p.clone(), asked_at));
         }
     }
 
@@ -198,6 +214,49 @@ impl KeyCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(hash);
+    }
+
+    fn trust(&self) -> std::sync::MutexGuard<'_, Trust> {
+        self.trust.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the key with this public prefix (it was revoked or changed);
+    /// keys Postgres accepted before now are asked again.
+    pub fn forget_prefix(&self, prefix: &str) {
+        self.trust().forgot_at = Some(std::time::Instant::now());
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (p, _)| p.key_prefix != prefix);
+    }
+
+    fn listening(&self, since: Option<std::time::Instant>) {
+        self.trust().listening_since = since;
+    }
+
+    /// Whether key changes are being notified to this process.
+    pub fn is_listening(&self) -> bool {
+        self.trust().listening_since.is_some()
+    }
+
+    /// Whether `key` is accepted without asking Postgres now.
+    pub fn trusts(&self, key: &str) -> bool {
+        self.trusted(&hash_key(key)).is_some()
+    }
+
+    /// The key, if Postgres accepted it recently, after key changes were
+    /// being notified and after the last change.
+    fn trusted(&self, hash: &[u8]) -> Option<Principal> {
+        let (since, forgot) = {
+            let t = self.trust();
+            (t.listening_since?, t.forgot_at)
+        };
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(hash)
+            .filter(|(_, at)| {
+                *at >= since && forgot.is_none_or(|f| *at > f) && at.elapsed() < Self::TRUSTED_FOR
+            })
+            .map(|(p, _)| p.clone())
     }
 
     fn postgres_failed(&self, failed: bool) {
@@ -228,11 +287,15 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
     }
     let prefix = &key[..PREFIX_LEN];
     let hash = hash_key(key);
+    if let Some(p) = cache.trusted(&hash) {
+        return Ok(p);
+    }
     if cache.postgres_recently_failed()
         && let Some(p) = cache.recall(&hash)
     {
         return Ok(p);
     }
+    let asked_at = std::time::Instant::now();
     let row: Option<(Uuid, String, Vec<u8>, Option<String>)> = match sqlx::query_as(
         "SELECT tenant_id, role, key_hash, agent_id FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
     )
@@ -271,8 +334,42 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
         key_prefix: prefix.to_owned(),
         agent_id,
     };
-    cache.remember(hash, &p);
+    cache.remember(hash, &p, asked_at);
     Ok(p)
+}
+
+/// The channel a key's revocation, change or delete is notified on (by a
+/// trigger on `api_keys`, whoever writes it).
+pub const KEY_CHANNEL: &str = "crmsearch_keys";
+
+/// Listens for key changes for as long as the process runs, forgetting each
+/// changed key in `cache`; while it listens, `cache` trusts keys it validated
+/// since. A lost connection stops the trust until listening again.
+pub async fn listen_for_key_changes(pool: PgPool, cache: std::sync::Arc<KeyCache>) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(KEY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match listener.await {
+            Ok(mut l) => {
+                cache.listening(Some(std::time::Instant::now()));
+                backoff = std::time::Duration::from_millis(100);
+                tracing::debug!("listening for key changes");
+                while let Ok(Some(n)) = l.try_recv().await {
+                    cache.forget_prefix(n.payload());
+                }
+                // the connection was lost: what it missed is unknown
+                cache.listening(None);
+                tracing::warn!("stopped listening for key changes; asking Postgres for every key");
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot listen for key changes"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 /// Creates a tenant and its first `admin` key.

@@ -55,11 +55,16 @@ pub async fn run(db: Database, cfg: Config, on_listening: impl FnOnce(&str)) -> 
     };
     let url = format!("http://{}", listener.local_addr()?);
     let state = AppState::new(db.pool.clone(), cfg).with_indexer(indexer.clone());
+    let key_changes = tokio::spawn(crate::auth::listen_for_key_changes(
+        db.pool.clone(),
+        state.keys.clone(),
+    ));
     tracing::info!(%url, "listening");
     on_listening(&url);
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
+    key_changes.abort();
     // the last durable commit, then the database
     indexer.shutdown().await;
     db.close().await;

@@ -97,5 +97,7 @@ async fn revoke_key(
             "your tenant has no active key with this prefix",
         ));
     }
+    // at once here; other servers when the trigger's notification reaches them
+    st.keys.forget_prefix(&prefix);
     Ok(axum::Json(json!({"prefix": prefix, "revoked": true})))
 }

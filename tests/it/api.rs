@@ -463,3 +463,67 @@ async fn another_tenants_ids_answer_404_never_the_row() {
     assert_eq!(still["last_name"], "Secret");
     assert_eq!(still["notes"], json!(null));
 }
+
+/// A key validated while key changes are notified is accepted without
+/// asking Postgres; another program's revocation or role change (plain SQL)
+/// reaches the server through the trigger's notification and ends that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_changed_by_another_program_stop_working() {
+    let t = TestApp::new().await;
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    until("the server listens for key changes", || {
+        t.keys.is_listening()
+    })
+    .await;
+    let search = t.a.key(Role::Search).to_owned();
+    let write = t.a.key(Role::Write).to_owned();
+    let create = json!({"first_name": "Ada"});
+    let read = format!("/v1/companies/{}", uuid::Uuid::nil());
+    let (s, _) = t.call(Method::GET, &read, Some(&search), None).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "authenticated, and no such company"
+    );
+    assert!(t.keys.trusts(&search), "a validated key is trusted");
+    let (s, _) = t
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(&write),
+            Some(create.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(t.keys.trusts(&write));
+
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE prefix = $1")
+        .bind(&search[..12])
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_keys SET role = 'search' WHERE prefix = $1")
+        .bind(&write[..12])
+        .execute(&t.pool)
+        .await
+        .unwrap();
+    until("the revocation is notified", || !t.keys.trusts(&search)).await;
+    until("the role change is notified", || !t.keys.trusts(&write)).await;
+    assert_error(
+        &t.call(Method::GET, &read, Some(&search), None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+    );
+    assert_error(
+        &t.call(Method::POST, "/v1/contacts", Some(&write), Some(create))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+}

@@ -136,6 +136,8 @@ pub async fn tenant(pool: &PgPool, name: &str) -> Tenant {
 /// The application over a fresh database, with two tenants.
 pub struct TestApp {
     pub router: Router,
+    /// The router's key cache.
+    pub keys: std::sync::Arc<auth::KeyCache>,
     pub pool: PgPool,
     pub url: String,
     pub a: Tenant,
@@ -152,6 +154,17 @@ pub fn test_config() -> Config {
     cfg
 }
 
+/// The server's state as `serve` builds it: keys are trusted while their
+/// changes are notified.
+fn state(pool: &PgPool, cfg: Config) -> AppState {
+    let state = AppState::new(pool.clone(), cfg);
+    tokio::spawn(crmsearch::auth::listen_for_key_changes(
+        pool.clone(),
+        state.keys.clone(),
+    ));
+    state
+}
+
 impl TestApp {
     pub async fn new() -> Self {
         Self::with_config(test_config()).await
@@ -161,9 +174,12 @@ impl TestApp {
         let (pool, url) = fresh_db().await;
         let a = tenant(&pool, "tenant-a").await;
         let b = tenant(&pool, "tenant-b").await;
-        let router = app(AppState::new(pool.clone(), cfg));
+        let st = state(&pool, cfg);
+        let keys = st.keys.clone();
+        let router = app(st);
         Self {
             router,
+            keys,
             pool,
             url,
             a,
@@ -189,11 +205,13 @@ impl TestApp {
 
     pub async fn start_indexer(&mut self, icfg: indexer::IndexerConfig, cfg: Config) {
         // the router holds the previous indexer (and its index writer)
-        self.router = app(AppState::new(self.pool.clone(), cfg.clone()));
+        self.router = app(state(&self.pool, cfg.clone()));
         let ix = indexer::Indexer::start(icfg, self.pool.clone())
             .await
             .expect("start the indexer");
-        self.router = app(AppState::new(self.pool.clone(), cfg).with_indexer(ix.clone()));
+        let st = state(&self.pool, cfg).with_indexer(ix.clone());
+        self.keys = st.keys.clone();
+        self.router = app(st);
         self.indexer = Some(ix);
     }
 
