@@ -674,13 +674,16 @@ async fn main() -> anyhow::Result<()> {
          served while the tenant's documents are unchanged; memory searches are not cached: \
          their recency moves with the clock) against the same 64 connections with it off, \
          on requests the earlier levels did not send: {:.0}/s against {:.0}/s ({} the \
-         throughput), p99 {:.1} ms against {:.1} ms ({} lower).\n\n",
+         throughput), p50 {:.1} ms against {:.1} ms, p99 {:.1} ms against {:.1} ms. With 64 \
+         connections always waiting, latency here is set by throughput (the mean wait is \
+         64 ÷ requests/s); the open loop shows latency at a rate the server keeps up with.\n\n",
         at64.qps(),
         off.qps(),
         ratio(at64.qps(), off.qps()),
+        pct(&s64, 0.5),
+        pct(&s_off, 0.5),
         pct(&s64, 0.99),
         pct(&s_off, 0.99),
-        ratio(pct(&s_off, 0.99), pct(&s64, 0.99)),
     );
     md += "By request kind at 8 connections:\n\n| kind | n | p50 | p99 |\n|---|---|---|---|\n";
     let mut by_kind: BTreeMap<Kind, ()> = BTreeMap::new();
