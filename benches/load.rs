@@ -279,6 +279,15 @@ impl Client {
 
     /// Sends `r` and reads the whole answer: its status.
     async fn send(&self, s: &mut SendRequest<Full<Bytes>>, r: &Req) -> anyhow::Result<u16> {
+        Ok(self.fetch(s, r).await?.0)
+    }
+
+    /// Sends `r`: the answer's status and body.
+    async fn fetch(
+        &self,
+        s: &mut SendRequest<Full<Bytes>>,
+        r: &Req,
+    ) -> anyhow::Result<(u16, Bytes)> {
         s.ready().await?;
         let req = hyper::Request::builder()
             .method(if r.get { "GET" } else { "POST" })
@@ -292,22 +301,21 @@ impl Client {
             .body(Full::new(r.body.clone()))?;
         let resp = s.send_request(req).await?;
         let status = resp.status().as_u16();
-        resp.into_body().collect().await?;
-        Ok(status)
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
-}
 
-impl Client {
     /// The result cache's hits and misses so far, from the server's
     /// `/metrics`.
     async fn cache_counts(&self) -> anyhow::Result<(f64, f64)> {
-        let mut s = self.connect().await?;
-        let req = hyper::Request::builder()
-            .uri("/metrics")
-            .header("host", &self.addr)
-            .body(Full::new(Bytes::new()))?;
-        let body = s.send_request(req).await?.into_body().collect().await?;
-        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+        let metrics = Req {
+            kind: Kind::Typing,
+            get: true,
+            path: "/metrics".into(),
+            body: Bytes::new(),
+            agent: false,
+        };
+        let (_, body) = self.fetch(&mut self.connect().await?, &metrics).await?;
+        let text = String::from_utf8_lossy(&body);
         let count = |result: &str| {
             text.lines()
                 .find(|l| {

@@ -37,7 +37,7 @@ struct Entry<V> {
 }
 
 struct Shard<V> {
-    lru: Option<lru::LruCache<Key, Entry<V>>>,
+    lru: lru::LruCache<Key, Entry<V>>,
     bytes: usize,
 }
 
@@ -60,7 +60,7 @@ impl<V: Copy + PartialEq> ResultCache<V> {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        lru: None,
+                        lru: lru::LruCache::unbounded(),
                         bytes: 0,
                     })
                 })
@@ -87,11 +87,11 @@ impl<V: Copy + PartialEq> ResultCache<V> {
         }
         let mut shard = self.shard(&key);
         let Shard { lru, bytes } = &mut *shard;
-        let found = match lru.as_mut().and_then(|l| l.get(&key)) {
+        let found = match lru.get(&key) {
             Some(e) if e.version == version => Some(e.body.clone()),
             Some(_) => {
                 // computed before the tenant's last change: it never serves again
-                if let Some(e) = lru.as_mut().and_then(|l| l.pop(&key)) {
+                if let Some(e) = lru.pop(&key) {
                     *bytes -= e.weight;
                 }
                 None
@@ -113,7 +113,6 @@ impl<V: Copy + PartialEq> ResultCache<V> {
         }
         let mut shard = self.shard(&key);
         let Shard { lru, bytes } = &mut *shard;
-        let lru = lru.get_or_insert_with(lru::LruCache::unbounded);
         if let Some(old) = lru.put(
             key,
             Entry {
@@ -134,7 +133,8 @@ impl<V: Copy + PartialEq> ResultCache<V> {
     }
 
     /// Bytes held, all shards.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes)

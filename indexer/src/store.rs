@@ -69,7 +69,14 @@ struct Versions {
     any: AtomicU64,
     tenants: RwLock<HashMap<Uuid, u64>>,
     /// What the changes applied since the last commit touched.
-    pending: Mutex<(bool, HashSet<Uuid>)>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// A change of unknown tenant.
+    any: bool,
+    tenants: HashSet<Uuid>,
 }
 
 /// A tenant's documents as a search sees them: equal versions, equal
@@ -82,14 +89,14 @@ pub struct Version {
 }
 
 impl Versions {
-    fn pending(&self) -> MutexGuard<'_, (bool, HashSet<Uuid>)> {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Called after the reader shows the commit: a search that reads the
     /// new version always runs on a searcher with the change.
     fn committed(&self) {
-        let (any, tenants) = std::mem::take(&mut *self.pending());
+        let Pending { any, tenants } = std::mem::take(&mut *self.pending());
         if !any && tenants.is_empty() {
             return;
         }
@@ -250,9 +257,11 @@ impl Generation {
                         .and_then(|v| v.as_str())
                         .and_then(|t| t.parse().ok())
                     {
-                        Some(t) => pending.1.insert(t),
-                        None => std::mem::replace(&mut pending.0, true),
-                    };
+                        Some(t) => {
+                            pending.tenants.insert(t);
+                        }
+                        None => pending.any = true,
+                    }
                     // deletes cost every commit a pass over every segment
                     if !fresh {
                         w.delete_term(Term::from_field_text(f.id, &id.to_string()));
@@ -264,12 +273,12 @@ impl Generation {
                     }
                 }
                 Op::Delete { id } => {
-                    pending.0 = true;
+                    pending.any = true;
                     w.delete_term(Term::from_field_text(f.id, &id.to_string()));
                     self.vectors.delete(id);
                 }
                 Op::DeleteAll(t) => {
-                    pending.0 = true;
+                    pending.any = true;
                     w.delete_term(Term::from_field_text(f.doc_type, t.as_str()));
                     if t == DocType::Memory {
                         self.vectors.clear();
@@ -286,7 +295,7 @@ impl Generation {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no index writer"))?
             .delete_all_documents()?;
-        self.versions.pending().0 = true;
+        self.versions.pending().any = true;
         self.vectors.clear();
         Ok(())
     }

@@ -13,7 +13,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use indexer::{Indexer, Lsn};
+use indexer::{IndexStore, Indexer, Lsn};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -223,7 +223,7 @@ async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Re
     let store = indexer.store.clone();
     let body = cached(
         &st,
-        &indexer,
+        &indexer.store,
         tenant,
         cache::Query::Search(scope, req.clone()),
         move || {
@@ -251,13 +251,13 @@ async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Re
 /// and kept. The JSON object without its per-request fields.
 async fn cached(
     st: &AppState,
-    indexer: &Indexer,
+    store: &IndexStore,
     tenant: uuid::Uuid,
     query: cache::Query,
     f: impl FnOnce() -> search::Result<Value> + Send + 'static,
 ) -> Result<Bytes> {
     // the version before the searcher: the answer is at least as new
-    let version = indexer.store.version(tenant);
+    let version = store.version(tenant);
     let (hit, key) = st.results.get(tenant, query, version);
     if let Some(body) = hit {
         return Ok(body);
@@ -339,7 +339,7 @@ async fn autocomplete(
         limit,
     };
     let store = indexer.store.clone();
-    let body = cached(&st, &indexer, tenant, query, move || {
+    let body = cached(&st, &indexer.store, tenant, query, move || {
         let suggestions = search::autocomplete(&store, tenant, &p.q, limit)?;
         Ok(json!({ "suggestions": suggestions }))
     })
