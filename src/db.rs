@@ -124,7 +124,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 
 /// The position to hand back for a write that has committed.
 ///
-/// `pg_current_wal_insert_lsn()` is the end of all WAL inserted so far. Called
+/// [`indexer::wal::position`] is the end of all WAL inserted so far. Called
 /// after `COMMIT` has returned, the commit record of our transaction is
 /// already in the WAL, so the value is at or after that record's end — the
 /// `end_lsn` that pgoutput reports for the transaction. The CDC stream delivers
@@ -135,9 +135,5 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 /// later than our own commit (other writes in between); that only means a
 /// search waits for those too.
 pub async fn write_position<'e, E: sqlx::PgExecutor<'e>>(executor: E) -> Result<Lsn, sqlx::Error> {
-    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-        .fetch_one(executor)
-        .await?;
-    lsn.parse::<Lsn>()
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    indexer::wal::position(executor).await
 }

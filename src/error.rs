@@ -126,6 +126,15 @@ impl Error {
         }
     }
 
+    /// A 503 with `Retry-After`: a dependency is down, retry shortly.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::User {
+            code: Code::Unavailable,
+            message: message.into(),
+            retry_after_secs: Some(2),
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::user(
             Code::NotFound,
@@ -160,6 +169,27 @@ impl From<crate::search::SearchError> for Error {
     }
 }
 
+impl From<indexer::Error> for Error {
+    /// An outage the indexer met (Postgres, a full disk, a restart) is a
+    /// 503 with the indexer's sentence; anything else is ours.
+    fn from(e: indexer::Error) -> Self {
+        match e {
+            indexer::Error::Postgres(pg) => match Error::from(pg) {
+                Error::Internal(inner) => {
+                    tracing::warn!(error = %inner, "postgres failed");
+                    Error::unavailable("the database is unavailable; retry shortly")
+                }
+                user => user,
+            },
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "indexer unavailable");
+                Error::unavailable(e.to_string())
+            }
+            e => Error::Internal(e.into()),
+        }
+    }
+}
+
 impl From<FieldError> for Error {
     fn from(e: FieldError) -> Self {
         Error::user(Code::InvalidValue, e.to_string())
@@ -186,10 +216,7 @@ impl From<sqlx::Error> for Error {
                 .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
             {
                 tracing::warn!(error = %db, "postgres unavailable");
-                return Error::user(
-                    Code::Unavailable,
-                    "the database is unavailable; retry shortly",
-                );
+                return Error::unavailable("the database is unavailable; retry shortly");
             }
             if db.is_foreign_key_violation() {
                 return Error::user(
@@ -203,10 +230,7 @@ impl From<sqlx::Error> for Error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
         ) {
             tracing::warn!(error = %e, "postgres unavailable");
-            return Error::user(
-                Code::Unavailable,
-                "the database is unavailable; retry shortly",
-            );
+            return Error::unavailable("the database is unavailable; retry shortly");
         }
         Error::Internal(e.into())
     }

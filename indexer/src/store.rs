@@ -54,7 +54,9 @@ pub struct Generation {
     pub vectors: Arc<VectorStore>,
     dir: SoftDirectory,
     writer: Mutex<Option<IndexWriter<TantivyDocument>>>,
-    versions: Versions,
+    /// Shared with the generation that replaces this one after a restart of
+    /// the pipeline (same folder, reopened from its durable commit).
+    versions: Arc<Versions>,
 }
 
 /// Which visible commit last changed each tenant's documents: what a result
@@ -113,7 +115,7 @@ impl Versions {
     }
 }
 
-const FORMAT_FILE: &str = "crmsearch-format";
+use crate::recovery::FORMAT_FILE;
 /// The streaming writer: one thread and a small arena. A commit allocates
 /// a segment writer sized by the arena, so small arenas commit faster
 /// (measured: 16 ms vs 30 ms per commit with 2 threads and 128 MiB).
@@ -125,9 +127,10 @@ const BULK_HEAP: usize = 256 << 20;
 impl Generation {
     /// Opens the generation under `path`, or creates it. One written with
     /// another [`INDEX_FORMAT_VERSION`] is removed: it is derived data and
-    /// the indexer rebuilds it from Postgres.
-    fn open(path: &Path, number: u64) -> anyhow::Result<Self> {
-        let schema = IndexSchema::new();
+    /// the indexer rebuilds it from Postgres. Before the writer opens, the
+    /// folder is cleaned to what the durable commit names
+    /// ([`crate::recovery`]). The caller holds the index folder's lock.
+    fn open(path: &Path, number: u64) -> crate::Result<Self> {
         let format_path = path.join(FORMAT_FILE);
         let format = std::fs::read_to_string(&format_path).ok();
         if path.exists()
@@ -136,16 +139,47 @@ impl Generation {
             tracing::warn!(path = %path.display(), found = ?format, want = INDEX_FORMAT_VERSION, "index format changed; rebuilding the index");
             std::fs::remove_dir_all(path)?;
         }
+        Self::open_clean(
+            path,
+            number,
+            Arc::new(VectorStore::new(VectorConfig::default())),
+            Arc::default(),
+        )
+    }
+
+    /// The same generation again from its durable commit, after a failure
+    /// of the pipeline: its writer is dropped (its uncommitted and soft
+    /// changes with it) and the folder cleaned. The vectors and the
+    /// versions carry over: both only ever move forward, and the replay
+    /// from the durable position brings the text index back to them.
+    fn reopen(&self) -> crate::Result<Self> {
+        self.close();
+        Self::open_clean(
+            &self.path,
+            self.number,
+            self.vectors.clone(),
+            self.versions.clone(),
+        )
+    }
+
+    fn open_clean(
+        path: &Path,
+        number: u64,
+        vectors: Arc<VectorStore>,
+        versions: Arc<Versions>,
+    ) -> crate::Result<Self> {
+        crate::recovery::clean_to_durable(path)?;
+        let schema = IndexSchema::new();
         let dir = SoftDirectory::open(path)?;
         let index = if Index::exists(&dir)? {
             Index::open(dir.clone())?
         } else {
             let index = Index::create(dir.clone(), schema.schema.clone(), Default::default())?;
-            std::fs::write(&format_path, INDEX_FORMAT_VERSION.to_string())?;
+            std::fs::write(path.join(FORMAT_FILE), INDEX_FORMAT_VERSION.to_string())?;
             index
         };
         schema::analysis::register(&index);
-        let writer = index.writer_with_num_threads(STREAM_THREADS, STREAM_HEAP)?;
+        let writer = open_writer(&index, STREAM_THREADS, STREAM_HEAP)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -156,10 +190,10 @@ impl Generation {
             schema,
             index,
             reader,
-            vectors: Arc::new(VectorStore::new(VectorConfig::default())),
+            vectors,
             dir,
             writer: Mutex::new(Some(writer)),
-            versions: Versions::default(),
+            versions,
         })
     }
 
@@ -182,7 +216,7 @@ impl Generation {
 
     /// Where this generation dumps its vector collections.
     pub fn vector_dir(&self) -> PathBuf {
-        self.path.join("vectors")
+        self.path.join(crate::recovery::VECTOR_DIR)
     }
 
     fn writer(&self) -> MutexGuard<'_, Option<IndexWriter<TantivyDocument>>> {
@@ -193,22 +227,8 @@ impl Generation {
     fn reopen_writer(&self, threads: usize, heap: usize) -> anyhow::Result<()> {
         let mut w = self.writer();
         drop(w.take()); // releases the index lock...
-        // ...once the threads of a merge that just finished let go of it
-        let started = Instant::now();
-        loop {
-            match self.index.writer_with_num_threads(threads, heap) {
-                Ok(writer) => {
-                    *w = Some(writer);
-                    return Ok(());
-                }
-                Err(tantivy::TantivyError::LockFailure(..))
-                    if started.elapsed() < std::time::Duration::from_secs(10) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        *w = Some(open_writer(&self.index, threads, heap)?);
+        Ok(())
     }
 
     /// Switches to a writer for bulk indexing (a snapshot); call
@@ -238,6 +258,12 @@ impl Generation {
     }
 
     pub fn apply(&self, ops: Vec<Op>) -> anyhow::Result<()> {
+        self.apply_to(ops, true)
+    }
+
+    /// `vectors`: apply the vector side too (false while replaying what
+    /// the shared vector collections already hold, see [`IndexStore::recover`]).
+    fn apply_to(&self, ops: Vec<Op>, vectors: bool) -> anyhow::Result<()> {
         let guard = self.writer();
         let w = guard
             .as_ref()
@@ -268,19 +294,22 @@ impl Generation {
                     }
                     w.add_document(*doc)?;
                     match point {
-                        Some(p) => self.vectors.upsert(&p),
-                        None => self.vectors.delete(id),
+                        Some(p) if vectors => self.vectors.upsert(&p),
+                        None if vectors => self.vectors.delete(id),
+                        _ => {}
                     }
                 }
                 Op::Delete { id } => {
                     pending.any = true;
                     w.delete_term(Term::from_field_text(f.id, &id.to_string()));
-                    self.vectors.delete(id);
+                    if vectors {
+                        self.vectors.delete(id);
+                    }
                 }
                 Op::DeleteAll(t) => {
                     pending.any = true;
                     w.delete_term(Term::from_field_text(f.doc_type, t.as_str()));
-                    if t == DocType::Memory {
+                    if t == DocType::Memory && vectors {
                         self.vectors.clear();
                     }
                 }
@@ -303,6 +332,22 @@ impl Generation {
     /// Commits with `lsn` in the payload and makes the commit visible.
     /// `durable`: fsynced before `meta.json` reaches the disk. Blocking.
     pub fn commit(&self, lsn: Lsn, durable: bool) -> anyhow::Result<std::time::Duration> {
+        self.commit_and_publish(lsn, durable, true)
+    }
+
+    /// `publish`: move the tenants' versions (false while this generation
+    /// catches up behind the one that serves: searches do not read it yet).
+    fn commit_and_publish(
+        &self,
+        lsn: Lsn,
+        durable: bool,
+        publish: bool,
+    ) -> anyhow::Result<std::time::Duration> {
+        crate::failpoint::hit(if durable {
+            "durable_commit"
+        } else {
+            "soft_commit"
+        })?;
         let started = Instant::now();
         let mut guard = self.writer();
         let w = guard
@@ -321,7 +366,9 @@ impl Generation {
         }?;
         drop(guard);
         self.reader.reload()?;
-        self.versions.committed();
+        if publish {
+            self.versions.committed();
+        }
         Ok(started.elapsed())
     }
 
@@ -341,6 +388,7 @@ impl Generation {
             let w = guard
                 .as_mut()
                 .ok_or_else(|| anyhow::anyhow!("no index writer"))?;
+            crate::failpoint::hit("merge")?;
             let merged = w.merge(&ids).wait();
             drop(guard);
             match merged {
@@ -379,12 +427,36 @@ impl Generation {
     }
 }
 
-/// The index: the generation that serves, and the one a reindex builds.
+/// Opens `index`'s writer, waiting for the threads of a merge that just
+/// finished (or of a writer just dropped) to let go of its lock.
+fn open_writer(
+    index: &Index,
+    threads: usize,
+    heap: usize,
+) -> tantivy::Result<IndexWriter<TantivyDocument>> {
+    let started = Instant::now();
+    loop {
+        match index.writer_with_num_threads(threads, heap) {
+            Err(tantivy::TantivyError::LockFailure(..))
+                if started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The index: the generation that serves, the one a reindex builds, and
+/// the one a restarted pipeline catches up in.
 pub struct IndexStore {
     pub schema: IndexSchema,
     root: PathBuf,
     current: RwLock<Arc<Generation>>,
     shadow: Mutex<Option<Shadow>>,
+    catching_up: Mutex<Option<CatchingUp>>,
+    /// Held for the life of the store: one process per index folder.
+    _lock: std::fs::File,
 }
 
 /// A generation being built by a reindex: it receives every change applied
@@ -395,30 +467,65 @@ struct Shadow {
     held: Option<Vec<Op>>,
 }
 
+/// The current generation reopened from its durable commit after a failure
+/// of the pipeline. It receives the replay while the current one, frozen at
+/// what searches have seen, serves; it replaces it once the replay reaches
+/// that position, so a search never sees the index go back.
+struct CatchingUp {
+    generation: Arc<Generation>,
+    /// What the serving generation shows (its last commit).
+    serves: Lsn,
+}
+
 const CURRENT: &str = "CURRENT";
+const LOCK_FILE: &str = "crmsearch.lock";
 
 fn generation_dir(root: &Path, n: u64) -> PathBuf {
     root.join(format!("gen-{n}"))
 }
 
+/// Takes the index folder's lock, or says who holds it.
+fn lock_root(root: &Path) -> crate::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(crate::Error::Locked(root.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
 impl IndexStore {
     /// Opens the index under `root` at the generation `CURRENT` names (or a
-    /// first one), removing generations a crashed or cancelled reindex left.
-    pub fn open(root: &Path) -> anyhow::Result<Self> {
+    /// first one), removing generations a crashed or cancelled reindex left
+    /// and, in the one that serves, the files its durable commit does not
+    /// name. Fails with [`crate::Error::Locked`] while another process has it.
+    pub fn open(root: &Path) -> crate::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let lock = lock_root(root)?;
         let named: Option<u64> = std::fs::read_to_string(root.join(CURRENT))
             .ok()
             .and_then(|s| s.trim().strip_prefix("gen-")?.parse().ok());
-        if root.exists() && named.is_none() {
-            tracing::warn!(path = %root.display(), "no generation is named current; starting a new index");
-            std::fs::remove_dir_all(root)?;
-        }
-        std::fs::create_dir_all(root)?;
         let number = named.unwrap_or(1);
         for entry in std::fs::read_dir(root)? {
             let path = entry?.path();
-            if path.is_dir() && path != generation_dir(root, number) {
-                tracing::warn!(path = %path.display(), "removing an index generation that never became current");
-                std::fs::remove_dir_all(&path)?;
+            let stray = if path.is_dir() {
+                path != generation_dir(root, number)
+            } else {
+                // a CURRENT.tmp of a swap cut off
+                let name = path.file_name();
+                name != Some(LOCK_FILE.as_ref()) && (named.is_none() || name != Some(CURRENT.as_ref()))
+            };
+            if stray {
+                tracing::warn!(path = %path.display(), "removing what no current index generation names");
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
             }
         }
         let generation = Generation::open(&generation_dir(root, number), number)?;
@@ -430,6 +537,8 @@ impl IndexStore {
             root: root.to_owned(),
             current: RwLock::new(Arc::new(generation)),
             shadow: Mutex::new(None),
+            catching_up: Mutex::new(None),
+            _lock: lock,
         })
     }
 
@@ -439,6 +548,25 @@ impl IndexStore {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn catching_up(&self) -> MutexGuard<'_, Option<CatchingUp>> {
+        self.catching_up.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The generation the pipeline writes: the current one, or the one
+    /// catching up behind it after a restart.
+    pub fn writing(&self) -> Arc<Generation> {
+        match self.catching_up().as_ref() {
+            Some(c) => c.generation.clone(),
+            None => self.current(),
+        }
+    }
+
+    /// Whether a restarted pipeline is still replaying up to what searches
+    /// already see (and up to where).
+    pub fn catching_up_to(&self) -> Option<Lsn> {
+        self.catching_up().as_ref().map(|c| c.serves)
     }
 
     pub fn searcher(&self) -> tantivy::Searcher {
@@ -465,21 +593,67 @@ impl IndexStore {
         self.shadow.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The position of the written generation's last commit.
     pub fn committed_lsn(&self) -> anyhow::Result<Option<Lsn>> {
-        self.current().committed_lsn()
+        self.writing().committed_lsn()
+    }
+
+    /// After a failure of the pipeline: drops a reindex in progress, reopens
+    /// the written generation from its durable commit (its folder cleaned to
+    /// what that commit names) and returns that commit's position, where the
+    /// stream resumes. The generation that serves goes on serving what it
+    /// showed until the replay reaches it. Blocking.
+    pub fn recover(&self) -> crate::Result<Option<Lsn>> {
+        self.cancel_shadow();
+        let mut catching = self.catching_up();
+        let (writing, serves) = match catching.take() {
+            Some(c) => (c.generation, c.serves),
+            None => {
+                let current = self.current();
+                let serves = current.committed_lsn()?.unwrap_or_default();
+                (current, serves)
+            }
+        };
+        let fresh = Arc::new(writing.reopen()?);
+        let durable = fresh.committed_lsn()?;
+        tracing::info!(
+            generation = fresh.number,
+            durable = %durable.unwrap_or_default(),
+            serves = %serves,
+            "index reopened from its durable commit"
+        );
+        if durable.unwrap_or_default() >= serves {
+            drop(catching);
+            self.promote(fresh);
+        } else {
+            *catching = Some(CatchingUp {
+                generation: fresh,
+                serves,
+            });
+        }
+        Ok(durable)
+    }
+
+    /// Makes `g` (the same generation, reopened) the one that serves.
+    fn promote(&self, g: Arc<Generation>) {
+        let n = g.number;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = g;
+        self.current().versions.committed();
+        tracing::info!(generation = n, "the reopened index caught up and serves");
     }
 
     pub fn bulk_writer(&self) -> anyhow::Result<()> {
-        self.current().bulk_writer()
+        self.writing().bulk_writer()
     }
 
     pub fn streaming_writer(&self) -> anyhow::Result<()> {
-        self.current().streaming_writer()
+        self.writing().streaming_writer()
     }
 
-    /// Applies to the current generation, and to a shadow when a reindex
+    /// Applies to the written generation, and to a shadow when a reindex
     /// runs (as replacements: the shadow's snapshot may hold any version).
-    pub fn apply(&self, ops: Vec<Op>) -> anyhow::Result<()> {
+    /// `lsn`: the position of the transaction the ops come from.
+    pub fn apply(&self, ops: Vec<Op>, lsn: Lsn) -> anyhow::Result<()> {
         let mut shadow = self.shadow();
         if let Some(s) = shadow.as_mut() {
             let copies = ops.iter().cloned().map(Op::replacing);
@@ -489,23 +663,45 @@ impl IndexStore {
             }
         }
         drop(shadow);
-        self.current().apply(ops)
+        let catching = self.catching_up();
+        match catching.as_ref() {
+            // the shared vector collections already hold what was visible
+            Some(c) => c.generation.apply_to(ops, lsn > c.serves),
+            None => {
+                drop(catching);
+                self.current().apply(ops)
+            }
+        }
     }
 
+    /// Commits the written generation at `lsn`; a generation catching up
+    /// replaces the current one once `lsn` reaches what that one showed.
     pub fn commit(&self, lsn: Lsn, durable: bool) -> anyhow::Result<std::time::Duration> {
-        self.current().commit(lsn, durable)
+        let mut catching = self.catching_up();
+        let Some(c) = catching.as_ref() else {
+            drop(catching);
+            return self.current().commit(lsn, durable);
+        };
+        let took = c.generation.commit_and_publish(lsn, durable, false)?;
+        if lsn >= c.serves
+            && let Some(c) = catching.take()
+        {
+            drop(catching);
+            self.promote(c.generation);
+        }
+        Ok(took)
     }
 
     pub fn clear(&self) -> anyhow::Result<()> {
-        self.current().clear()
+        self.writing().clear()
     }
 
     pub fn merge_all(&self) -> anyhow::Result<()> {
-        self.current().merge_all()
+        self.writing().merge_all()
     }
 
     pub fn presync(&self) -> std::io::Result<usize> {
-        self.current().presync()
+        self.writing().presync()
     }
 
     pub fn count(&self, t: DocType) -> u64 {
@@ -539,7 +735,7 @@ impl IndexStore {
         let mut shadow = self.shadow();
         let s = shadow
             .as_mut()
-            .ok_or_else(|| anyhow::anyhow!("no reindex is running"))?;
+            .ok_or_else(|| anyhow::anyhow!("no reindex is running (the indexer restarted?)"))?;
         if let Some(held) = s.held.take() {
             s.generation.apply(held)?;
         }
@@ -553,10 +749,15 @@ impl IndexStore {
         let mut shadow = self.shadow();
         let s = shadow
             .take()
-            .ok_or_else(|| anyhow::anyhow!("no reindex is running"))?;
+            .ok_or_else(|| anyhow::anyhow!("no reindex is running (the indexer restarted?)"))?;
         anyhow::ensure!(s.held.is_none(), "the reindex snapshot is not loaded yet");
+        crate::failpoint::hit("swap_generation")?;
         s.generation.commit(lsn, true)?;
         write_current(&self.root, s.generation.number)?;
+        // a generation catching up is the old one too
+        if let Some(c) = self.catching_up().take() {
+            c.generation.close();
+        }
         let old = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
             s.generation,

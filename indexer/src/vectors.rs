@@ -763,9 +763,24 @@ impl VectorStore {
                 ann.dump(&tmp, &name)?;
             }
         }
-        std::fs::write(tmp.join("LSN"), lsn.to_string())?;
-        let _ = std::fs::remove_dir_all(dir);
+        crate::failpoint::hit("vector_dump")?;
+        // the LSN file last: a dump without one is incomplete
+        let mut f = std::fs::File::create(tmp.join("LSN"))?;
+        std::io::Write::write_all(&mut f, lsn.to_string().as_bytes())?;
+        f.sync_all()?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        // the previous dump stays whole until the new one is in place (a
+        // crash between the renames: recovery renames it back)
+        let old = dir.with_file_name(crate::recovery::VECTOR_DIR_OLD);
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(dir, &old)?;
+        }
         std::fs::rename(&tmp, dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
 

@@ -203,7 +203,7 @@ impl Indexer {
         };
         for table in [Table::Companies, Table::Contacts, Table::Memories] {
             let (pg, pg_vectors) = pg_versions(pool, table, tenant, None).await?;
-            let at = wal_position(pool).await?;
+            let at = crate::wal::position(pool).await?;
             anyhow::ensure!(
                 wait(at).await,
                 "the index did not reach {at} within the wait; is the stream down?"
@@ -239,7 +239,7 @@ impl Indexer {
             .copied()
             .collect();
             let (pg2, pg_vectors2) = pg_versions(pool, table, None, Some(&suspects)).await?;
-            let at = wal_position(pool).await?;
+            let at = crate::wal::position(pool).await?;
             anyhow::ensure!(
                 wait(at).await,
                 "the index did not reach {at} within the wait; is the stream down?"
@@ -295,17 +295,9 @@ async fn repair_rows(
         rows = n,
         "repairing drift from Postgres"
     );
-    store.apply(ops)?;
+    store.apply(ops, lsn)?;
     store.commit(lsn, false)?;
     Ok(n)
-}
-
-/// Everything written to Postgres so far ends before this position.
-pub async fn wal_position(pool: &PgPool) -> Result<Lsn> {
-    let s: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-        .fetch_one(pool)
-        .await?;
-    Ok(s.parse()?)
 }
 
 /// How long [`Indexer::verify`] waits for the index at each step.

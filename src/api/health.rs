@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -27,20 +27,26 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// Ready when Postgres answers within a second and the index is within
-/// `ready_max_lag_bytes` of the server's WAL position.
-async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+/// Ready when Postgres answers within a second and the index serves as it
+/// should: its pipeline runs (no stage failing or restarting), the stream
+/// is connected, the index is within `ready_max_lag_bytes` of the server's
+/// WAL position and not stalled behind it. Every 503 carries `Retry-After`.
+async fn readyz(State(st): State<AppState>) -> Response {
     let not_ready = |reason: &str, extra: serde_json::Value| {
         let mut body = json!({"status": "not_ready", "reason": reason});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "2")],
+            axum::Json(body),
+        )
+            .into_response()
     };
-    let ping =
-        sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text").fetch_one(&st.pool);
+    let ping = indexer::wal::position(&st.pool);
     let current = match tokio::time::timeout(Duration::from_secs(1), ping).await {
-        Ok(Ok(lsn)) => lsn.parse::<indexer::Lsn>().unwrap_or_default(),
+        Ok(Ok(lsn)) => lsn,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readyz: postgres unreachable");
             return not_ready("postgres_unreachable", json!({}));
@@ -48,24 +54,30 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         Err(_) => return not_ready("postgres_timeout", json!({})),
     };
     let Some(ix) = &st.indexer else {
-        return (
-            StatusCode::OK,
-            axum::Json(json!({"status": "ready", "postgres": "ok"})),
-        );
+        return axum::Json(json!({"status": "ready", "postgres": "ok"})).into_response();
     };
     ix.wait_for(current, Duration::from_millis(200)).await;
-    let applied = ix.progress.visible();
-    let lag = current.0.saturating_sub(applied.0);
-    let detail = json!({"applied_lsn": applied, "server_lsn": current, "lag_bytes": lag});
-    if !ix.progress.connected() {
-        return not_ready("replication_disconnected", detail);
+    let lag = ix.progress.lag(current);
+    let health = ix.health.get();
+    let detail = json!({
+        "applied_lsn": lag.applied_lsn,
+        "server_lsn": lag.server_lsn,
+        "lag_bytes": lag.lag_bytes,
+        "stalled_ms": lag.stalled_ms,
+        "pipeline": health.state,
+        "restarts": health.restarts,
+        "last_error": health.last_error,
+        "failing_since": health.failing_since,
+    });
+    if let Some(why) = ix.readiness(current) {
+        return not_ready(why.reason(), detail);
     }
-    if lag > st.cfg.ready_max_lag_bytes {
+    if lag.lag_bytes > st.cfg.ready_max_lag_bytes {
         return not_ready("index_lag", detail);
     }
     let mut body = json!({"status": "ready", "postgres": "ok"});
     if let (Some(b), Some(d)) = (body.as_object_mut(), detail.as_object()) {
         b.extend(d.clone());
     }
-    (StatusCode::OK, axum::Json(body))
+    axum::Json(body).into_response()
 }

@@ -234,11 +234,14 @@ async fn verify_finds_injected_drift_and_repair_fixes_it() {
     let lsn = ix.progress.visible();
     let table = indexer::rows::Table::Contacts;
     store
-        .apply(vec![
+        .apply(
+            vec![
             Op::Delete { id: ids[0] },
             table.upsert(&store.schema, &old, false, lsn).unwrap(),
             table.upsert(&store.schema, &ghost, true, lsn).unwrap(),
-        ])
+            ],
+            lsn,
+        )
         .unwrap();
     store.commit(lsn, false).unwrap();
     store.vectors().delete(memory);

@@ -1,0 +1,135 @@
+//! The committer stage: the one writer. Applies operations, makes them
+//! visible with a soft commit as soon as the channel is drained, and makes
+//! them durable (fsync, LSN in the commit payload) on its own trigger: an
+//! interval or a number of documents. Postgres is acknowledged only up to
+//! the last durable commit (the source reads [`Progress::durable`]).
+//!
+//! An error applying or committing ends the stage with it: the index's
+//! state in memory is then unknown, and the supervisor reopens it from its
+//! durable commit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::{Batch, Shared};
+use crate::Lsn;
+use crate::store::{IndexStore, Op};
+
+/// Take at most about this many operations into one commit.
+const MAX_OPS_PER_COMMIT: usize = 20_000;
+
+pub(super) async fn run_committer(sh: Arc<Shared>, mut rx: mpsc::Receiver<Batch>) -> Result<()> {
+    let (store, progress) = (&sh.store, &sh.progress);
+    let durable_interval = sh.cfg.durable_interval;
+    // the written generation holds every transaction up to here
+    let mut applied = progress.written();
+    let mut uncommitted_ops = 0usize;
+    let mut docs_since_durable = 0usize;
+    let mut last_durable = Instant::now();
+    let mut last_commit_time = None;
+    loop {
+        let durable_due = last_durable + durable_interval;
+        let first = tokio::select! {
+            b = rx.recv() => b,
+            () = tokio::time::sleep_until(durable_due.into()) => None,
+        };
+        let closed = first.is_none() && rx.is_closed() && rx.is_empty();
+        // take whatever else is ready: one commit for all of it
+        let mut batches: Vec<Batch> = first.into_iter().collect();
+        while batches.iter().map(|b| b.ops.len()).sum::<usize>() < MAX_OPS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let mut txns: Vec<(Vec<Op>, Lsn)> = Vec::new();
+        for b in batches {
+            // a transaction sent again after a reconnect: already applied
+            if b.lsn <= applied {
+                continue;
+            }
+            applied = b.lsn;
+            last_commit_time = b.commit_time.or(last_commit_time);
+            if !b.ops.is_empty() {
+                txns.push((b.ops, b.lsn));
+            }
+        }
+        let n: usize = txns.iter().map(|(ops, _)| ops.len()).sum();
+        if n > 0 {
+            metrics::histogram!("crmsearch_batch_ops").record(n as f64);
+            apply(store, txns, applied, n).await?;
+            uncommitted_ops += n;
+            docs_since_durable += n;
+        }
+        if let Some(t) = last_commit_time {
+            progress.set_last_commit(t);
+        }
+        let durable = closed
+            || docs_since_durable >= sh.cfg.durable_docs
+            || (Instant::now() >= durable_due && progress.durable() < applied);
+        // a generation catching up replaces the serving one at a commit
+        let caught_up = store.catching_up_to().is_some_and(|to| applied >= to);
+        if uncommitted_ops > 0 || durable || caught_up {
+            let took = commit(store, applied, durable).await?;
+            let kind = if durable { "durable" } else { "visible" };
+            metrics::histogram!("crmsearch_commit_seconds", "kind" => kind)
+                .record(took.as_secs_f64());
+            tracing::debug!(lsn = %applied, ops = uncommitted_ops, kind, ms = took.as_secs_f64() * 1e3, "committed");
+            uncommitted_ops = 0;
+            progress.set_written(applied);
+            // a generation catching up after a restart shows nothing older
+            // than what searches already saw
+            progress.set_visible(applied);
+            if durable {
+                progress.durable.fetch_max(applied.0, Ordering::AcqRel);
+                docs_since_durable = 0;
+                last_durable = Instant::now();
+            }
+        } else {
+            // nothing to write: progress markers move the position at once
+            progress.set_written(applied);
+            progress.set_visible(applied);
+            if Instant::now() >= durable_due {
+                last_durable = Instant::now();
+            }
+        }
+        if closed {
+            return Ok(());
+        }
+    }
+}
+
+async fn apply(store: &Arc<IndexStore>, txns: Vec<(Vec<Op>, Lsn)>, to: Lsn, ops: usize) -> Result<()> {
+    let span = tracing::debug_span!("apply", lsn = %to, ops);
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || {
+        for (ops, lsn) in txns {
+            s.apply(ops, lsn)?;
+        }
+        anyhow::Ok(())
+    })
+    .instrument(span)
+    .await
+    .context("the apply task panicked")?
+    .context("applying to the index failed")
+}
+
+async fn commit(store: &Arc<IndexStore>, lsn: Lsn, durable: bool) -> Result<Duration> {
+    let span = tracing::debug_span!("commit", %lsn, durable);
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.commit(lsn, durable))
+        .instrument(span)
+        .await
+        .context("the commit task panicked")?
+        .with_context(|| {
+            format!(
+                "the {} index commit at {lsn} failed",
+                if durable { "durable" } else { "visible" }
+            )
+        })
+}

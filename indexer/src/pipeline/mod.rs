@@ -1,0 +1,439 @@
+//! The CDC pipeline: source → mapper → committer, joined by bounded
+//! channels, each message carrying the LSN it brings the index to, with a
+//! flusher, the vector upkeep and the lag gauges beside them — every stage
+//! in a file of its own, all run by the [`supervisor`], which restarts them
+//! together from the index's durable commit when one fails.
+//!
+//! - [`source`]: the replication stream, decoded into whole transactions.
+//! - [`mapper`]: row changes into index operations.
+//! - [`committer`]: the one writer: soft commits (visible) and durable ones.
+//! - [`flusher`]: fsyncs what soft commits wrote, ahead of the durable one.
+//! - [`vectors`]: the ANN indexes' upkeep and dumps.
+//! - [`lag`]: lag and stall figures and gauges.
+//! - [`slot`], [`snapshot`], [`status`]: the slot at start, a snapshot into
+//!   an emptied generation, status.
+
+mod committer;
+mod flusher;
+mod lag;
+mod mapper;
+mod slot;
+mod snapshot;
+mod source;
+mod status;
+pub mod supervisor;
+mod vectors;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub use lag::{Lag, STALL_AFTER};
+pub use slot::SLOT_WARN_BYTES;
+pub use status::{Documents, Status, offline_status};
+pub use supervisor::{Health, PipelineHealth, PipelineState};
+pub use vectors::VectorLoad;
+
+use crate::Lsn;
+use crate::pgoutput::Tuple;
+use crate::rows::Table;
+use crate::store::{IndexStore, Op};
+
+/// The prefix of the logical messages that move the applied LSN forward
+/// when nothing else does (see [`Indexer::wait_for`]).
+pub const HEARTBEAT_PREFIX: &str = "crmsearch_heartbeat";
+pub const PUBLICATION: &str = "crmsearch";
+
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    pub database_url: String,
+    pub index_dir: std::path::PathBuf,
+    /// Names the slot: `crmsearch_<node>`.
+    pub node: String,
+    /// Longest time between durable commits while changes are pending.
+    pub durable_interval: Duration,
+    /// Durable commit after this many documents even before the interval.
+    pub durable_docs: usize,
+}
+
+impl IndexerConfig {
+    pub fn slot(&self) -> String {
+        let node: String = self
+            .node
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("crmsearch_{node}")
+    }
+}
+
+/// What the pipeline has reached, shared with searches and status.
+#[derive(Debug)]
+pub struct Progress {
+    visible: watch::Sender<Lsn>,
+    durable: AtomicU64,
+    /// The written generation's last commit: where the stream resumes. It
+    /// is behind `visible` while a restarted pipeline catches up.
+    written: AtomicU64,
+    stall: lag::StallWatch,
+    /// Commit time of the last applied transaction.
+    last_commit: Mutex<Option<DateTime<Utc>>>,
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    bootstrapped: AtomicBool,
+    /// Transactions that committed at or before this may already be in the
+    /// index (a snapshot's); see [`run_mapper`].
+    replay_guard: AtomicU64,
+}
+
+impl Progress {
+    fn new(lsn: Lsn) -> Self {
+        Self {
+            visible: watch::Sender::new(lsn),
+            durable: AtomicU64::new(lsn.0),
+            written: AtomicU64::new(lsn.0),
+            stall: lag::StallWatch::default(),
+            last_commit: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            bootstrapped: AtomicBool::new(false),
+            replay_guard: AtomicU64::new(lsn.0),
+        }
+    }
+
+    pub fn visible(&self) -> Lsn {
+        *self.visible.borrow()
+    }
+
+    /// Follows the visible position.
+    pub fn subscribe(&self) -> watch::Receiver<Lsn> {
+        self.visible.subscribe()
+    }
+
+    pub fn durable(&self) -> Lsn {
+        Lsn(self.durable.load(Ordering::Acquire))
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn bootstrapped(&self) -> bool {
+        self.bootstrapped.load(Ordering::Acquire)
+    }
+
+    pub fn last_commit(&self) -> Option<DateTime<Utc>> {
+        *self.last_commit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_visible(&self, lsn: Lsn) {
+        self.visible.send_if_modified(|v| {
+            let moved = lsn > *v;
+            if moved {
+                *v = lsn;
+            }
+            moved
+        });
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    pub(crate) fn written(&self) -> Lsn {
+        Lsn(self.written.load(Ordering::Acquire))
+    }
+
+    fn set_written(&self, lsn: Lsn) {
+        self.written.store(lsn.0, Ordering::Release);
+    }
+
+    fn set_last_commit(&self, t: DateTime<Utc>) {
+        *self.last_commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    }
+
+    /// A restarted pipeline resumes from the reopened index's durable
+    /// commit; what searches see stays where it is.
+    fn restart_at(&self, durable: Lsn) {
+        self.set_written(durable);
+        self.durable.store(durable.0, Ordering::Release);
+    }
+}
+
+/// A transaction (or a bare progress marker) on its way to the index.
+#[derive(Debug)]
+enum SourceMsg {
+    Txn {
+        end_lsn: Lsn,
+        commit_time: Option<DateTime<Utc>>,
+        changes: Vec<Change>,
+    },
+    Progress(Lsn),
+}
+
+#[derive(Debug)]
+enum Change {
+    /// A new row version; `bool`: an INSERT (the row is new).
+    Upsert(Table, Tuple, bool),
+    Delete(Uuid),
+    Truncate(Vec<Table>),
+}
+
+#[derive(Debug)]
+struct Batch {
+    ops: Vec<Op>,
+    lsn: Lsn,
+    commit_time: Option<DateTime<Utc>>,
+}
+
+/// What every stage shares.
+pub(crate) struct Shared {
+    cfg: IndexerConfig,
+    pool: PgPool,
+    store: Arc<IndexStore>,
+    progress: Arc<Progress>,
+    health: Arc<Health>,
+}
+
+/// The running indexer.
+pub struct Indexer {
+    pub store: Arc<IndexStore>,
+    pub progress: Arc<Progress>,
+    /// The supervisor's view of the pipeline.
+    pub health: Arc<Health>,
+    pub slot: String,
+    /// Whether this start indexed a snapshot (rather than resuming).
+    pub rebuilt: bool,
+    /// How the vector collections came back when resuming.
+    pub vectors_loaded: Option<VectorLoad>,
+    pub(crate) pool: PgPool,
+    heartbeat_at: Mutex<Option<Instant>>,
+    shutdown: watch::Sender<bool>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Why the index cannot serve as it should (see [`Indexer::readiness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// A stage failed and the pipeline is restarting, or keeps failing.
+    Restarting,
+    /// Behind the server without moving for [`STALL_AFTER`].
+    Stalled,
+    /// The replication stream is down.
+    Disconnected,
+}
+
+impl NotReady {
+    pub fn reason(self) -> &'static str {
+        match self {
+            NotReady::Restarting => "indexer_restarting",
+            NotReady::Stalled => "index_stalled",
+            NotReady::Disconnected => "replication_disconnected",
+        }
+    }
+}
+
+impl Indexer {
+    /// Opens the index (cleaned to its durable commit), bootstraps it from
+    /// a snapshot when it has no usable position (first start, a missing or
+    /// invalidated slot, an index behind its slot), then starts the
+    /// supervised pipeline.
+    pub async fn start(cfg: IndexerConfig, pool: PgPool) -> crate::Result<Arc<Self>> {
+        let dir = cfg.index_dir.clone();
+        let store = Arc::new(tokio::task::spawn_blocking(move || IndexStore::open(&dir)).await??);
+        let slot = cfg.slot();
+        let (start, replay_guard) = slot::prepare_slot(&pool, &store, &slot).await?;
+        let rebuilt = replay_guard.is_some();
+        let replay_guard = replay_guard.unwrap_or(start);
+        let vectors_loaded = if rebuilt {
+            None
+        } else {
+            Some(vectors::load_vectors(&pool, &store).await?)
+        };
+        let progress = Arc::new(Progress::new(start));
+        progress
+            .replay_guard
+            .store(replay_guard.0, Ordering::Release);
+        progress.bootstrapped.store(true, Ordering::Release);
+        let (shutdown, _) = watch::channel(false);
+        let health = Arc::new(Health::default());
+        let shared = Arc::new(Shared {
+            cfg,
+            pool: pool.clone(),
+            store: store.clone(),
+            progress: progress.clone(),
+            health: health.clone(),
+        });
+        let supervisor = tokio::spawn(supervisor::supervise(shared, shutdown.subscribe()));
+        let indexer = Arc::new(Self {
+            store,
+            progress,
+            health,
+            slot,
+            rebuilt,
+            vectors_loaded,
+            pool,
+            heartbeat_at: Mutex::new(None),
+            shutdown,
+            supervisor: Mutex::new(Some(supervisor)),
+        });
+        tracing::info!(slot = %indexer.slot, lsn = %start, "indexer streaming");
+        Ok(indexer)
+    }
+
+    /// Whether the index serves as it should, given the server's position
+    /// `server` (read just before): none when it does.
+    pub fn readiness(&self, server: Lsn) -> Option<NotReady> {
+        let h = self.health.get();
+        if h.state != PipelineState::Running || h.failing_since.is_some() {
+            return Some(NotReady::Restarting);
+        }
+        if !self.progress.connected() {
+            return Some(NotReady::Disconnected);
+        }
+        let lag = self.progress.lag(server);
+        (Duration::from_millis(lag.stalled_ms) >= STALL_AFTER).then_some(NotReady::Stalled)
+    }
+
+    /// Waits until the index has applied `lsn` (visible to searches), at most
+    /// `timeout`. A heartbeat written to the WAL moves the stream past `lsn`
+    /// even when no later change to the followed tables comes.
+    pub async fn wait_for(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let mut rx = self.progress.visible.subscribe();
+        if *rx.borrow() >= lsn {
+            return true;
+        }
+        self.heartbeat().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let slice = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+            // (the watch guard must not live across the heartbeat's await)
+            let reached = tokio::time::timeout_at(slice, rx.wait_for(|v| *v >= lsn))
+                .await
+                .map(|r| r.is_ok());
+            match reached {
+                Ok(true) => return true,
+                Ok(false) => return false,
+                Err(_) if tokio::time::Instant::now() >= deadline => return false,
+                // still behind: the stream may have reconnected; beat again
+                Err(_) => self.heartbeat().await,
+            }
+        }
+    }
+
+    /// Writes a non-transactional logical message: the stream delivers it
+    /// after every transaction that committed before it.
+    async fn heartbeat(&self) {
+        {
+            let mut at = self.heartbeat_at.lock().unwrap_or_else(|e| e.into_inner());
+            if at.is_some_and(|t| t.elapsed() < Duration::from_millis(20)) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        let sql = "SELECT pg_logical_emit_message(false, $1, '')::text";
+        if let Err(e) = sqlx::query_scalar::<_, String>(sql)
+            .bind(HEARTBEAT_PREFIX)
+            .fetch_one(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+    }
+
+    /// Builds the next index generation from a consistent snapshot while
+    /// this one serves, catches it up with the changes applied meanwhile,
+    /// and swaps it in; `progress(done, total)` as rows load. With `only`,
+    /// that tenant is read again from Postgres and every other tenant's
+    /// documents and vectors are carried over from the current generation.
+    /// On an error the shadow is dropped and the current generation serves on.
+    pub async fn reindex(
+        &self,
+        only: Option<Uuid>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> crate::Result<u64> {
+        let started = Instant::now();
+        let shadow = {
+            let s = self.store.clone();
+            let lsn = self.progress.visible();
+            // every change applied from here on is held for the shadow; what
+            // was applied before becomes visible to the copy below
+            tokio::task::spawn_blocking(move || {
+                let shadow = s.begin_shadow()?;
+                s.commit(lsn, false)?;
+                anyhow::Ok(shadow)
+            })
+            .await
+            .map_err(anyhow::Error::from)??
+        };
+        let result = async {
+            let position = crate::wal::position(&self.pool).await?;
+            snapshot::snapshot(&self.pool, &shadow, position, Some(progress), only).await?;
+            if let Some(tenant) = only {
+                let (current, sh) = (self.store.current(), shadow.clone());
+                let copied = tokio::task::spawn_blocking(move || {
+                    let n = crate::store::copy_tenants_except(&current, &sh, tenant)?;
+                    sh.commit(position, false)?;
+                    sh.merge_all()?;
+                    anyhow::Ok(n)
+                })
+                .await??;
+                tracing::info!(
+                    documents = copied,
+                    "other tenants carried over into the new generation"
+                );
+            }
+            let s = self.store.clone();
+            tokio::task::spawn_blocking(move || s.shadow_loaded()).await??;
+            // the shadow holds every change the index has applied: swap at
+            // the position searches see
+            let at = crate::wal::position(&self.pool).await?;
+            self.wait_for(at, Duration::from_secs(60)).await;
+            let (s, lsn) = (self.store.clone(), self.progress.visible());
+            tokio::task::spawn_blocking(move || s.swap_shadow(lsn)).await?
+        }
+        .await;
+        match result {
+            Ok(n) => {
+                tracing::info!(generation = n, tenant = ?only, secs = started.elapsed().as_secs_f64(), "reindex done");
+                Ok(n)
+            }
+            Err(e) => {
+                self.store.cancel_shadow();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stops the pipeline and waits for the committer's last durable commit.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let task = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}

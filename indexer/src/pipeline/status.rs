@@ -1,0 +1,153 @@
+//! Status: positions, lag, counts and the supervisor's health, from the
+//! running indexer or, for another process, from the disk and Postgres.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use schema::index::DocType;
+use sqlx::PgPool;
+
+use super::slot::{slot_row, slot_warnings};
+use super::supervisor::PipelineHealth;
+use super::{Indexer, IndexerConfig};
+use crate::Lsn;
+
+impl Indexer {
+    /// Positions and counts for `/v1/admin/status`.
+    pub async fn status(&self) -> crate::Result<Status> {
+        let current = crate::wal::position(&self.pool).await?;
+        // let the stream pass the current position if it is idle
+        self.wait_for(current, Duration::from_secs(1)).await;
+        let slot = slot_row(&self.pool, &self.slot).await?.unwrap_or_default();
+        let lag = self.progress.lag(current);
+        super::lag::record(&lag, &self.progress);
+        let store = self.store.clone();
+        let (contacts, companies, segments) = tokio::task::spawn_blocking(move || {
+            (
+                store.count(DocType::Contact),
+                store.count(DocType::Company),
+                store.segments(),
+            )
+        })
+        .await?;
+        Ok(Status {
+            slot: self.slot.clone(),
+            applied_lsn: lag.applied_lsn,
+            durable_lsn: self.progress.durable(),
+            server_lsn: current,
+            lag_bytes: lag.lag_bytes,
+            lag_ms: lag.lag_ms,
+            stalled_ms: lag.stalled_ms,
+            connected: self.progress.connected(),
+            last_error: self.progress.last_error(),
+            pipeline: Some(self.health.get()),
+            catching_up_to: self.store.catching_up_to(),
+            slot_confirmed_lsn: slot.confirmed,
+            warnings: slot_warnings(slot.retained, slot.wal_status.as_deref()),
+            slot_retained_wal_bytes: slot.retained,
+            slot_wal_status: slot.wal_status,
+            documents: Documents {
+                contacts,
+                companies,
+            },
+            segments,
+        })
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Documents {
+    pub contacts: u64,
+    pub companies: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub slot: String,
+    /// Searches see everything up to here.
+    pub applied_lsn: Lsn,
+    /// Survives a crash; Postgres is acknowledged up to here.
+    pub durable_lsn: Lsn,
+    pub server_lsn: Lsn,
+    pub lag_bytes: u64,
+    pub lag_ms: u64,
+    /// How long the index has been behind the server without moving.
+    pub stalled_ms: u64,
+    pub connected: bool,
+    /// The last error of the stream or of a stage.
+    pub last_error: Option<String>,
+    /// The supervisor's view: running or restarting, restarts, the last
+    /// failure (none offline).
+    pub pipeline: Option<PipelineHealth>,
+    /// A restarted pipeline replays up to here before its generation
+    /// serves (meanwhile searches see the one they saw).
+    pub catching_up_to: Option<Lsn>,
+    pub slot_confirmed_lsn: Option<String>,
+    pub slot_retained_wal_bytes: Option<i64>,
+    pub slot_wal_status: Option<String>,
+    /// What an operator should look at: WAL the slot holds back, a slot
+    /// about to be or already invalidated.
+    pub warnings: Vec<String>,
+    pub documents: Documents,
+    pub segments: usize,
+}
+
+#[derive(Default)]
+struct OnDisk {
+    lsn: Lsn,
+    contacts: u64,
+    companies: u64,
+    segments: usize,
+}
+
+/// Status from another process than `serve`: the durable state on disk (a
+/// running server is ahead by up to its durable interval) and Postgres.
+pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> crate::Result<Status> {
+    let dir = crate::store::current_generation_dir(&cfg.index_dir);
+    let on_disk = tokio::task::spawn_blocking(move || -> Result<OnDisk> {
+        let Some(dir) = dir.filter(|d| d.join("meta.json").exists()) else {
+            return Ok(OnDisk::default());
+        };
+        let index = tantivy::Index::open_in_dir(&dir)?;
+        let lsn = index
+            .load_metas()?
+            .payload
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default();
+        let searcher = index.reader()?.searcher();
+        let schema = schema::index::IndexSchema::new();
+        Ok(OnDisk {
+            lsn,
+            contacts: crate::store::count(&searcher, &schema, DocType::Contact),
+            companies: crate::store::count(&searcher, &schema, DocType::Company),
+            segments: searcher.segment_readers().len(),
+        })
+    })
+    .await??;
+    let current = crate::wal::position(pool).await?;
+    let slot_name = cfg.slot();
+    let slot = slot_row(pool, &slot_name).await?.unwrap_or_default();
+    let lsn = on_disk.lsn;
+    Ok(Status {
+        slot: slot_name,
+        applied_lsn: lsn,
+        durable_lsn: lsn,
+        server_lsn: current,
+        lag_bytes: current.0.saturating_sub(lsn.0),
+        lag_ms: 0,
+        stalled_ms: 0,
+        connected: slot.active_pid.is_some(),
+        last_error: None,
+        pipeline: None,
+        catching_up_to: None,
+        slot_confirmed_lsn: slot.confirmed,
+        warnings: slot_warnings(slot.retained, slot.wal_status.as_deref()),
+        slot_retained_wal_bytes: slot.retained,
+        slot_wal_status: slot.wal_status,
+        documents: Documents {
+            contacts: on_disk.contacts,
+            companies: on_disk.companies,
+        },
+        segments: on_disk.segments,
+    })
+}

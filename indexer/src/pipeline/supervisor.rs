@@ -1,0 +1,267 @@
+//! The supervisor: runs every stage of the pipeline (source, mapper,
+//! committer, flusher, vector upkeep, lag gauges) as one group. When a
+//! stage fails — an error, a panic, or ending while it should run — the
+//! others are stopped, the index is reopened from its durable commit (its
+//! folder cleaned to what that commit names) and the group starts again
+//! from there, after a backoff. Restarts are counted in `/metrics`
+//! (`crmsearch_indexer_restarts_total{stage}`) and in [`Health`]; while a
+//! failure persists, `/readyz` answers 503.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::Shared;
+
+/// How the pipeline is doing, for `/readyz` and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineState {
+    /// Every stage runs.
+    Running,
+    /// A stage failed: the stages are stopped and the index is being
+    /// reopened (or waiting for the next attempt).
+    Restarting,
+    /// Stopped by shutdown.
+    Stopped,
+}
+
+/// What status shows of the supervisor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineHealth {
+    pub state: PipelineState,
+    /// Restarts since the process started.
+    pub restarts: u64,
+    /// The stage whose failure caused the last restart.
+    pub last_failed_stage: Option<&'static str>,
+    /// The last failure, as the stage reported it.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Since when the pipeline has been failing (none: it works).
+    pub failing_since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+pub struct Health(Mutex<PipelineHealth>);
+
+impl Default for Health {
+    fn default() -> Self {
+        Self(Mutex::new(PipelineHealth {
+            state: PipelineState::Running,
+            restarts: 0,
+            last_failed_stage: None,
+            last_error: None,
+            last_error_at: None,
+            failing_since: None,
+        }))
+    }
+}
+
+impl Health {
+    pub fn get(&self) -> PipelineHealth {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PipelineHealth> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failed(&self, stage: &'static str, error: String) {
+        let mut h = self.lock();
+        let now = Utc::now();
+        h.state = PipelineState::Restarting;
+        h.last_failed_stage = Some(stage);
+        h.last_error = Some(error);
+        h.last_error_at = Some(now);
+        h.failing_since.get_or_insert(now);
+        metrics::gauge!("crmsearch_indexer_up").set(0.0);
+    }
+
+    fn restarted(&self) {
+        let mut h = self.lock();
+        h.state = PipelineState::Running;
+        h.restarts += 1;
+        metrics::gauge!("crmsearch_indexer_up").set(1.0);
+    }
+
+    /// The restarted pipeline ran for a while: the failure is over.
+    fn healthy(&self) {
+        let mut h = self.lock();
+        if h.state == PipelineState::Running && h.failing_since.take().is_some() {
+            tracing::info!(restarts = h.restarts, "the indexer recovered");
+        }
+    }
+
+    fn stopped(&self) {
+        self.lock().state = PipelineState::Stopped;
+    }
+}
+
+/// The first wait before a restart; it doubles on every failure in a row
+/// up to [`MAX_BACKOFF`], and starts over once a run lasted
+/// [`STABLE_AFTER`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// A restarted run that lasts this long without failing ends the failure.
+const HEALTHY_AFTER: Duration = Duration::from_secs(3);
+/// How long stopped stages may take to finish what they do.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+type StageResult = (&'static str, anyhow::Result<()>);
+
+/// Runs the pipeline until `shutdown`, restarting it on failures.
+pub(super) async fn supervise(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 0u32;
+    loop {
+        let started = Instant::now();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut stages = spawn_stages(&sh, stop_rx);
+        let mut healthy_at = Some(tokio::time::Instant::now() + HEALTHY_AFTER);
+        let failure = loop {
+            tokio::select! {
+                first = stages.join_next() => break Some(first),
+                _ = shutdown.changed() => break None,
+                () = sleep_until(healthy_at) => {
+                    // the run outlasted the failure: it is over
+                    sh.health.healthy();
+                    healthy_at = None;
+                }
+            }
+        };
+        let _ = stop_tx.send(true);
+        let Some(first) = failure else {
+            // shutdown: every stage finishes; the committer's last commit
+            // is durable
+            while stages.join_next().await.is_some() {}
+            sh.health.stopped();
+            return;
+        };
+        let (stage, error) = describe(first);
+        drain(&mut stages).await;
+        if started.elapsed() >= STABLE_AFTER {
+            backoff = FIRST_BACKOFF;
+            attempt = 0;
+        }
+        attempt += 1;
+        metrics::counter!("crmsearch_indexer_restarts_total", "stage" => stage).increment(1);
+        sh.health.failed(stage, error.clone());
+        sh.progress.set_error(Some(format!("{stage}: {error}")));
+        tracing::error!(stage, error = %error, attempt, retry_in_ms = backoff.as_millis() as u64, "an indexer stage failed; restarting the pipeline from the durable commit");
+        // reopen until it works (a full disk, say, until space returns)
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => {
+                    sh.health.stopped();
+                    return;
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            match reopen(&sh).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    attempt += 1;
+                    sh.health.failed("reopen", e.clone());
+                    metrics::counter!("crmsearch_indexer_restarts_total", "stage" => "reopen")
+                        .increment(1);
+                    tracing::error!(error = %e, attempt, retry_in_ms = backoff.as_millis() as u64, "reopening the index failed");
+                }
+            }
+        }
+        sh.health.restarted();
+        tracing::info!(attempt, lsn = %sh.progress.written(), "indexer pipeline restarted");
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reopens the written generation from its durable commit; the stream
+/// resumes from there.
+async fn reopen(sh: &Arc<Shared>) -> crate::Result<()> {
+    let s = sh.store.clone();
+    let durable = tokio::task::spawn_blocking(move || s.recover()).await??;
+    sh.progress.restart_at(durable.unwrap_or_default());
+    Ok(())
+}
+
+/// Which stage ended first, and why; a stage that ended without an error
+/// while it should run failed too.
+fn describe(first: Option<Result<StageResult, tokio::task::JoinError>>) -> (&'static str, String) {
+    match first {
+        Some(Ok((stage, Err(e)))) => (stage, format!("{e:#}")),
+        Some(Ok((stage, Ok(())))) => (stage, "the stage ended while it should run".into()),
+        Some(Err(e)) if e.is_panic() => ("unknown", panic_message(e)),
+        Some(Err(e)) => ("unknown", e.to_string()),
+        None => ("unknown", "no stage ran".into()),
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let p = e.into_panic();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("panicked: {msg}")
+}
+
+/// Waits for the stopped stages, then aborts what is left.
+async fn drain(stages: &mut JoinSet<StageResult>) {
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, stages.join_next()).await {
+        if let Ok((stage, Err(e))) = done {
+            tracing::debug!(stage, error = %format!("{e:#}"), "stage stopped with an error");
+        }
+    }
+    stages.shutdown().await;
+}
+
+/// The stages of one run, joined by bounded channels.
+fn spawn_stages(sh: &Arc<Shared>, stop: watch::Receiver<bool>) -> JoinSet<StageResult> {
+    let (src_tx, src_rx) = mpsc::channel(1024);
+    let (batch_tx, batch_rx) = mpsc::channel(64);
+    let mut set = JoinSet::new();
+    let stage = |name: &'static str, f| async move { (name, f.await) };
+    set.spawn(stage(
+        "source",
+        Box::pin(super::source::run_source(sh.clone(), src_tx, stop.clone())) as Stage,
+    ));
+    set.spawn(stage(
+        "mapper",
+        Box::pin(super::mapper::run_mapper(sh.clone(), src_rx, batch_tx)),
+    ));
+    set.spawn(stage(
+        "committer",
+        Box::pin(super::committer::run_committer(sh.clone(), batch_rx)),
+    ));
+    set.spawn(stage(
+        "flusher",
+        Box::pin(super::flusher::run_flusher(sh.clone(), stop.clone())),
+    ));
+    set.spawn(stage(
+        "vectors",
+        Box::pin(super::vectors::run_vector_maintenance(
+            sh.clone(),
+            stop.clone(),
+        )),
+    ));
+    set.spawn(stage(
+        "lag",
+        Box::pin(super::lag::run_lag_metrics(sh.clone(), stop)),
+    ));
+    set
+}
+
+type Stage = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
