@@ -144,7 +144,8 @@ mod tests {
 
     #[test]
     fn classifies_root_causes() {
-        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("writing a segment");
+        let full =
+            anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("writing a segment");
         assert!(matches!(Error::from(full), Error::DiskFull(_)));
         let pg = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("reading the slot");
         let pg = Error::from(pg);

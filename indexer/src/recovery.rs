@@ -167,14 +167,19 @@ mod tests {
         let ids = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
         store
             .apply(
-                vec![contact(&store, ids[0], "Alpha", true), contact(&store, ids[1], "Beta", true)],
+                vec![
+                    contact(&store, ids[0], "Alpha", true),
+                    contact(&store, ids[1], "Beta", true),
+                ],
                 Lsn(10),
             )
             .unwrap();
         store.commit(Lsn(10), true).unwrap();
         // two transactions, two soft commits: the delete's commit takes the
         // opstamp after the durable one's (the stamp a commit consumes)
-        store.apply(vec![Op::Delete { id: ids[0] }], Lsn(15)).unwrap();
+        store
+            .apply(vec![Op::Delete { id: ids[0] }], Lsn(15))
+            .unwrap();
         store.commit(Lsn(15), false).unwrap();
         store
             .apply(vec![contact(&store, ids[2], "Gamma", true)], Lsn(20))
@@ -184,12 +189,26 @@ mod tests {
     }
 
     fn replay(store: &IndexStore, ids: &[Uuid; 3]) {
-        assert_eq!(store.committed_lsn().unwrap(), Some(Lsn(10)), "opens at the durable commit");
+        assert_eq!(
+            store.committed_lsn().unwrap(),
+            Some(Lsn(10)),
+            "opens at the durable commit"
+        );
         store
-            .apply(vec![Op::Delete { id: ids[0] }, contact(store, ids[2], "Gamma", true)], Lsn(20))
+            .apply(
+                vec![
+                    Op::Delete { id: ids[0] },
+                    contact(store, ids[2], "Gamma", true),
+                ],
+                Lsn(20),
+            )
             .unwrap();
-        store.commit(Lsn(20), false).expect("the replayed soft commit");
-        store.commit(Lsn(20), true).expect("the replayed durable commit");
+        store
+            .commit(Lsn(20), false)
+            .expect("the replayed soft commit");
+        store
+            .commit(Lsn(20), true)
+            .expect("the replayed durable commit");
         assert_eq!(store.count(DocType::Contact), 2);
     }
 
@@ -204,7 +223,11 @@ mod tests {
                 .filter(|e| e.as_ref().unwrap().path().extension() == Some("del".as_ref()))
                 .count()
         };
-        assert_eq!(dels(&gen_dir(&image)), 1, "the soft commit left a delete file");
+        assert_eq!(
+            dels(&gen_dir(&image)),
+            1,
+            "the soft commit left a delete file"
+        );
         drop(live);
         let store = IndexStore::open(&image).unwrap();
         assert_eq!(dels(&gen_dir(&image)), 0, "the orphan delete file is gone");
@@ -254,7 +277,10 @@ mod tests {
         };
         let cleaned = clean_to_durable(&dir).unwrap();
         for o in orphans.iter().chain(&["vectors.tmp"]) {
-            assert!(cleaned.removed.contains(&PathBuf::from(o)), "{o} removed: {cleaned:?}");
+            assert!(
+                cleaned.removed.contains(&PathBuf::from(o)),
+                "{o} removed: {cleaned:?}"
+            );
             assert!(!dir.join(o).exists(), "{o}");
         }
         let left: HashSet<PathBuf> = std::fs::read_dir(&dir)
@@ -312,10 +338,20 @@ mod tests {
         // searches still see what they saw, not the older durable state
         assert_eq!(store.count(DocType::Contact), 2);
         store
-            .apply(vec![Op::Delete { id: ids[0] }, contact(&store, ids[2], "Gamma", true)], Lsn(20))
+            .apply(
+                vec![
+                    Op::Delete { id: ids[0] },
+                    contact(&store, ids[2], "Gamma", true),
+                ],
+                Lsn(20),
+            )
             .unwrap();
         store.commit(Lsn(20), false).unwrap();
-        assert_eq!(store.catching_up_to(), None, "caught up: the reopened generation serves");
+        assert_eq!(
+            store.catching_up_to(),
+            None,
+            "caught up: the reopened generation serves"
+        );
         assert_eq!(store.count(DocType::Contact), 2);
         store.commit(Lsn(20), true).unwrap();
         drop(store);

@@ -517,7 +517,8 @@ impl IndexStore {
             } else {
                 // a CURRENT.tmp of a swap cut off
                 let name = path.file_name();
-                name != Some(LOCK_FILE.as_ref()) && (named.is_none() || name != Some(CURRENT.as_ref()))
+                name != Some(LOCK_FILE.as_ref())
+                    && (named.is_none() || name != Some(CURRENT.as_ref()))
             };
             if stray {
                 tracing::warn!(path = %path.display(), "removing what no current index generation names");

@@ -60,7 +60,7 @@ async fn verify(
         .indexer()?
         .verify(tenant, params.repair)
         .await
-        .map_err(Error::Internal)?;
+        .map_err(|e| Error::from(indexer::Error::from(e)))?;
     Ok(axum::Json(report))
 }
 

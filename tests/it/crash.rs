@@ -17,7 +17,7 @@ use crate::common::pg_bin;
 use crate::embedded::{crmsearch, data_dir, http, run_ok, serve, signal, wait_exit};
 
 /// The URL of the crmsearch database of the embedded server in `data`.
-fn database_url(data: &Path) -> String {
+pub(crate) fn database_url(data: &Path) -> String {
     let text = std::fs::read_to_string(data.join("postgres/instance.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let admin = v["admin_url"].as_str().unwrap();
@@ -157,7 +157,7 @@ fn assert_converged(
 }
 
 /// Runs pg_ctl on the embedded cluster, as its service user when root.
-fn pg_ctl(data: &Path, args: &[&str]) {
+pub(crate) fn pg_ctl(data: &Path, args: &[&str]) {
     let pg_ctl = pg_bin().join("pg_ctl");
     let root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)

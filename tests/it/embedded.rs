@@ -48,8 +48,14 @@ pub(crate) fn postmaster(data: &Path) -> Option<u32> {
 
 /// Starts `serve` on a free port; returns the child and its address.
 pub(crate) fn serve(data: &Path) -> (Child, String) {
+    serve_with(data, &[]).expect("serve exited before listening")
+}
+
+/// `serve` with more environment; `None` when it exits before listening.
+pub(crate) fn serve_with(data: &Path, env: &[(&str, &str)]) -> Option<(Child, String)> {
     let mut child = crmsearch(data)
         .env("CRMSEARCH_DURABLE_INTERVAL_MS", "200")
+        .envs(env.iter().copied())
         .args(["--addr", "127.0.0.1:0", "--log-format", "json", "serve"])
         .env("CRMSEARCH_MASTER_KEY", crate::common::MASTER_KEY)
         .stdout(Stdio::null())
@@ -61,10 +67,10 @@ pub(crate) fn serve(data: &Path) -> (Child, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let addr = loop {
         assert!(Instant::now() < deadline, "serve did not start");
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.wait();
+            return None;
+        };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "listening" {
             break v["url"]
@@ -76,26 +82,38 @@ pub(crate) fn serve(data: &Path) -> (Child, String) {
     };
     // keep draining the log so the child never blocks on a full pipe
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    Some((child, addr))
 }
 
 pub(crate) fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, path, key, body).expect("an HTTP answer")
+}
+
+/// One request; `None` when the server is not there or the connection
+/// broke (a server being killed).
+pub(crate) fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .ok()?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).unwrap().parse().unwrap();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split(' ').nth(1)?.parse().ok()?;
     let body = resp
         .split_once("\r\n\r\n")
         .map(|x| x.1.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 pub(crate) fn signal(pid: u32, sig: &str) {

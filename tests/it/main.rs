@@ -9,6 +9,7 @@ mod auth_matrix;
 mod bad_input;
 mod bulk;
 mod cdc;
+mod chaos;
 mod crash;
 mod embedded;
 mod memories;

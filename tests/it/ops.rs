@@ -236,9 +236,9 @@ async fn verify_finds_injected_drift_and_repair_fixes_it() {
     store
         .apply(
             vec![
-            Op::Delete { id: ids[0] },
-            table.upsert(&store.schema, &old, false, lsn).unwrap(),
-            table.upsert(&store.schema, &ghost, true, lsn).unwrap(),
+                Op::Delete { id: ids[0] },
+                table.upsert(&store.schema, &old, false, lsn).unwrap(),
+                table.upsert(&store.schema, &ghost, true, lsn).unwrap(),
             ],
             lsn,
         )

@@ -104,7 +104,12 @@ pub(super) async fn run_committer(sh: Arc<Shared>, mut rx: mpsc::Receiver<Batch>
     }
 }
 
-async fn apply(store: &Arc<IndexStore>, txns: Vec<(Vec<Op>, Lsn)>, to: Lsn, ops: usize) -> Result<()> {
+async fn apply(
+    store: &Arc<IndexStore>,
+    txns: Vec<(Vec<Op>, Lsn)>,
+    to: Lsn,
+    ops: usize,
+) -> Result<()> {
     let span = tracing::debug_span!("apply", lsn = %to, ops);
     let s = store.clone();
     tokio::task::spawn_blocking(move || {

@@ -30,4 +30,3 @@ pub(super) async fn run_flusher(sh: Arc<Shared>, mut stop: watch::Receiver<bool>
             .context("fsync of new index files failed")?;
     }
 }
-

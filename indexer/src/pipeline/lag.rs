@@ -85,7 +85,10 @@ pub(crate) fn record(lag: &Lag, progress: &Progress) {
 
 /// The lag stage: the gauges every few seconds. Postgres not answering is
 /// the source's concern, not a failure of this stage.
-pub(super) async fn run_lag_metrics(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<()> {
+pub(super) async fn run_lag_metrics(
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -107,7 +110,11 @@ mod tests {
     fn a_stall_is_behind_and_not_moving() {
         let w = StallWatch::default();
         assert_eq!(w.observe(Lsn(5), Lsn(5)), Duration::ZERO, "caught up");
-        assert_eq!(w.observe(Lsn(5), Lsn(9)), Duration::ZERO, "first look behind");
+        assert_eq!(
+            w.observe(Lsn(5), Lsn(9)),
+            Duration::ZERO,
+            "first look behind"
+        );
         std::thread::sleep(Duration::from_millis(5));
         assert!(w.observe(Lsn(5), Lsn(9)) > Duration::ZERO, "still there");
         assert_eq!(w.observe(Lsn(6), Lsn(9)), Duration::ZERO, "moved");

@@ -115,4 +115,3 @@ async fn map_change(
             .collect(),
     })
 }
-

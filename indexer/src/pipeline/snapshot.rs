@@ -110,4 +110,3 @@ pub(crate) async fn snapshot(
     tracing::info!(rows = total, lsn = %consistent, secs = started.elapsed().as_secs_f64(), "snapshot indexed");
     Ok(seen)
 }
-

@@ -246,4 +246,3 @@ fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<Repli
             .with_options("-c TimeZone=UTC"),
     )
 }
-

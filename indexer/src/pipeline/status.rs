@@ -22,10 +22,11 @@ impl Indexer {
         let lag = self.progress.lag(current);
         super::lag::record(&lag, &self.progress);
         let store = self.store.clone();
-        let (contacts, companies, segments) = tokio::task::spawn_blocking(move || {
+        let (contacts, companies, memories, segments) = tokio::task::spawn_blocking(move || {
             (
                 store.count(DocType::Contact),
                 store.count(DocType::Company),
+                store.count(DocType::Memory),
                 store.segments(),
             )
         })
@@ -49,6 +50,7 @@ impl Indexer {
             documents: Documents {
                 contacts,
                 companies,
+                memories,
             },
             segments,
         })
@@ -59,6 +61,7 @@ impl Indexer {
 pub struct Documents {
     pub contacts: u64,
     pub companies: u64,
+    pub memories: u64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -97,6 +100,7 @@ struct OnDisk {
     lsn: Lsn,
     contacts: u64,
     companies: u64,
+    memories: u64,
     segments: usize,
 }
 
@@ -120,6 +124,7 @@ pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> crate::Result
             lsn,
             contacts: crate::store::count(&searcher, &schema, DocType::Contact),
             companies: crate::store::count(&searcher, &schema, DocType::Company),
+            memories: crate::store::count(&searcher, &schema, DocType::Memory),
             segments: searcher.segment_readers().len(),
         })
     })
@@ -147,6 +152,7 @@ pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> crate::Result
         documents: Documents {
             contacts: on_disk.contacts,
             companies: on_disk.companies,
+            memories: on_disk.memories,
         },
         segments: on_disk.segments,
     })

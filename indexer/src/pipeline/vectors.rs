@@ -191,4 +191,3 @@ pub(super) async fn run_vector_maintenance(
         }
     }
 }
-
