@@ -181,11 +181,13 @@ impl From<indexer::Error> for Error {
                 }
                 user => user,
             },
-            e if e.is_unavailable() => {
+            e @ (indexer::Error::DiskFull(_)
+            | indexer::Error::Locked(_)
+            | indexer::Error::SlotInUse { .. }) => {
                 tracing::warn!(error = %e, "indexer unavailable");
                 Error::unavailable(e.to_string())
             }
-            e => Error::Internal(e.into()),
+            e @ indexer::Error::Other(_) => Error::Internal(e.into()),
         }
     }
 }

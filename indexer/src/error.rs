@@ -28,9 +28,6 @@ pub enum Error {
          the same CRMSEARCH_NODE on this database?"
     )]
     SlotInUse { slot: String, pid: i32 },
-    /// The indexer is restarting its pipeline after a failure.
-    #[error("the indexer is restarting after a failure: {0}")]
-    Restarting(String),
     /// Anything else: a bug or a broken index (logged in full).
     #[error(transparent)]
     Other(anyhow::Error),
@@ -46,8 +43,7 @@ impl Error {
             Error::Postgres(_)
             | Error::DiskFull(_)
             | Error::Locked(_)
-            | Error::SlotInUse { .. }
-            | Error::Restarting(_) => true,
+            | Error::SlotInUse { .. } => true,
             Error::Other(_) => false,
         }
     }

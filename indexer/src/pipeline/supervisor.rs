@@ -199,11 +199,21 @@ async fn reopen(sh: &Arc<Shared>) -> crate::Result<()> {
 /// while it should run failed too.
 fn describe(first: Option<Result<StageResult, tokio::task::JoinError>>) -> (&'static str, String) {
     match first {
-        Some(Ok((stage, Err(e)))) => (stage, format!("{e:#}")),
+        Some(Ok((stage, Err(e)))) => (stage, explain(e)),
         Some(Ok((stage, Ok(())))) => (stage, "the stage ended while it should run".into()),
         Some(Err(e)) if e.is_panic() => ("unknown", panic_message(e)),
         Some(Err(e)) => ("unknown", e.to_string()),
         None => ("unknown", "no stage ran".into()),
+    }
+}
+
+/// The failure in the words an operator acts on (a full disk says so),
+/// with what the stage reported.
+fn explain(e: anyhow::Error) -> String {
+    let detail = format!("{e:#}");
+    match crate::Error::from(e) {
+        full @ crate::Error::DiskFull(_) => format!("{full} ({detail})"),
+        _ => detail,
     }
 }
 
