@@ -417,6 +417,12 @@ impl Generation {
         count(&self.reader.searcher(), &self.schema, t)
     }
 
+    /// Drops the writer, as a failed indexing thread leaves it.
+    #[cfg(test)]
+    pub(crate) fn close_writer_for_tests(&self) {
+        self.close();
+    }
+
     /// Drops the writer (and its lock); the generation stays readable.
     fn close(&self) {
         drop(self.writer().take());

@@ -138,3 +138,82 @@ async fn commit(store: &Arc<IndexStore>, lsn: Lsn, durable: bool) -> Result<Dura
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{contact_tuple, shared, temp_store};
+    use super::*;
+    use crate::rows::Table;
+    use schema::index::DocType;
+    use uuid::Uuid;
+
+    fn upsert(store: &IndexStore, id: Uuid, name: &str) -> Op {
+        Table::Contacts
+            .upsert(&store.schema, &contact_tuple(id, name), false, Lsn(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn applies_once_moves_the_positions_and_ends_durable() {
+        let t = temp_store();
+        let sh = shared(&t.store);
+        let (tx, rx) = mpsc::channel(8);
+        let committer = tokio::spawn(run_committer(sh.clone(), rx));
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let batch = |lsn: u64, ops| Batch {
+            ops,
+            lsn: Lsn(lsn),
+            commit_time: None,
+        };
+        tx.send(batch(10, vec![upsert(&t.store, a, "A")]))
+            .await
+            .unwrap();
+        let mut visible = sh.progress.subscribe();
+        visible.wait_for(|v| *v >= Lsn(10)).await.unwrap();
+        assert_eq!(t.store.count(DocType::Contact), 1, "visible at once");
+        assert_eq!(sh.progress.durable(), Lsn(0), "not durable yet");
+        // sent again after a reconnect: dropped
+        tx.send(batch(10, vec![upsert(&t.store, b, "B")]))
+            .await
+            .unwrap();
+        tx.send(batch(20, vec![])).await.unwrap();
+        visible.wait_for(|v| *v >= Lsn(20)).await.unwrap();
+        assert_eq!(
+            t.store.count(DocType::Contact),
+            1,
+            "a transaction applied once"
+        );
+        assert_eq!(
+            sh.progress.written(),
+            Lsn(20),
+            "a marker moves the position"
+        );
+        drop(tx);
+        committer.await.unwrap().unwrap();
+        assert_eq!(sh.progress.durable(), Lsn(20), "the last commit is durable");
+        assert_eq!(t.store.committed_lsn().unwrap(), Some(Lsn(20)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_ends_the_stage_with_the_error() {
+        let t = temp_store();
+        let sh = shared(&t.store);
+        let (tx, rx) = mpsc::channel(8);
+        let committer = tokio::spawn(run_committer(sh.clone(), rx));
+        // a writer that is gone: what a failed indexing thread leaves
+        t.store.current().close_writer_for_tests();
+        tx.send(Batch {
+            ops: vec![upsert(&t.store, Uuid::new_v4(), "A")],
+            lsn: Lsn(10),
+            commit_time: None,
+        })
+        .await
+        .unwrap();
+        let err = committer.await.unwrap().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("applying to the index failed"),
+            "{err:#}"
+        );
+        assert_eq!(sh.progress.visible(), Lsn(0), "nothing shown");
+    }
+}

@@ -95,7 +95,11 @@ pub(super) async fn run_lag_metrics(
             _ = tick.tick() => {}
             _ = stop.changed() => return Ok(()),
         }
-        let Ok(server) = crate::wal::position(&sh.pool).await else {
+        let server = tokio::select! {
+            server = crate::wal::position(&sh.pool) => server,
+            _ = stop.changed() => return Ok(()),
+        };
+        let Ok(server) = server else {
             continue;
         };
         record(&sh.progress.lag(server), &sh.progress);

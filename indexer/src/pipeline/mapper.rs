@@ -115,3 +115,76 @@ async fn map_change(
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{contact_tuple, shared, temp_store};
+    use super::*;
+    use crate::rows::Table;
+    use schema::index::DocType;
+    use uuid::Uuid;
+
+    #[tokio::test]
+    async fn changes_become_operations_and_inserts_after_the_guard_are_fresh() {
+        let t = temp_store();
+        let sh = shared(&t.store);
+        sh.progress.replay_guard.store(100, Ordering::Release);
+        let (src_tx, src_rx) = mpsc::channel(8);
+        let (batch_tx, mut batch_rx) = mpsc::channel(8);
+        let mapper = tokio::spawn(run_mapper(sh.clone(), src_rx, batch_tx));
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let txn = |lsn: u64, changes| SourceMsg::Txn {
+            end_lsn: Lsn(lsn),
+            commit_time: None,
+            changes,
+        };
+        // at or before the guard an insert may be in a snapshot already
+        src_tx
+            .send(txn(
+                100,
+                vec![Change::Upsert(Table::Contacts, contact_tuple(a, "A"), true)],
+            ))
+            .await
+            .unwrap();
+        src_tx
+            .send(txn(
+                200,
+                vec![
+                    Change::Upsert(Table::Contacts, contact_tuple(b, "B"), true),
+                    Change::Upsert(Table::Contacts, contact_tuple(a, "A2"), false),
+                    Change::Delete(a),
+                    // a row the schema rejects is counted and skipped
+                    Change::Upsert(
+                        Table::Contacts,
+                        crate::pgoutput::Tuple {
+                            values: Default::default(),
+                        },
+                        true,
+                    ),
+                    Change::Truncate(vec![Table::Memories]),
+                ],
+            ))
+            .await
+            .unwrap();
+        src_tx.send(SourceMsg::Progress(Lsn(300))).await.unwrap();
+        drop(src_tx);
+        let fresh = |op: &Op| matches!(op, Op::Upsert { fresh: true, .. });
+        let first = batch_rx.recv().await.unwrap();
+        assert_eq!((first.lsn, first.ops.len()), (Lsn(100), 1));
+        assert!(
+            !fresh(&first.ops[0]),
+            "at the guard: replaced, not assumed new"
+        );
+        let second = batch_rx.recv().await.unwrap();
+        assert_eq!(second.lsn, Lsn(200));
+        assert_eq!(second.ops.len(), 4, "{:?}", second.ops);
+        assert!(fresh(&second.ops[0]), "after the guard an insert is new");
+        assert!(!fresh(&second.ops[1]), "an update replaces");
+        assert!(matches!(second.ops[2], Op::Delete { id } if id == a));
+        assert!(matches!(second.ops[3], Op::DeleteAll(DocType::Memory)));
+        let marker = batch_rx.recv().await.unwrap();
+        assert_eq!((marker.lsn, marker.ops.len()), (Lsn(300), 0));
+        mapper.await.unwrap().unwrap();
+        assert!(batch_rx.recv().await.is_none(), "ends when the source does");
+    }
+}

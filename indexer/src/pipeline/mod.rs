@@ -437,3 +437,76 @@ impl Indexer {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! What the stages' tests share: a store in a temporary folder, and a
+    //! pool that is never connected (the stages under test do not query).
+
+    use super::*;
+    use crate::pgoutput::Value;
+
+    pub struct TempStore {
+        pub store: Arc<IndexStore>,
+        root: std::path::PathBuf,
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+
+    pub fn temp_store() -> TempStore {
+        let root = std::env::temp_dir().join(format!("pipeline-{}", Uuid::new_v4()));
+        TempStore {
+            store: Arc::new(IndexStore::open(&root).unwrap()),
+            root,
+        }
+    }
+
+    pub fn shared(store: &Arc<IndexStore>) -> Arc<Shared> {
+        shared_with(store, Duration::from_secs(3600))
+    }
+
+    pub fn shared_with(store: &Arc<IndexStore>, durable_interval: Duration) -> Arc<Shared> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        Arc::new(Shared {
+            cfg: IndexerConfig {
+                database_url: "postgres://nobody@127.0.0.1:1/none".into(),
+                index_dir: std::env::temp_dir(),
+                node: "test".into(),
+                durable_interval,
+                durable_docs: 100_000,
+            },
+            pool,
+            store: store.clone(),
+            progress: Arc::new(Progress::new(Lsn(0))),
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// A contacts row as the stream sends it.
+    pub fn contact_tuple(id: Uuid, last_name: &str) -> Tuple {
+        let text = |s: &str| Value::Text(s.to_owned());
+        Tuple {
+            values: [
+                ("id", text(&id.to_string())),
+                ("tenant_id", text(&Uuid::nil().to_string())),
+                ("last_name", text(last_name)),
+                ("emails", text("{}")),
+                ("phones", text("{}")),
+                ("phones_normalized", text("{}")),
+                ("tags", text("{}")),
+                ("custom", text("{}")),
+                ("created_at", text("2026-01-01 00:00:00+00")),
+                ("updated_at", text("2026-01-01 00:00:00+00")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        }
+    }
+}

@@ -43,8 +43,13 @@ pub(super) async fn run_source(
                 progress.connected.store(false, Ordering::Release);
                 progress.set_error(Some(format!("{e:#}")));
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "replication stream lost");
-                if let Err(e) = rebuild_if_slot_lost(cfg, pool, store, progress).await {
-                    tracing::error!(error = %format!("{e:#}"), "rebuilding after the loss of the replication slot failed; retrying");
+                tokio::select! {
+                    rebuilt = rebuild_if_slot_lost(cfg, pool, store, progress) => {
+                        if let Err(e) = rebuilt {
+                            tracing::error!(error = %format!("{e:#}"), "rebuilding after the loss of the replication slot failed; retrying");
+                        }
+                    }
+                    _ = stop.changed() => return Ok(()),
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
@@ -245,4 +250,120 @@ fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<Repli
             .with_application_name(format!("crmsearch {}", cfg.node))
             .with_options("-c TimeZone=UTC"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgwire_replication::Lsn as PgLsn;
+
+    fn xlog(data: Vec<u8>) -> ReplicationEvent {
+        ReplicationEvent::XLogData {
+            wal_start: PgLsn::from_u64(0),
+            wal_end: PgLsn::from_u64(0),
+            server_time_micros: 0,
+            data: bytes::Bytes::from(data),
+        }
+    }
+
+    fn relation() -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend(16384u32.to_be_bytes());
+        m.extend(b"public\0contacts\0");
+        m.push(b'd');
+        m.extend(1i16.to_be_bytes());
+        m.push(1);
+        m.extend(b"id\0");
+        m.extend(25u32.to_be_bytes());
+        m.extend(u32::MAX.to_be_bytes());
+        m
+    }
+
+    fn row(kind: u8, id: &str) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend(16384u32.to_be_bytes());
+        m.push(if kind == b'D' { b'K' } else { b'N' });
+        m.extend(1i16.to_be_bytes());
+        m.push(b't');
+        m.extend((id.len() as u32).to_be_bytes());
+        m.extend(id.as_bytes());
+        m
+    }
+
+    fn heartbeat(lsn: u64) -> ReplicationEvent {
+        ReplicationEvent::Message {
+            transactional: false,
+            lsn: PgLsn::from_u64(lsn),
+            prefix: HEARTBEAT_PREFIX.into(),
+            content: bytes::Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn whole_transactions_and_progress_markers() {
+        let (mut d, mut txn) = (Decoder::default(), None);
+        let mut ev = |e| on_event(e, &mut d, &mut txn).unwrap();
+        let keepalive = |lsn| ReplicationEvent::KeepAlive {
+            wal_end: PgLsn::from_u64(lsn),
+            reply_requested: false,
+            server_time_micros: 0,
+        };
+        assert!(matches!(
+            ev(keepalive(100)),
+            Some(SourceMsg::Progress(Lsn(100)))
+        ));
+        assert!(matches!(
+            ev(heartbeat(110)),
+            Some(SourceMsg::Progress(Lsn(110)))
+        ));
+        assert!(
+            ev(ReplicationEvent::Begin {
+                final_lsn: PgLsn::from_u64(200),
+                xid: 1,
+                commit_time_micros: 0,
+            })
+            .is_none()
+        );
+        let id = uuid::Uuid::new_v4().to_string();
+        for e in [xlog(relation()), xlog(row(b'I', &id)), xlog(row(b'D', &id))] {
+            assert!(ev(e).is_none(), "inside a transaction nothing is sent");
+        }
+        assert!(
+            ev(keepalive(150)).is_none(),
+            "no marker inside a transaction"
+        );
+        assert!(ev(heartbeat(160)).is_none());
+        let Some(SourceMsg::Txn {
+            end_lsn, changes, ..
+        }) = ev(ReplicationEvent::Commit {
+            lsn: PgLsn::from_u64(200),
+            end_lsn: PgLsn::from_u64(210),
+            commit_time_micros: 0,
+        })
+        else {
+            panic!("a transaction at its commit")
+        };
+        assert_eq!(end_lsn, Lsn(210));
+        assert!(matches!(
+            changes[..],
+            [Change::Upsert(Table::Contacts, _, true), Change::Delete(_)]
+        ));
+        let other = ReplicationEvent::Message {
+            transactional: false,
+            lsn: PgLsn::from_u64(300),
+            prefix: "someone_else".into(),
+            content: bytes::Bytes::new(),
+        };
+        assert!(
+            ev(other).is_none(),
+            "another program's messages are not ours"
+        );
+    }
+
+    #[test]
+    fn a_delete_without_a_uuid_is_an_error_not_a_skip() {
+        let (mut d, mut txn) = (Decoder::default(), Some(Vec::new()));
+        on_event(xlog(relation()), &mut d, &mut txn).unwrap();
+        assert!(on_event(xlog(row(b'D', "not-a-uuid")), &mut d, &mut txn).is_err());
+    }
 }

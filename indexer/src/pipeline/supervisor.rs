@@ -108,8 +108,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// A restarted run that lasts this long without failing ends the failure.
 const HEALTHY_AFTER: Duration = Duration::from_secs(3);
-/// How long stopped stages may take to finish what they do.
-const STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long stages stopped after a failure may take to finish what they
+/// do before they are aborted (a blocking commit still runs to its end:
+/// the reopen waits for the writer).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 type StageResult = (&'static str, anyhow::Result<()>);
 
@@ -142,7 +144,6 @@ pub(super) async fn supervise(sh: Arc<Shared>, mut shutdown: watch::Receiver<boo
             return;
         };
         let (stage, error) = describe(first);
-        drain(&mut stages).await;
         if started.elapsed() >= STABLE_AFTER {
             backoff = FIRST_BACKOFF;
             attempt = 0;
@@ -152,6 +153,7 @@ pub(super) async fn supervise(sh: Arc<Shared>, mut shutdown: watch::Receiver<boo
         sh.health.failed(stage, error.clone());
         sh.progress.set_error(Some(format!("{stage}: {error}")));
         tracing::error!(stage, error = %error, attempt, retry_in_ms = backoff.as_millis() as u64, "an indexer stage failed; restarting the pipeline from the durable commit");
+        drain(&mut stages).await;
         // reopen until it works (a full disk, say, until space returns)
         loop {
             tokio::select! {
@@ -211,9 +213,11 @@ fn describe(first: Option<Result<StageResult, tokio::task::JoinError>>) -> (&'st
 /// with what the stage reported.
 fn explain(e: anyhow::Error) -> String {
     let detail = format!("{e:#}");
-    match crate::Error::from(e) {
-        full @ crate::Error::DiskFull(_) => format!("{full} ({detail})"),
-        _ => detail,
+    let e = crate::Error::from(e);
+    if matches!(e, crate::Error::DiskFull(_)) {
+        format!("{e} ({detail})")
+    } else {
+        detail
     }
 }
 
@@ -275,3 +279,91 @@ fn spawn_stages(sh: &Arc<Shared>, stop: watch::Receiver<bool>) -> JoinSet<StageR
 }
 
 type Stage = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{shared_with, temp_store};
+    use super::*;
+
+    #[test]
+    fn health_tracks_a_failure_until_a_run_outlasts_it() {
+        let h = Health::default();
+        assert_eq!(h.get().state, PipelineState::Running);
+        h.failed("committer", "disk".into());
+        let g = h.get();
+        assert_eq!(
+            (g.state, g.last_failed_stage),
+            (PipelineState::Restarting, Some("committer"))
+        );
+        let since = g.failing_since.unwrap();
+        h.failed("reopen", "still".into());
+        assert_eq!(
+            h.get().failing_since,
+            Some(since),
+            "one failure, since its start"
+        );
+        h.restarted();
+        let g = h.get();
+        assert_eq!((g.state, g.restarts), (PipelineState::Running, 1));
+        assert!(
+            g.failing_since.is_some(),
+            "running again is not yet recovered"
+        );
+        h.healthy();
+        assert!(h.get().failing_since.is_none());
+        assert_eq!(
+            h.get().last_error.as_deref(),
+            Some("still"),
+            "the last error stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn describes_errors_panics_and_stages_that_end() {
+        let mut set: JoinSet<StageResult> = JoinSet::new();
+        set.spawn(async { ("committer", Err(anyhow::anyhow!("boom"))) });
+        assert_eq!(
+            describe(set.join_next().await),
+            ("committer", "boom".into())
+        );
+        set.spawn(async { ("mapper", Ok(())) });
+        assert_eq!(describe(set.join_next().await).0, "mapper");
+        set.spawn(async { panic!("bad state") });
+        let (stage, msg) = describe(set.join_next().await);
+        assert_eq!(stage, "unknown");
+        assert!(msg.contains("bad state"), "{msg}");
+        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("commit");
+        assert!(explain(full).starts_with("the disk holding the index is full"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_stage_restarts_the_group_from_the_durable_commit() {
+        let t = temp_store();
+        let sh = shared_with(&t.store, Duration::from_millis(50));
+        // the committer fails at its first durable commit: its writer is gone
+        t.store.current().close_writer_for_tests();
+        sh.progress.set_written(crate::Lsn(5));
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let sup = tokio::spawn(supervise(sh.clone(), shutdown));
+        // (the source cannot connect, no Postgres: it retries, it does not fail)
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sh.health.get().restarts == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no restart: {:?}",
+                sh.health.get()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let h = sh.health.get();
+        assert_eq!(h.last_failed_stage, Some("committer"), "{h:?}");
+        assert_eq!(
+            sh.progress.written(),
+            crate::Lsn(0),
+            "resumes from the durable commit"
+        );
+        let _ = shutdown_tx.send(true);
+        sup.await.unwrap();
+        assert_eq!(sh.health.get().state, PipelineState::Stopped);
+    }
+}
