@@ -149,11 +149,8 @@ async fn contact_create_read_patch_delete() {
     let first_lsn = lsn_of(&c);
 
     // the position handed back is at or after the commit: the row is there
-    let current: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-        .fetch_one(&t.pool)
-        .await
-        .unwrap();
-    assert!(first_lsn <= current.parse().unwrap());
+    let current = indexer::wal::position(&t.pool).await.unwrap();
+    assert!(first_lsn <= current);
 
     let (s, got) = t
         .call(

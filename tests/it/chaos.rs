@@ -44,6 +44,9 @@ enum Fault {
     KillDuringSnapshot,
     /// SIGKILL in the middle of a reindex.
     KillDuringReindex,
+    /// A commit never returns: `/readyz` must say the index is stalled;
+    /// the operator restarts the process.
+    StuckCommit,
 }
 
 const ALL: &[Fault] = &[
@@ -57,6 +60,7 @@ const ALL: &[Fault] = &[
     Fault::PostgresRestart,
     Fault::SlotDropped,
     Fault::KillDuringSnapshot,
+    Fault::StuckCommit,
 ];
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -306,6 +310,23 @@ impl Chaos {
                 assert!(restarts >= 1, "the supervisor restarted the pipeline: {st}");
                 self.figures.stage_errors += 1;
                 self.figures.supervisor_restarts += restarts;
+            }
+            Fault::StuckCommit => {
+                self.kill();
+                self.start(&[("CRMSEARCH_FAILPOINT", "soft_commit:3:hang")]);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let (status, body) = http(self.addr(), "GET", "/readyz", &self.admin, "");
+                    if status == 503 && body.contains("index_stalled") {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "a stuck index never said so: {body}"
+                    );
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                self.kill();
             }
             Fault::PostgresRestart => {
                 std::thread::sleep(wait);

@@ -240,6 +240,10 @@ fn killed_mid_stream_then_postgres_restarted_the_index_converges() {
     );
     let (status, body) = http(&addr2, "GET", "/readyz", &admin, "");
     assert_eq!(status, 503, "{body}");
+    // an outage, said as one: 503 with a retry, not a 500
+    let (status, body) = http(&addr2, "GET", "/v1/admin/status", &admin, "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"unavailable\""), "{body}");
     let instance: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(data.join("postgres/instance.json")).unwrap(),
     )

@@ -80,8 +80,20 @@ pub(crate) fn serve_with(data: &Path, env: &[(&str, &str)]) -> Option<(Child, St
                 .to_owned();
         }
     };
-    // keep draining the log so the child never blocks on a full pipe
-    std::thread::spawn(move || for _ in lines {});
+    // keep draining the log so the child never blocks on a full pipe, into
+    // serve.log beside the data (what a failed test leaves to read)
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("serve.log"));
+    std::thread::spawn(move || {
+        let mut log = log.ok();
+        for line in lines.map_while(Result::ok) {
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
     Some((child, addr))
 }
 
