@@ -223,18 +223,19 @@ impl Decoder {
     }
 }
 
+/// pgoutput messages for tests, built the way Postgres writes them.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn relation_msg() -> Vec<u8> {
+pub(crate) mod testing {
+    /// A Relation message for `public.contacts` (oid 16384) with `columns`
+    /// (the first one the key).
+    pub fn relation_msg(columns: &[&str]) -> Vec<u8> {
         let mut m = vec![b'R'];
         m.extend(16384u32.to_be_bytes());
         m.extend(b"public\0contacts\0");
         m.push(b'd');
-        m.extend(2i16.to_be_bytes());
-        for (flags, name) in [(1u8, "id"), (0u8, "notes")] {
-            m.push(flags);
+        m.extend((columns.len() as i16).to_be_bytes());
+        for (i, name) in columns.iter().enumerate() {
+            m.push(u8::from(i == 0));
             m.extend(name.as_bytes());
             m.push(0);
             m.extend(25u32.to_be_bytes());
@@ -243,16 +244,23 @@ mod tests {
         m
     }
 
-    fn text(m: &mut Vec<u8>, s: &str) {
+    /// A text value of a tuple.
+    pub fn text(m: &mut Vec<u8>, s: &str) {
         m.push(b't');
         m.extend((s.len() as u32).to_be_bytes());
         m.extend(s.as_bytes());
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{relation_msg, text};
+    use super::*;
 
     #[test]
     fn decodes_relation_insert_update_with_toast_delete_truncate() {
         let mut d = Decoder::default();
-        let Message::Relation(rel) = d.decode(&relation_msg()).unwrap() else {
+        let Message::Relation(rel) = d.decode(&relation_msg(&["id", "notes"])).unwrap() else {
             panic!()
         };
         assert_eq!((rel.name.as_str(), rel.columns.len()), ("contacts", 2));

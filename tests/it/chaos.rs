@@ -24,7 +24,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crash::{database_url, pg_ctl};
-use crate::embedded::{crmsearch, data_dir, http, run_ok, serve_with, signal, try_http, wait_exit};
+use crate::embedded::{
+    create_tenant, data_dir, http, runtime, serve_with, signal, try_http, wait_exit,
+};
 
 /// The faults, in the order the short run takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,8 @@ struct Figures {
     vectors_ghost: usize,
     /// From a restart to the index at the server's position then (ms).
     catch_up_ms: Vec<u64>,
+    /// The longest of those after each kind of fault.
+    catch_up_max_by_fault: std::collections::BTreeMap<String, u64>,
     /// Faults injected, and the supervisor restarts they caused (in
     /// process restarts; a killed process starts over with 0).
     faults: usize,
@@ -103,17 +107,8 @@ const MEMORIES: usize = 300;
 impl Chaos {
     fn new(name: &str, seed: u64) -> Self {
         let data = data_dir(name);
-        let created: serde_json::Value = serde_json::from_str(
-            run_ok(crmsearch(&data).args(["tenant", "create", "chaos", "--json"])).trim(),
-        )
-        .unwrap();
-        let tenant: Uuid = created["id"].as_str().unwrap().parse().unwrap();
-        let admin = created["keys"]["admin"].as_str().unwrap().to_owned();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (tenant, admin) = create_tenant(&data, "chaos");
+        let rt = runtime();
         // (the embedded Postgres runs while a server does)
         let server = serve_with(&data, &[DURABLE_INTERVAL]).expect("serve exited before listening");
         let pool = rt.block_on(PgPool::connect(&database_url(&data))).unwrap();
@@ -366,9 +361,14 @@ impl Chaos {
                 .block_on(indexer::wal::position(&self.pool))
                 .unwrap();
             self.wait_applied(server);
-            self.figures
-                .catch_up_ms
-                .push(restarted.elapsed().as_millis() as u64);
+            let ms = restarted.elapsed().as_millis() as u64;
+            self.figures.catch_up_ms.push(ms);
+            let by = self
+                .figures
+                .catch_up_max_by_fault
+                .entry(format!("{fault:?}"))
+                .or_default();
+            *by = (*by).max(ms);
         }
         if fault == Fault::SlotDropped {
             assert_eq!(
@@ -571,18 +571,32 @@ async fn insert_memories(pool: &PgPool, tenant: Uuid, n: usize, seed: u64) -> sq
     Ok(n as u64)
 }
 
+/// One statement on the tenant's rows: the rows it wrote.
+async fn on_tenant(
+    tx: &mut sqlx::PgConnection,
+    sql: &str,
+    tenant: Uuid,
+    vector: Option<String>,
+) -> sqlx::Result<u64> {
+    let mut q = sqlx::query(sql).bind(tenant);
+    if let Some(v) = vector {
+        q = q.bind(v);
+    }
+    Ok(q.execute(tx).await?.rows_affected())
+}
+
 /// One transaction of the mix; the rows it wrote.
 async fn write_once(pool: &PgPool, tenant: Uuid, kind: u32, rng: &mut StdRng) -> sqlx::Result<u64> {
     let mut tx = pool.begin().await?;
     let n = match kind {
         // a fifth of the rows updated in one transaction
-        0 => sqlx::query(
+        0 => on_tenant(
+            &mut tx,
             "UPDATE contacts SET title = 'T' || floor(random() * 1000) WHERE tenant_id = $1 AND random() < 0.2",
+            tenant,
+            None,
         )
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
+        .await?,
         1 | 2 => {
             let mut n = 0;
             for _ in 0..25 {
@@ -596,23 +610,23 @@ async fn write_once(pool: &PgPool, tenant: Uuid, kind: u32, rng: &mut StdRng) ->
             }
             n
         }
-        3 => sqlx::query(
+        3 => on_tenant(
+            &mut tx,
             "DELETE FROM contacts WHERE id IN
                (SELECT id FROM contacts WHERE tenant_id = $1 ORDER BY random() LIMIT 20)",
+            tenant,
+            None,
         )
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
+        .await?,
         // a company renamed: its contacts follow (a trigger)
-        4 => sqlx::query(
+        4 => on_tenant(
+            &mut tx,
             "UPDATE companies SET name = name || 'r' WHERE id IN
                (SELECT id FROM companies WHERE tenant_id = $1 ORDER BY random() LIMIT 1)",
+            tenant,
+            None,
         )
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
+        .await?,
         5 | 6 => {
             let mut n = 0;
             for _ in 0..5 {
@@ -629,31 +643,30 @@ async fn write_once(pool: &PgPool, tenant: Uuid, kind: u32, rng: &mut StdRng) ->
             }
             n
         }
-        7 => sqlx::query(
+        7 => on_tenant(
+            &mut tx,
             "UPDATE memories SET content = content || '.', embedding = $2::vector WHERE id IN
                (SELECT id FROM memories WHERE tenant_id = $1 ORDER BY random() LIMIT 1)",
+            tenant,
+            Some(vector_text(rng)),
         )
-        .bind(tenant)
-        .bind(vector_text(rng))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
-        8 => sqlx::query(
+        .await?,
+        8 => on_tenant(
+            &mut tx,
             "DELETE FROM memories WHERE id IN
                (SELECT id FROM memories WHERE tenant_id = $1 ORDER BY random() LIMIT 3)",
+            tenant,
+            None,
         )
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
-        _ => sqlx::query(
+        .await?,
+        _ => on_tenant(
+            &mut tx,
             "UPDATE contacts SET last_name = last_name || 'u' WHERE id IN
                (SELECT id FROM contacts WHERE tenant_id = $1 ORDER BY random() LIMIT 50)",
+            tenant,
+            None,
         )
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected(),
+        .await?,
     };
     tx.commit().await?;
     Ok(n)
@@ -715,9 +728,14 @@ fn chaos_long() {
     );
     let max = f.catch_up_ms.last().copied().unwrap_or(0);
     let kinds: Vec<String> = ALL.iter().map(|k| format!("{k:?}")).collect();
+    let by_fault: Vec<String> = f
+        .catch_up_max_by_fault
+        .iter()
+        .map(|(k, ms)| format!("{k} {ms} ms"))
+        .collect();
     let md = format!(
         "## Chaos: crashes, outages and fail points (`scripts/chaos`)\n\n\
-         {cycles} cycles over {writes} mixed writes (SQL and API: inserts, updates of a fifth of the rows, \
+         {cycles} cycles over {writes} row writes (SQL and API: inserts, updates of a fifth of the rows, \
          deletes, company renames, memories with vectors, a TRUNCATE), {secs} s, the dev build. Each cycle \
          injects one fault, in turn: {kinds}. After every cycle `POST /v1/admin/verify` and the document \
          counts are compared with Postgres, and five memories are searched by their own current vector.\n\n\
@@ -725,6 +743,7 @@ fn chaos_long() {
          | {} | {} | {} | {} | {} | {} |\n\n\
          | restart → caught up (the server's position at the restart) | p50 | p99 | max (the longest stretch behind) |\n\
          |---|---|---|---|\n| {} restarts | {p50} ms | {p99} ms | {max} ms |\n\n\
+         The longest catch-up after each kind of fault: {by_fault}.\n\n\
          In-process stage failures injected: {}; supervisor restarts they caused: {} \
          ({:.1} per failure). A killed process starts over, so its restarts are the process's own.\n",
         f.lost,
@@ -741,6 +760,7 @@ fn chaos_long() {
         writes = f.writes,
         secs = started.elapsed().as_secs(),
         kinds = kinds.join(", "),
+        by_fault = by_fault.join(", "),
     );
     // the shape of benches/common's `Results`: BENCHMARKS.md takes it in
     let out = serde_json::json!({
@@ -799,18 +819,9 @@ fn a_full_disk_is_reported_and_survived() {
     std::fs::create_dir_all(fs.join("index")).unwrap();
     std::os::unix::fs::symlink(fs.join("index"), data.join("index")).unwrap();
 
-    let created: serde_json::Value = serde_json::from_str(
-        run_ok(crmsearch(&data).args(["tenant", "create", "full", "--json"])).trim(),
-    )
-    .unwrap();
-    let tenant: Uuid = created["id"].as_str().unwrap().parse().unwrap();
-    let admin = created["keys"]["admin"].as_str().unwrap().to_owned();
+    let (tenant, admin) = create_tenant(&data, "full");
     let (mut server, addr) = serve_with(&data, &[DURABLE_INTERVAL]).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let pool = rt.block_on(PgPool::connect(&database_url(&data))).unwrap();
     let write = |n: usize, tag: &str| {
         rt.block_on(async {

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::common::pg_bin;
-use crate::embedded::{crmsearch, data_dir, http, run_ok, serve, signal, wait_exit};
+use crate::embedded::{create_tenant, data_dir, http, runtime, serve, signal, wait_exit};
 
 /// The URL of the crmsearch database of the embedded server in `data`.
 pub(crate) fn database_url(data: &Path) -> String {
@@ -189,18 +189,9 @@ pub(crate) fn pg_ctl(data: &Path, args: &[&str]) {
 #[test]
 fn killed_mid_stream_then_postgres_restarted_the_index_converges() {
     let data = data_dir("cdc-crash");
-    let created: serde_json::Value = serde_json::from_str(
-        run_ok(crmsearch(&data).args(["tenant", "create", "acme", "--json"])).trim(),
-    )
-    .unwrap();
-    let tenant: Uuid = created["id"].as_str().unwrap().parse().unwrap();
-    let admin = created["keys"]["admin"].as_str().unwrap().to_owned();
+    let (tenant, admin) = create_tenant(&data, "acme");
     let (mut server, addr) = serve(&data);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let pool = rt.block_on(PgPool::connect(&database_url(&data))).unwrap();
 
     // 1. SIGKILL in the middle of a stream of writes

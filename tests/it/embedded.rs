@@ -39,6 +39,27 @@ pub(crate) fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `crmsearch tenant create NAME`: the tenant's id and admin key.
+pub(crate) fn create_tenant(data: &Path, name: &str) -> (uuid::Uuid, String) {
+    let created: serde_json::Value = serde_json::from_str(
+        run_ok(crmsearch(data).args(["tenant", "create", name, "--json"])).trim(),
+    )
+    .unwrap();
+    (
+        created["id"].as_str().unwrap().parse().unwrap(),
+        created["keys"]["admin"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A runtime for a test's own SQL beside the server.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The pid in postmaster.pid if that process is alive.
 pub(crate) fn postmaster(data: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(data.join("postgres/pgdata/postmaster.pid")).ok()?;

@@ -30,3 +30,34 @@ pub(super) async fn run_flusher(sh: Arc<Shared>, mut stop: watch::Receiver<bool>
             .context("fsync of new index files failed")?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{contact_tuple, shared, temp_store};
+    use super::*;
+    use crate::Lsn;
+    use crate::rows::Table;
+
+    #[tokio::test]
+    async fn fsyncs_what_soft_commits_wrote_until_stopped() {
+        let t = temp_store();
+        let sh = shared(&t.store);
+        let op = Table::Contacts
+            .upsert(
+                &t.store.schema,
+                &contact_tuple(uuid::Uuid::new_v4(), "A"),
+                true,
+                Lsn(1),
+            )
+            .unwrap();
+        t.store.apply(vec![op], Lsn(1)).unwrap();
+        t.store.commit(Lsn(1), false).unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let flusher = tokio::spawn(run_flusher(sh.clone(), stop));
+        // the first tick fsyncs the soft commit's files
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(t.store.presync().unwrap(), 0, "nothing left to fsync");
+        stop_tx.send(true).unwrap();
+        flusher.await.unwrap().unwrap();
+    }
+}

@@ -488,25 +488,29 @@ pub(crate) mod testing {
         })
     }
 
+    /// A row as the stream sends it, every value text.
+    pub fn tuple(values: &[(&str, &str)]) -> Tuple {
+        Tuple {
+            values: values
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::Text((*v).to_owned())))
+                .collect(),
+        }
+    }
+
     /// A contacts row as the stream sends it.
     pub fn contact_tuple(id: Uuid, last_name: &str) -> Tuple {
-        let text = |s: &str| Value::Text(s.to_owned());
-        Tuple {
-            values: [
-                ("id", text(&id.to_string())),
-                ("tenant_id", text(&Uuid::nil().to_string())),
-                ("last_name", text(last_name)),
-                ("emails", text("{}")),
-                ("phones", text("{}")),
-                ("phones_normalized", text("{}")),
-                ("tags", text("{}")),
-                ("custom", text("{}")),
-                ("created_at", text("2026-01-01 00:00:00+00")),
-                ("updated_at", text("2026-01-01 00:00:00+00")),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-        }
+        tuple(&[
+            ("id", &id.to_string()),
+            ("tenant_id", &Uuid::nil().to_string()),
+            ("last_name", last_name),
+            ("emails", "{}"),
+            ("phones", "{}"),
+            ("phones_normalized", "{}"),
+            ("tags", "{}"),
+            ("custom", "{}"),
+            ("created_at", "2026-01-01 00:00:00+00"),
+            ("updated_at", "2026-01-01 00:00:00+00"),
+        ])
     }
 }

@@ -255,6 +255,7 @@ fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<Repli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pgoutput::testing::{relation_msg, text};
     use pgwire_replication::Lsn as PgLsn;
 
     fn xlog(data: Vec<u8>) -> ReplicationEvent {
@@ -267,16 +268,7 @@ mod tests {
     }
 
     fn relation() -> Vec<u8> {
-        let mut m = vec![b'R'];
-        m.extend(16384u32.to_be_bytes());
-        m.extend(b"public\0contacts\0");
-        m.push(b'd');
-        m.extend(1i16.to_be_bytes());
-        m.push(1);
-        m.extend(b"id\0");
-        m.extend(25u32.to_be_bytes());
-        m.extend(u32::MAX.to_be_bytes());
-        m
+        relation_msg(&["id"])
     }
 
     fn row(kind: u8, id: &str) -> Vec<u8> {
@@ -284,9 +276,7 @@ mod tests {
         m.extend(16384u32.to_be_bytes());
         m.push(if kind == b'D' { b'K' } else { b'N' });
         m.extend(1i16.to_be_bytes());
-        m.push(b't');
-        m.extend((id.len() as u32).to_be_bytes());
-        m.extend(id.as_bytes());
+        text(&mut m, id);
         m
     }
 

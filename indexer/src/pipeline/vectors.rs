@@ -191,3 +191,64 @@ pub(super) async fn run_vector_maintenance(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{temp_store, tuple};
+    use super::*;
+
+    fn memory(store: &IndexStore, id: Uuid, lsn: Lsn) -> Op {
+        let v: Vec<&str> = (0..schema::EMBEDDING_DIM)
+            .map(|i| if i == 0 { "1" } else { "0" })
+            .collect();
+        let row = tuple(&[
+            ("id", &id.to_string()),
+            ("tenant_id", &Uuid::nil().to_string()),
+            ("agent_id", "a"),
+            ("kind", "fact"),
+            ("content", "likes tea"),
+            ("importance", "0.5"),
+            ("embedding", &format!("[{}]", v.join(","))),
+            ("metadata", "{}"),
+            ("created_at", "2026-01-01 00:00:00+00"),
+            ("updated_at", "2026-01-01 00:00:00+00"),
+        ]);
+        Table::Memories
+            .upsert(&store.schema, &row, true, lsn)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_dump_is_brought_to_the_text_index() {
+        let t = temp_store();
+        let (old, changed, gone) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        t.store
+            .apply(
+                vec![
+                    memory(&t.store, old, Lsn(10)),
+                    memory(&t.store, changed, Lsn(10)),
+                    memory(&t.store, gone, Lsn(10)),
+                ],
+                Lsn(10),
+            )
+            .unwrap();
+        t.store.commit(Lsn(10), true).unwrap();
+        // the dump's position: 10; then `changed` changes, `gone` goes
+        t.store
+            .apply(vec![memory(&t.store, changed, Lsn(20))], Lsn(20))
+            .unwrap();
+        t.store
+            .apply(vec![Op::Delete { id: gone }], Lsn(30))
+            .unwrap();
+        t.store.commit(Lsn(30), false).unwrap();
+        // (a dump at 10 held all three points)
+        let Op::Upsert { point: Some(p), .. } = memory(&t.store, gone, Lsn(10)) else {
+            panic!("a memory with a vector")
+        };
+        t.store.vectors().upsert(&p);
+        let (mut stale, gone_points) = memory_versions(&t.store, Lsn(10)).unwrap();
+        stale.sort();
+        assert_eq!(stale, vec![changed], "changed after the dump: read again");
+        assert_eq!(gone_points, vec![gone], "deleted after the dump: dropped");
+    }
+}
