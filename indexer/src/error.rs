@@ -49,6 +49,18 @@ impl Error {
     }
 }
 
+/// Below this much free space, a write error where the index lives is the
+/// disk being full, whatever the library made of it (tantivy's indexing
+/// threads report only that they died).
+pub const DISK_FULL_BELOW: u64 = 4 << 20;
+
+/// The bytes an unprivileged writer may still use on the filesystem of
+/// `path`.
+pub fn disk_free(path: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Whether `e` (or what caused it) is the disk running out of space.
 pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);

@@ -719,8 +719,16 @@ fn chaos_long() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(50);
+    // CHAOS_FAULTS=PostgresRestart,DoubleKill: only those (to chase one)
+    let only = std::env::var("CHAOS_FAULTS").unwrap_or_default();
+    let faults: Vec<Fault> = ALL
+        .iter()
+        .copied()
+        .filter(|f| only.is_empty() || only.split(',').any(|o| format!("{f:?}").starts_with(o)))
+        .collect();
+    assert!(!faults.is_empty(), "CHAOS_FAULTS names no fault");
     let started = Instant::now();
-    let mut f = run("chaos-long", ALL.iter().copied().cycle().take(cycles));
+    let mut f = run("chaos-long", faults.into_iter().cycle().take(cycles));
     f.catch_up_ms.sort_unstable();
     let (p50, p99) = (
         percentile(&f.catch_up_ms, 0.5),

@@ -143,7 +143,7 @@ pub(super) async fn supervise(sh: Arc<Shared>, mut shutdown: watch::Receiver<boo
             sh.health.stopped();
             return;
         };
-        let (stage, error) = describe(first);
+        let (stage, error) = describe(first, &sh.cfg.index_dir);
         if started.elapsed() >= STABLE_AFTER {
             backoff = FIRST_BACKOFF;
             attempt = 0;
@@ -198,10 +198,14 @@ async fn reopen(sh: &Arc<Shared>) -> crate::Result<()> {
 }
 
 /// Which stage ended first, and why; a stage that ended without an error
-/// while it should run failed too.
-fn describe(first: Option<Result<StageResult, tokio::task::JoinError>>) -> (&'static str, String) {
+/// while it should run failed too. `index_dir`: where to look for a full
+/// disk.
+fn describe(
+    first: Option<Result<StageResult, tokio::task::JoinError>>,
+    index_dir: &std::path::Path,
+) -> (&'static str, String) {
     match first {
-        Some(Ok((stage, Err(e)))) => (stage, explain(e)),
+        Some(Ok((stage, Err(e)))) => (stage, explain(e, index_dir)),
         Some(Ok((stage, Ok(())))) => (stage, "the stage ended while it should run".into()),
         Some(Err(e)) if e.is_panic() => ("unknown", panic_message(e)),
         Some(Err(e)) => ("unknown", e.to_string()),
@@ -209,13 +213,19 @@ fn describe(first: Option<Result<StageResult, tokio::task::JoinError>>) -> (&'st
     }
 }
 
-/// The failure in the words an operator acts on (a full disk says so),
-/// with what the stage reported.
-fn explain(e: anyhow::Error) -> String {
+/// The failure in the words an operator acts on (a full disk says so,
+/// also when the library lost the io error on the way), with what the
+/// stage reported.
+fn explain(e: anyhow::Error, index_dir: &std::path::Path) -> String {
     let detail = format!("{e:#}");
     let e = crate::Error::from(e);
-    if matches!(e, crate::Error::DiskFull(_)) {
-        format!("{e} ({detail})")
+    let free = crate::error::disk_free(index_dir);
+    if matches!(e, crate::Error::DiskFull(_))
+        || free.is_some_and(|f| f < crate::error::DISK_FULL_BELOW)
+    {
+        let full = crate::Error::DiskFull(std::io::ErrorKind::StorageFull.into());
+        let free = free.map_or(String::new(), |f| format!(", {} KiB free", f >> 10));
+        format!("{full} ({detail}{free})")
     } else {
         detail
     }
@@ -321,19 +331,20 @@ mod tests {
     #[tokio::test]
     async fn describes_errors_panics_and_stages_that_end() {
         let mut set: JoinSet<StageResult> = JoinSet::new();
+        let dir = std::env::temp_dir();
         set.spawn(async { ("committer", Err(anyhow::anyhow!("boom"))) });
         assert_eq!(
-            describe(set.join_next().await),
+            describe(set.join_next().await, &dir),
             ("committer", "boom".into())
         );
         set.spawn(async { ("mapper", Ok(())) });
-        assert_eq!(describe(set.join_next().await).0, "mapper");
+        assert_eq!(describe(set.join_next().await, &dir).0, "mapper");
         set.spawn(async { panic!("bad state") });
-        let (stage, msg) = describe(set.join_next().await);
+        let (stage, msg) = describe(set.join_next().await, &dir);
         assert_eq!(stage, "unknown");
         assert!(msg.contains("bad state"), "{msg}");
         let full = anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("commit");
-        assert!(explain(full).starts_with("the disk holding the index is full"));
+        assert!(explain(full, &dir).starts_with("the disk holding the index is full"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
