@@ -326,9 +326,21 @@ impl Chaos {
             Fault::PostgresRestart => {
                 std::thread::sleep(wait);
                 let log = self.data.join("postgres/postgres.log");
+                // (a fast shutdown waits until the logical walsender is
+                // acknowledged for all WAL: with a restart's backlog still
+                // replaying that can take longer than pg_ctl's 60 s)
                 pg_ctl(
                     &self.data,
-                    &["-m", "fast", "-w", "-l", log.to_str().unwrap(), "restart"],
+                    &[
+                        "-m",
+                        "fast",
+                        "-w",
+                        "-t",
+                        "300",
+                        "-l",
+                        log.to_str().unwrap(),
+                        "restart",
+                    ],
                 );
             }
             Fault::SlotDropped | Fault::KillDuringSnapshot => {
