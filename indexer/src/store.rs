@@ -758,9 +758,10 @@ impl IndexStore {
             .take()
             .ok_or_else(|| anyhow::anyhow!("no reindex is running (the indexer restarted?)"))?;
         anyhow::ensure!(s.held.is_none(), "the reindex snapshot is not loaded yet");
-        crate::failpoint::hit("swap_generation")?;
         s.generation.commit(lsn, true)?;
         write_current(&self.root, s.generation.number)?;
+        // (the moment a crash leaves two whole generations: CURRENT decides)
+        crate::failpoint::hit("swap_generation")?;
         // a generation catching up is the old one too
         if let Some(c) = self.catching_up().take() {
             c.generation.close();

@@ -57,6 +57,7 @@ const ALL: &[Fault] = &[
     Fault::AbortAt("durable_commit", 2),
     Fault::StageError,
     Fault::AbortAt("merge", 1),
+    Fault::AbortAt("swap_generation", 1),
     Fault::KillDuringReindex,
     Fault::AbortAt("vector_dump", 1),
     Fault::PostgresRestart,
@@ -287,8 +288,9 @@ impl Chaos {
                     let pid = self.server.as_ref().unwrap().0.id();
                     signal(pid, "-TERM");
                 }
-                if point == "merge" {
-                    // a merge runs at the end of a reindex's snapshot
+                if point == "merge" || point == "swap_generation" {
+                    // a merge runs at the end of a reindex's snapshot, and
+                    // the new generation is swapped in after it
                     let (status, body) =
                         http(self.addr(), "POST", "/v1/admin/reindex", &self.admin, "{}");
                     assert_eq!(status, 202, "{body}");
