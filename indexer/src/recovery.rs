@@ -337,6 +337,9 @@ mod tests {
         assert_eq!(store.catching_up_to(), Some(Lsn(20)));
         // searches still see what they saw, not the older durable state
         assert_eq!(store.count(DocType::Contact), 2);
+        // nothing may claim the serving position before the replay has it
+        assert!(store.commit_visible(Lsn(20)).is_err());
+        assert!(store.begin_shadow().is_err(), "a reindex waits for the catch-up");
         store
             .apply(
                 vec![

@@ -484,6 +484,8 @@ struct CatchingUp {
 }
 
 const CURRENT: &str = "CURRENT";
+const CATCHING_UP: &str =
+    "the indexer is catching up after a restart of its pipeline; try again in a few seconds";
 const LOCK_FILE: &str = "crmsearch.lock";
 
 fn generation_dir(root: &Path, n: u64) -> PathBuf {
@@ -699,6 +701,17 @@ impl IndexStore {
         Ok(took)
     }
 
+    /// Makes changes applied outside the stream (a repair, the start of a
+    /// reindex) visible at `lsn`, the position searches see. Refused while
+    /// a restarted pipeline catches up: its generation does not hold
+    /// everything up to `lsn` yet, and the commit would say it does.
+    pub fn commit_visible(&self, lsn: Lsn) -> anyhow::Result<()> {
+        let catching = self.catching_up();
+        anyhow::ensure!(catching.is_none(), CATCHING_UP);
+        self.current().commit(lsn, false)?;
+        Ok(())
+    }
+
     pub fn clear(&self) -> anyhow::Result<()> {
         self.writing().clear()
     }
@@ -721,9 +734,12 @@ impl IndexStore {
 
     /// Starts a reindex: an empty next generation that holds back every
     /// change applied from now on. Fails when one is already being built.
+    /// Refused while a restarted pipeline catches up (its replay is older
+    /// than any snapshot the shadow would load).
     pub fn begin_shadow(&self) -> anyhow::Result<Arc<Generation>> {
         let mut shadow = self.shadow();
         anyhow::ensure!(shadow.is_none(), "a reindex is already running");
+        anyhow::ensure!(self.catching_up().is_none(), CATCHING_UP);
         let number = self.generation() + 1;
         let path = generation_dir(&self.root, number);
         let _ = std::fs::remove_dir_all(&path);

@@ -276,6 +276,10 @@ async fn repair_rows(
     d: &TableDrift,
     lsn: Lsn,
 ) -> Result<usize> {
+    anyhow::ensure!(
+        store.catching_up_to().is_none(),
+        "the indexer is catching up after a restart of its pipeline; repair again in a few seconds"
+    );
     let mut ops = Vec::new();
     for id in d.missing.iter().chain(&d.stale).chain(&d.vectors_missing) {
         match rows::read_row(pool, table, *id).await? {
@@ -296,7 +300,7 @@ async fn repair_rows(
         "repairing drift from Postgres"
     );
     store.apply(ops, lsn)?;
-    store.commit(lsn, false)?;
+    store.commit_visible(lsn)?;
     Ok(n)
 }
 

@@ -379,7 +379,10 @@ impl Indexer {
             // was applied before becomes visible to the copy below
             tokio::task::spawn_blocking(move || {
                 let shadow = s.begin_shadow()?;
-                s.commit(lsn, false)?;
+                if let Err(e) = s.commit_visible(lsn) {
+                    s.cancel_shadow();
+                    return Err(e);
+                }
                 anyhow::Ok(shadow)
             })
             .await
