@@ -339,7 +339,10 @@ mod tests {
         assert_eq!(store.count(DocType::Contact), 2);
         // nothing may claim the serving position before the replay has it
         assert!(store.commit_visible(Lsn(20)).is_err());
-        assert!(store.begin_shadow().is_err(), "a reindex waits for the catch-up");
+        assert!(
+            store.begin_shadow().is_err(),
+            "a reindex waits for the catch-up"
+        );
         store
             .apply(
                 vec![
