@@ -117,6 +117,7 @@ type StageResult = (&'static str, anyhow::Result<()>);
 
 /// Runs the pipeline until `shutdown`, restarting it on failures.
 pub(super) async fn supervise(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    metrics::gauge!("crmsearch_indexer_up").set(1.0);
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0u32;
     loop {
