@@ -461,6 +461,10 @@ pub struct IndexStore {
     current: RwLock<Arc<Generation>>,
     shadow: Mutex<Option<Shadow>>,
     catching_up: Mutex<Option<CatchingUp>>,
+    /// The position of the last transaction applied (see [`Self::apply`]):
+    /// a commit made outside the committer claims at least this, since the
+    /// writer already holds it.
+    last_applied: AtomicU64,
     /// Held for the life of the store: one process per index folder.
     _lock: std::fs::File,
 }
@@ -547,6 +551,7 @@ impl IndexStore {
             current: RwLock::new(Arc::new(generation)),
             shadow: Mutex::new(None),
             catching_up: Mutex::new(None),
+            last_applied: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -664,6 +669,7 @@ impl IndexStore {
     /// `lsn`: the position of the transaction the ops come from.
     pub fn apply(&self, ops: Vec<Op>, lsn: Lsn) -> anyhow::Result<()> {
         let mut shadow = self.shadow();
+        self.last_applied.fetch_max(lsn.0, Ordering::AcqRel);
         if let Some(s) = shadow.as_mut() {
             let copies = ops.iter().cloned().map(Op::replacing);
             match s.held.as_mut() {
@@ -706,8 +712,14 @@ impl IndexStore {
     /// a restarted pipeline catches up: its generation does not hold
     /// everything up to `lsn` yet, and the commit would say it does.
     pub fn commit_visible(&self, lsn: Lsn) -> anyhow::Result<()> {
+        // (locks in the order apply and swap take them: shadow, catching)
+        let _shadow = self.shadow();
         let catching = self.catching_up();
         anyhow::ensure!(catching.is_none(), CATCHING_UP);
+        // the committer may have applied later transactions not committed
+        // yet: the payload must not say less than the writer holds (a
+        // replay from it would add their inserts twice)
+        let lsn = lsn.max(Lsn(self.last_applied.load(Ordering::Acquire)));
         self.current().commit(lsn, false)?;
         Ok(())
     }
@@ -774,6 +786,10 @@ impl IndexStore {
             .take()
             .ok_or_else(|| anyhow::anyhow!("no reindex is running (the indexer restarted?)"))?;
         anyhow::ensure!(s.held.is_none(), "the reindex snapshot is not loaded yet");
+        // every transaction applied so far is in the shadow (applies take
+        // the shadow's lock, held here): its payload says so, or a replay
+        // after a crash would add those inserts again
+        let lsn = lsn.max(Lsn(self.last_applied.load(Ordering::Acquire)));
         s.generation.commit(lsn, true)?;
         write_current(&self.root, s.generation.number)?;
         // (the moment a crash leaves two whole generations: CURRENT decides)
