@@ -69,7 +69,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "last_error": health.last_error,
         "failing_since": health.failing_since,
     });
-    if let Some(why) = ix.readiness(current) {
+    if let Some(why) = ix.readiness(&lag) {
         return not_ready(why.reason(), detail);
     }
     if lag.lag_bytes > st.cfg.ready_max_lag_bytes {

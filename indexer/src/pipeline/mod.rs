@@ -300,9 +300,9 @@ impl Indexer {
         Ok(indexer)
     }
 
-    /// Whether the index serves as it should, given the server's position
-    /// `server` (read just before): none when it does.
-    pub fn readiness(&self, server: Lsn) -> Option<NotReady> {
+    /// Whether the index serves as it should, given its `lag` (from
+    /// [`Progress::lag`] just before): none when it does.
+    pub fn readiness(&self, lag: &Lag) -> Option<NotReady> {
         let h = self.health.get();
         if h.state != PipelineState::Running || h.failing_since.is_some() {
             return Some(NotReady::Restarting);
@@ -310,7 +310,6 @@ impl Indexer {
         if !self.progress.connected() {
             return Some(NotReady::Disconnected);
         }
-        let lag = self.progress.lag(server);
         (Duration::from_millis(lag.stalled_ms) >= STALL_AFTER).then_some(NotReady::Stalled)
     }
 
