@@ -1,6 +1,6 @@
 //! criterion micro-benchmarks on prebuilt indexes cached on disk: the
 //! contact index of the search bench (`target/bench-search`, built on the
-//! first run) and an hnsw_rs graph (`target/bench-micro/hnsw`).
+//! first run) and a usearch graph (`target/bench-micro/usearch-N.f16`).
 //!
 //! `cargo bench --bench micro` (env: MICRO_CONTACTS=500000,
 //! MICRO_VECTORS=50000, MICRO_SECS=3 of measurement per benchmark; criterion's
@@ -17,7 +17,8 @@ use criterion::Criterion;
 use crmsearch::search::query::{self, Typos};
 use crmsearch::search::{self, Request, Scope};
 use indexer::Indexer;
-use indexer::vectors::{HnswIndex, VectorConfig, VectorIndex, distance};
+use indexer::vectors::{UsearchIndex, VectorConfig, VectorIndex, distance};
+use rayon::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -243,25 +244,22 @@ fn main() -> anyhow::Result<()> {
         });
     }
 
-    // vectors: an hnsw_rs graph cached on disk, and the exact scan it replaces
+    // vectors: the usearch graph (f16, as served) cached on disk, and the
+    // exact scan it replaces
     let mut vrng = StdRng::seed_from_u64(42);
     let centres: Vec<Vec<f32>> = (0..CLUSTERS).map(|_| unit(&mut vrng)).collect();
     let base = clustered(&mut vrng, &centres, nv);
     let queries = clustered(&mut vrng, &centres, 200);
-    let hnsw_dir = root.join(format!("hnsw-{nv}"));
-    let index = match HnswIndex::load(&hnsw_dir, "micro") {
+    let cfg = VectorConfig::default();
+    let graph = root.join(format!("usearch-{nv}.f16"));
+    let index = match UsearchIndex::load(&cfg, &graph) {
         Ok(i) => i,
         Err(_) => {
-            let cfg = VectorConfig::default();
-            let i = HnswIndex::new(&cfg, nv);
-            let pts: Vec<(&[f32], usize)> = base
-                .iter()
+            let i = UsearchIndex::new(&cfg, nv)?;
+            base.par_iter()
                 .enumerate()
-                .map(|(i, v)| (v.as_slice(), i))
-                .collect();
-            i.insert(&pts);
-            std::fs::create_dir_all(&hnsw_dir)?;
-            i.dump(&hnsw_dir, "micro")?;
+                .try_for_each(|(s, v)| i.add(s as u32, v))?;
+            i.save(&graph)?;
             i
         }
     };
@@ -283,8 +281,11 @@ fn main() -> anyhow::Result<()> {
     {
         let mut next = cycle(&queries);
         c.bench_function(
-            &format!("vectors: hnsw_rs search of {nv}, top 10, ef 100"),
-            |b| b.iter(|| index.search(next(), 10, 100, &|_| true).len()),
+            &format!(
+                "vectors: usearch search of {nv}, top 10, ef {}",
+                cfg.ef_search
+            ),
+            |b| b.iter(|| index.search(next(), 10, &|_| true).map_or(0, |h| h.len())),
         );
     }
     let embedder = crmsearch::embed::shared(None).expect("the model: run scripts/setup");
@@ -310,7 +311,7 @@ fn main() -> anyhow::Result<()> {
     let mut md = format!(
         "## Micro-benchmarks (`cargo bench --bench micro`, criterion)\n\n\
          On the cached prebuilt contact index ({docs} documents, the search bench's) and a cached \
-         hnsw_rs graph of {nv} clustered vectors; each benchmark cycles through varied inputs \
+         usearch graph (f16) of {nv} clustered vectors; each benchmark cycles through varied inputs \
          drawn from the data, so a figure is a median over a mix, not one query. Median and \
          criterion's 95 % interval; {secs} s of measurement each.\n\n\
          | benchmark | median | 95 % interval |\n|---|---|---|\n"

@@ -16,7 +16,7 @@ use plotters::prelude::*;
 
 /// Sections in reading order; a bench that did not run is left out.
 const ORDER: &[&str] = &[
-    "load", "search", "cdc", "memories", "ann", "embed", "ops", "chaos", "micro",
+    "load", "search", "cdc", "memories", "memories-tenants", "ann", "embed", "ops", "chaos", "micro",
 ];
 
 fn machine() -> String {
@@ -129,6 +129,66 @@ fn goals(all: &BTreeMap<String, Results>) -> Vec<Goal> {
             higher: false,
             unit: "ms",
             source: "cdc bench".into(),
+        },
+        Goal {
+            what: "vector top 10 p99 (one tenant, engine call)",
+            value: get("memories", "vector_p99_ms"),
+            bound: 1.0,
+            higher: false,
+            unit: "ms",
+            source: format!(
+                "memories bench, {:.0} points, recall@10 {:.3} (goal ≥ 0.95)",
+                get("memories", "points"),
+                get("memories", "vector_recall")
+            ),
+        },
+        Goal {
+            what: "vector top 10 against pgvector at equal recall (p99)",
+            value: get("memories", "peer_ratio.vector top 10 vs pgvector at equal recall"),
+            bound: 5.0,
+            higher: true,
+            unit: "×",
+            source: "memories bench".into(),
+        },
+        Goal {
+            what: "a 1 % agent filter against no filter (p99)",
+            value: get("memories", "filter_1pct_ratio"),
+            bound: 1.5,
+            higher: false,
+            unit: "×",
+            source: "memories bench".into(),
+        },
+        Goal {
+            what: "text memory search p99 (embedding + search)",
+            value: get("memories", "text_p99_ms"),
+            bound: 8.0,
+            higher: false,
+            unit: "ms",
+            source: "memories bench".into(),
+        },
+        Goal {
+            what: "memories ingest through CDC",
+            value: get("memories", "ingest_per_s"),
+            bound: 5000.0,
+            higher: true,
+            unit: "/s",
+            source: "memories bench".into(),
+        },
+        Goal {
+            what: "our ANN queries/s against hnswlib's at recall ≥ 0.95",
+            value: get("ann", "qps_ratio_vs_hnswlib"),
+            bound: 0.8,
+            higher: true,
+            unit: "×",
+            source: "ann bench, one thread".into(),
+        },
+        Goal {
+            what: "one query embedding p50 (one thread)",
+            value: get("embed", "one_query_p50_ms"),
+            bound: 3.0,
+            higher: false,
+            unit: "ms",
+            source: "embed bench".into(),
         },
     ];
     // the smallest advantage over the Postgres-only peer, any bench
