@@ -502,6 +502,7 @@ The index is usearch's HNSW storing f16 (see the ANN bench for the choice):
 no tombstones (a deleted point leaves the graph and a new one takes its
 room), the filter checked inside the walk, and a filter that its agent's
 posting list narrows to 20,000 points or fewer is scanned exactly instead
-(the planner in `indexer::vectors`). A query text costs the model first:
-see the embedding bench.
+(the planner in `indexer::vectors`). A query text costs the model before
+the search (see the embedding bench: the encoder is int8 through ONNX
+Runtime, one core per query).
 ";
