@@ -21,9 +21,9 @@ use std::time::Instant;
 use common::vecs::{CLUSTERS, DIM, clustered, truth, unit};
 use common::{Results, env, pct};
 use indexer::vectors::{Storage, UsearchIndex, VectorConfig, VectorIndex, distance};
-use rayon::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 
 const EFS: &[usize] = &[10, 16, 24, 32, 48, 64, 96, 128, 192, 256];
 
@@ -38,7 +38,14 @@ fn build_index(name: &str, base: &[Vec<f32>]) -> Option<(String, Searcher)> {
     let cfg = VectorConfig::default();
     let n = base.len();
     let usearch = |storage| -> Option<(String, Searcher)> {
-        let index = UsearchIndex::new(&VectorConfig { storage, ..cfg.clone() }, n).ok()?;
+        let index = UsearchIndex::new(
+            &VectorConfig {
+                storage,
+                ..cfg.clone()
+            },
+            n,
+        )
+        .ok()?;
         base.par_iter()
             .enumerate()
             .for_each(|(i, v)| index.add(i as u32, v).expect("add"));
@@ -69,8 +76,11 @@ fn build_index(name: &str, base: &[Vec<f32>]) -> Option<(String, Searcher)> {
                 DistDot,
             );
             h.set_extend_candidates(false);
-            let pts: Vec<(&[f32], usize)> =
-                base.iter().enumerate().map(|(i, v)| (v.as_slice(), i)).collect();
+            let pts: Vec<(&[f32], usize)> = base
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.as_slice(), i))
+                .collect();
             for chunk in pts.chunks(10_000) {
                 h.parallel_insert_slice(&chunk.to_vec());
             }
@@ -388,7 +398,10 @@ fn main() -> anyhow::Result<()> {
          {OURS} faster) and in build rate:\n\n\
          | index | QPS {OURS} ÷ it | build rate {OURS} ÷ it |\n|---|---|---|\n"
     );
-    for p in peers.iter().filter(|p| p.error.is_none() && !p.name.starts_with(OURS)) {
+    for p in peers
+        .iter()
+        .filter(|p| p.error.is_none() && !p.name.starts_with(OURS))
+    {
         let q = match (ours95, at_recall(&p.points, 0.95)) {
             (Some(a), Some(b)) => format!("{:.2}×", a.qps / b.qps),
             _ => "—".into(),

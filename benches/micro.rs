@@ -18,9 +18,9 @@ use crmsearch::search::query::{self, Typos};
 use crmsearch::search::{self, Request, Scope};
 use indexer::Indexer;
 use indexer::vectors::{UsearchIndex, VectorConfig, VectorIndex, distance};
-use rayon::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 /// Every `new/estimates.json` criterion wrote under `dir`: (id, median ns,
 /// low, high of its confidence interval).

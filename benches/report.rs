@@ -16,7 +16,16 @@ use plotters::prelude::*;
 
 /// Sections in reading order; a bench that did not run is left out.
 const ORDER: &[&str] = &[
-    "load", "search", "cdc", "memories", "memories-tenants", "ann", "embed", "ops", "chaos", "micro",
+    "load",
+    "search",
+    "cdc",
+    "memories",
+    "memories-tenants",
+    "ann",
+    "embed",
+    "ops",
+    "chaos",
+    "micro",
 ];
 
 fn machine() -> String {
@@ -144,7 +153,10 @@ fn goals(all: &BTreeMap<String, Results>) -> Vec<Goal> {
         },
         Goal {
             what: "vector top 10 against pgvector at equal recall (p99)",
-            value: get("memories", "peer_ratio.vector top 10 vs pgvector at equal recall"),
+            value: get(
+                "memories",
+                "peer_ratio.vector top 10 vs pgvector at equal recall",
+            ),
             bound: 5.0,
             higher: true,
             unit: "×",

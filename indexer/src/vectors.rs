@@ -170,7 +170,8 @@ fn usearch_options(cfg: &VectorConfig) -> usearch::IndexOptions {
 
 impl UsearchIndex {
     pub fn new(cfg: &VectorConfig, capacity: usize) -> anyhow::Result<Self> {
-        let index = usearch::Index::new(&usearch_options(cfg)).context("creating a vector index")?;
+        let index =
+            usearch::Index::new(&usearch_options(cfg)).context("creating a vector index")?;
         let this = Self { index };
         this.reserve(capacity.max(1_024))?;
         Ok(this)
@@ -178,7 +179,8 @@ impl UsearchIndex {
 
     /// Loads what [`VectorIndex::save`] wrote.
     pub fn load(cfg: &VectorConfig, path: &Path) -> anyhow::Result<Self> {
-        let index = usearch::Index::new(&usearch_options(cfg)).context("creating a vector index")?;
+        let index =
+            usearch::Index::new(&usearch_options(cfg)).context("creating a vector index")?;
         index
             .load(&path.to_string_lossy())
             .with_context(|| format!("loading {}", path.display()))?;
@@ -253,23 +255,15 @@ impl VectorIndex for UsearchIndex {
     }
 }
 
-/// The dot product of two vectors, in lanes the compiler vectorises.
+/// The dot product of two vectors: numkong's kernel for the CPU it runs on
+/// (AVX-512, AVX2 or NEON, chosen at run time; the library usearch itself
+/// computes with).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
+    use numkong::Dot;
+    match f32::dot(a, b) {
+        Some(d) => d as f32,
+        None => a.iter().zip(b).map(|(x, y)| x * y).sum(),
     }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// 1 − cosine of two unit vectors (the distance the index uses).
@@ -388,8 +382,10 @@ impl Pending {
             let moved = self.slots[last];
             self.slots[p] = moved;
             self.pos[moved as usize] = p as u32;
-            self.vecs
-                .copy_within(last * EMBEDDING_DIM..(last + 1) * EMBEDDING_DIM, p * EMBEDDING_DIM);
+            self.vecs.copy_within(
+                last * EMBEDDING_DIM..(last + 1) * EMBEDDING_DIM,
+                p * EMBEDDING_DIM,
+            );
         }
         self.slots.truncate(last);
         self.vecs.truncate(last * EMBEDDING_DIM);
@@ -590,7 +586,14 @@ impl Collection {
         top(best, k)
     }
 
-    fn search(&self, cfg: &VectorConfig, query: &[f32], k: usize, f: &Filter) -> Vec<(u32, f32)> {
+    fn search(
+        &self,
+        cfg: &VectorConfig,
+        query: &[f32],
+        k: usize,
+        f: &Filter,
+        plan: Plan,
+    ) -> Vec<(u32, f32)> {
         if k == 0 {
             return Vec::new();
         }
@@ -607,11 +610,16 @@ impl Collection {
         // the plan: a filter a posting list narrows enough is scanned
         // exactly; anything broader walks the graph with the filter inside
         if let Some(c) = candidates
-            && c.len() <= cfg.exact_filtered_below
+            && (plan == Plan::Scan || (plan == Plan::Auto && c.len() <= cfg.exact_filtered_below))
         {
             return self.exact(query, k, &m, c.iter().copied());
         }
-        let keep = |s: u32| self.keeps(&m, s);
+        if plan == Plan::Scan {
+            return self.scan_all(query, k, &m, None);
+        }
+        // (a point being moved into the index is still answered from the
+        // buffer, once)
+        let keep = |s: u32| self.keeps(&m, s) && self.pending.get(s).is_none();
         let mut hits = match ann.search(query, k, &keep) {
             Ok(hits) => hits,
             Err(e) => {
@@ -625,8 +633,10 @@ impl Collection {
         if hits.len() < k {
             // the walk ran out of matches: never answer with fewer than exist
             let matching = match candidates {
-                Some(c) => c.iter().filter(|s| keep(**s)).count(),
-                None => (0..self.slots() as u32).filter(|s| keep(*s)).count(),
+                Some(c) => c.iter().filter(|s| self.keeps(&m, **s)).count(),
+                None => (0..self.slots() as u32)
+                    .filter(|s| self.keeps(&m, *s))
+                    .count(),
             };
             if hits.len() < matching.min(k) {
                 hits = self.scan_all(query, k, &m, candidates);
@@ -685,6 +695,19 @@ fn top(mut best: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     best.sort_unstable_by(by_distance);
     best.dedup_by_key(|h| h.0);
     best
+}
+
+/// How a search finds its points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Plan {
+    /// An exact scan of a posting list when the filter narrows to
+    /// [`VectorConfig::exact_filtered_below`] points, else the walk.
+    #[default]
+    Auto,
+    /// Always the exact scan (of the posting list, or of every point).
+    Scan,
+    /// Always the graph walk (when the collection has a graph).
+    Walk,
 }
 
 /// Every tenant's collection, and which tenant holds each point.
@@ -782,11 +805,23 @@ impl VectorStore {
     /// The `k` points of `tenant` nearest to `query` (unit length) that pass
     /// `filter`, nearest first: exactly `k` when at least `k` match.
     pub fn search(&self, tenant: Uuid, query: &[f32], k: usize, filter: &Filter) -> Vec<Neighbor> {
+        self.search_with(tenant, query, k, filter, Plan::Auto)
+    }
+
+    /// [`Self::search`] along a given path (the benches compare them).
+    pub fn search_with(
+        &self,
+        tenant: Uuid,
+        query: &[f32],
+        k: usize,
+        filter: &Filter,
+        plan: Plan,
+    ) -> Vec<Neighbor> {
         let Some(c) = self.collection(tenant) else {
             return Vec::new();
         };
         let c = read(&c);
-        c.search(&self.cfg, query, k, filter)
+        c.search(&self.cfg, query, k, filter, plan)
             .into_iter()
             .map(|(slot, d)| Neighbor {
                 id: c.id[slot as usize],
@@ -1372,7 +1407,10 @@ mod tests {
         let s = store.stats()[&t];
         assert_eq!((s.points, s.tombstones, s.indexed), (350, 50, 350));
         for p in &new {
-            assert_eq!(store.search(t, &p.vector, 1, &Filter::default())[0].id, p.id);
+            assert_eq!(
+                store.search(t, &p.vector, 1, &Filter::default())[0].id,
+                p.id
+            );
         }
         let all = store.search(t, &pts[0].vector, 400, &Filter::default());
         assert_eq!(all.len(), 350, "exactly the live points");
@@ -1406,7 +1444,10 @@ mod tests {
             }
             let all = store.search(t, &pts[100].vector, 1_000, &Filter::default());
             assert_eq!(all.len(), 270);
-            assert!(all.iter().all(|h| !pts[50..80].iter().any(|p| p.id == h.id)));
+            assert!(
+                all.iter()
+                    .all(|h| !pts[50..80].iter().any(|p| p.id == h.id))
+            );
             // the first turn moves the buffered points into the index
             assert_eq!(store.maintain(), round == 0);
         }
@@ -1451,7 +1492,11 @@ mod tests {
         let t = Uuid::new_v4();
         let pts: Vec<Point> = (0..2_000)
             .map(|i| {
-                let mut p = point(t, if i % 100 == 0 { "rare" } else { "common" }, unit(&mut rng));
+                let mut p = point(
+                    t,
+                    if i % 100 == 0 { "rare" } else { "common" },
+                    unit(&mut rng),
+                );
                 p.kind = (i % 4) as u8;
                 p
             })
