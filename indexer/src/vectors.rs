@@ -138,7 +138,7 @@ pub trait VectorIndex: Send + Sync {
         self.len() == 0
     }
     fn capacity(&self) -> usize;
-    /// Bytes the index holds in memory.
+    /// Bytes the index holds in memory (not beside adds).
     fn memory(&self) -> usize;
     fn save(&self, path: &Path) -> anyhow::Result<()>;
 }
@@ -417,6 +417,9 @@ struct Collection {
     /// died): [`VectorStore::maintain`] removes them, then frees them.
     freed: Vec<u32>,
     ann: Option<Arc<dyn VectorIndex>>,
+    /// What the index held in memory when nothing was being added to it
+    /// (usearch's count walks its allocator: not beside adds).
+    ann_bytes: usize,
 }
 
 /// A filter resolved against a collection's names.
@@ -679,9 +682,7 @@ impl Collection {
     /// Bytes held in memory, about.
     fn memory(&self) -> usize {
         let per_slot = 16 + 4 * 3 + 1 + 1 + 8 * 2 + 4 * 3 + 24;
-        self.slots() * per_slot
-            + self.pending.vecs.capacity() * 4
-            + self.ann.as_ref().map_or(0, |a| a.memory())
+        self.slots() * per_slot + self.pending.vecs.capacity() * 4 + self.ann_bytes
     }
 }
 
@@ -957,6 +958,11 @@ impl VectorStore {
                 (ann, chunk)
             };
             if chunk.is_empty() {
+                if worked {
+                    // no add runs now (this is the one adder)
+                    let bytes = ann.memory();
+                    write(c).ann_bytes = bytes;
+                }
                 return Ok(worked);
             }
             worked = true;
@@ -1055,7 +1061,9 @@ impl VectorStore {
                 .with_context(|| format!("reading {}", path.display()))?;
             let index = dir.join(format!("{name}.usearch"));
             if index.exists() {
-                g.ann = Some(Arc::new(UsearchIndex::load(&self.cfg, &index)?));
+                let ann = UsearchIndex::load(&self.cfg, &index)?;
+                g.ann_bytes = ann.memory();
+                g.ann = Some(Arc::new(ann));
             }
             {
                 let mut t = write(&self.tenant_of);
@@ -1540,6 +1548,33 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(store.search(t, &q, 100, &none).len(), 20);
+    }
+
+    #[test]
+    fn stats_and_searches_beside_a_build_are_safe() {
+        // usearch's own memory count walks nodes an add is still writing
+        // (it crashed the 1M bench): stats must not call it beside adds
+        let (store, t, pts) = small_store(10, 30_000);
+        let store = Arc::new(store);
+        let builder = {
+            let store = store.clone();
+            std::thread::spawn(move || store.maintain())
+        };
+        let mut looked = 0;
+        while !builder.is_finished() {
+            let s = store.stats()[&t];
+            assert_eq!(s.points, 30_000);
+            let hit = store.search(t, &pts[looked % 1_000].vector, 1, &Filter::default());
+            assert_eq!(hit[0].id, pts[looked % 1_000].id);
+            looked += 1;
+        }
+        assert!(builder.join().unwrap());
+        let s = store.stats()[&t];
+        assert_eq!(s.indexed, 30_000);
+        assert!(
+            s.memory_bytes > 30_000 * EMBEDDING_DIM * 2,
+            "f16 vectors at least"
+        );
     }
 
     #[test]

@@ -158,6 +158,13 @@ fn assert_converged(
 
 /// Runs pg_ctl on the embedded cluster, as its service user when root.
 pub(crate) fn pg_ctl(data: &Path, args: &[&str]) {
+    if let Err(e) = try_pg_ctl(data, args) {
+        panic!("pg_ctl {args:?}: {e}");
+    }
+}
+
+/// [`pg_ctl`], returning what it printed when it fails.
+pub(crate) fn try_pg_ctl(data: &Path, args: &[&str]) -> Result<(), String> {
     let pg_ctl = pg_bin().join("pg_ctl");
     let root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
@@ -179,11 +186,11 @@ pub(crate) fn pg_ctl(data: &Path, args: &[&str]) {
         .stdout(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "pg_ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 #[test]

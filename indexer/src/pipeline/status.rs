@@ -31,6 +31,15 @@ impl Indexer {
             )
         })
         .await?;
+        let vectors = {
+            let stats = self.store.vectors().stats();
+            Some(Vectors {
+                collections: stats.len(),
+                points: stats.values().map(|c| c.points).sum(),
+                indexed: stats.values().map(|c| c.indexed).sum(),
+                memory_bytes: stats.values().map(|c| c.memory_bytes).sum(),
+            })
+        };
         Ok(Status {
             slot: self.slot.clone(),
             applied_lsn: lag.applied_lsn,
@@ -52,6 +61,7 @@ impl Indexer {
                 companies,
                 memories,
             },
+            vectors,
             segments,
         })
     }
@@ -62,6 +72,18 @@ pub struct Documents {
     pub contacts: u64,
     pub companies: u64,
     pub memories: u64,
+}
+
+/// The in-process vector collections, summed over tenants.
+#[derive(Debug, serde::Serialize)]
+pub struct Vectors {
+    pub collections: usize,
+    /// Live points.
+    pub points: usize,
+    /// Points in an approximate index (the rest are scanned exactly).
+    pub indexed: usize,
+    /// Bytes the collections hold in memory (columns, vectors, graphs).
+    pub memory_bytes: usize,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -92,6 +114,8 @@ pub struct Status {
     /// about to be or already invalidated.
     pub warnings: Vec<String>,
     pub documents: Documents,
+    /// The vector collections (none offline).
+    pub vectors: Option<Vectors>,
     pub segments: usize,
 }
 
@@ -154,6 +178,7 @@ pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> crate::Result
             companies: on_disk.companies,
             memories: on_disk.memories,
         },
+        vectors: None,
         segments: on_disk.segments,
     })
 }
