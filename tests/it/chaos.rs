@@ -564,7 +564,22 @@ impl Chaos {
         }
         self.rt.block_on(self.pool.close());
         let _ = std::fs::remove_dir_all(&self.data);
-        self.figures
+        std::mem::take(&mut self.figures)
+    }
+}
+
+impl Drop for Chaos {
+    /// A run that failed midway stops what it started: its server, and the
+    /// embedded Postgres that outlives a killed server (left running, a
+    /// walsender waiting on the dead run spun a core for an hour).
+    fn drop(&mut self) {
+        if let Some((mut child, _)) = self.server.take() {
+            let _ = child.kill();
+            wait_exit(&mut child);
+        }
+        if self.data.exists() {
+            let _ = try_pg_ctl(&self.data, &["-m", "immediate", "-w", "stop"]);
+        }
     }
 }
 
