@@ -424,7 +424,7 @@ pub fn from_index(
     }
     let text = q.text();
     if q.mode != Mode::Semantic || query_vector.is_none() {
-        let mut clauses = filter_clauses(f, tenant, q, now);
+        let filters = BooleanQuery::new(filter_clauses(f, tenant, q, now));
         let words: Vec<Box<dyn Query>> = keywords(text.unwrap_or_default())
             .into_iter()
             .map(|t| {
@@ -435,14 +435,12 @@ pub fn from_index(
             })
             .collect();
         let has_words = !words.is_empty();
-        if has_words {
-            clauses.push((Occur::Must, Box::new(BooleanQuery::union(words))));
-        }
         if has_words || query_vector.is_none() {
-            let top = searcher.search(
-                &BooleanQuery::new(clauses),
-                &TopDocs::with_limit(depth).order_by_score(),
-            )?;
+            let top = if has_words {
+                top_by_score(&searcher, &BooleanQuery::union(words), &filters, depth)?
+            } else {
+                searcher.search(&filters, &TopDocs::with_limit(depth).order_by_score())?
+            };
             for (rank, (score, addr)) in top.into_iter().enumerate() {
                 let doc: TantivyDocument = searcher.doc(addr)?;
                 let Some(m) = memory_of(&doc, f) else {
@@ -465,6 +463,78 @@ pub fn from_index(
         tokens_used,
         source: "index",
     })
+}
+
+/// The `limit` best documents by `scored` (a union of terms) among those
+/// `filter` matches, best first (ties by address, as `TopDocs`).
+///
+/// The filter is not a clause of the scored query: a boolean query with
+/// required filter clauses scores every document its words match, while a
+/// pure union of terms skips whole blocks that cannot enter the top
+/// (block-max WAND). Common words ("contact", "note" in every CRM memory)
+/// then cost a few blocks instead of the whole tenant. The filter is
+/// checked on what the walk yields, in document order, by advancing its
+/// own doc set.
+fn top_by_score(
+    searcher: &tantivy::Searcher,
+    scored: &dyn Query,
+    filter: &dyn Query,
+    limit: usize,
+) -> tantivy::Result<Vec<(tantivy::Score, tantivy::DocAddress)>> {
+    use std::cmp::{Ordering, Reverse};
+    use std::collections::BinaryHeap;
+    use tantivy::query::EnableScoring;
+    use tantivy::{DocAddress, DocSet, Score};
+
+    /// Lower is worse: a lower score, then a later address.
+    struct Hit(Score, DocAddress);
+    impl PartialEq for Hit {
+        fn eq(&self, o: &Self) -> bool {
+            self.cmp(o) == Ordering::Equal
+        }
+    }
+    impl Eq for Hit {}
+    impl PartialOrd for Hit {
+        fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    impl Ord for Hit {
+        fn cmp(&self, o: &Self) -> Ordering {
+            self.0.total_cmp(&o.0).then_with(|| o.1.cmp(&self.1))
+        }
+    }
+
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let weight = scored.weight(EnableScoring::enabled_from_searcher(searcher))?;
+    let filter = filter.weight(EnableScoring::disabled_from_searcher(searcher))?;
+    let mut heap: BinaryHeap<Reverse<Hit>> = BinaryHeap::with_capacity(limit + 1);
+    for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+        let mut passes = filter.scorer(reader, 1.0)?;
+        let alive = reader.alive_bitset();
+        let threshold = |heap: &BinaryHeap<Reverse<Hit>>| match heap.peek() {
+            Some(Reverse(worst)) if heap.len() >= limit => worst.0,
+            _ => Score::MIN,
+        };
+        let start = threshold(&heap);
+        weight.for_each_pruning(start, reader, &mut |doc, score| {
+            if passes.doc() < doc {
+                passes.seek(doc);
+            }
+            if passes.doc() == doc && alive.is_none_or(|a| a.is_alive(doc)) {
+                heap.push(Reverse(Hit(score, DocAddress::new(ord as u32, doc))));
+                if heap.len() > limit {
+                    heap.pop();
+                }
+            }
+            threshold(&heap)
+        })?;
+    }
+    let mut hits: Vec<Hit> = heap.into_iter().map(|Reverse(h)| h).collect();
+    hits.sort_by(|a, b| b.cmp(a));
+    Ok(hits.into_iter().map(|Hit(s, a)| (s, a)).collect())
 }
 
 /// English function words: a question's "how", "does", "the" match every
@@ -674,4 +744,112 @@ pub async fn from_postgres(
         tokens_used,
         source: "postgres",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use tantivy::query::ConstScoreQuery;
+    use tantivy::schema::{STRING, Schema, TEXT};
+    use tantivy::{Index, IndexWriter, doc};
+
+    /// The filtered walk answers what the same words under required filter
+    /// clauses answer, across segments and deletes.
+    #[test]
+    fn filtered_top_by_score_equals_the_boolean_query() {
+        let mut schema = Schema::builder();
+        let body = schema.add_text_field("body", TEXT);
+        let group = schema.add_text_field("group", STRING);
+        let index = Index::create_in_ram(schema.build());
+        let mut w: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let words = [
+            "contact", "note", "renewal", "pricing", "call", "churn", "demo",
+        ];
+        for segment in 0..3 {
+            for i in 0..3_000 {
+                let n = rng.random_range(1..12);
+                let text: Vec<&str> = (0..n)
+                    .map(|_| words[rng.random_range(0..words.len())])
+                    .collect();
+                let g = ["a", "b", "c"][(i + segment) % 3];
+                w.add_document(doc!(body => text.join(" "), group => g))
+                    .unwrap();
+            }
+            w.commit().unwrap();
+        }
+        w.delete_term(Term::from_field_text(body, "demo"));
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        assert!(searcher.segment_readers().len() > 1);
+        let filter = || -> Box<dyn Query> {
+            Box::new(BooleanQuery::new(vec![
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(group, "b"),
+                        IndexRecordOption::Basic,
+                    )),
+                ),
+                (
+                    Occur::MustNot,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(body, "churn"),
+                        IndexRecordOption::Basic,
+                    )),
+                ),
+            ]))
+        };
+        let union = |ws: &[&str]| {
+            BooleanQuery::union(
+                ws.iter()
+                    .map(|t| {
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(body, t),
+                            IndexRecordOption::WithFreqs,
+                        )) as Box<dyn Query>
+                    })
+                    .collect(),
+            )
+        };
+        for (ws, limit) in [
+            (&["contact", "pricing"][..], 10),
+            (&["renewal"][..], 50),
+            (&["note", "call", "contact"][..], 500),
+            (&["nowhere"][..], 10),
+        ] {
+            let got = top_by_score(&searcher, &union(ws), &*filter(), limit).unwrap();
+            let want = searcher
+                .search(
+                    &BooleanQuery::new(vec![
+                        (
+                            Occur::Must,
+                            Box::new(ConstScoreQuery::new(filter(), 0.0)) as Box<dyn Query>,
+                        ),
+                        (Occur::Must, Box::new(union(ws))),
+                    ]),
+                    &TopDocs::with_limit(limit).order_by_score(),
+                )
+                .unwrap();
+            assert_eq!(got.len(), want.len(), "{ws:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g.0 - w.0).abs() < 1e-4, "{ws:?}: {g:?} against {w:?}");
+            }
+            // the same documents (ties may order either way)
+            let mut g: Vec<_> = got.iter().map(|h| h.1).collect();
+            let mut w: Vec<_> = want.iter().map(|h| h.1).collect();
+            if let (Some(last_g), Some(last_w)) = (got.last(), want.last())
+                && (last_g.0 - last_w.0).abs() < 1e-6
+            {
+                // the last score's ties may be cut at a different document
+                let cut = last_g.0;
+                g.retain(|a| got.iter().any(|h| h.1 == *a && h.0 > cut + 1e-6));
+                w.retain(|a| want.iter().any(|h| h.1 == *a && h.0 > cut + 1e-6));
+            }
+            g.sort();
+            w.sort();
+            assert_eq!(g, w, "{ws:?}");
+        }
+    }
 }

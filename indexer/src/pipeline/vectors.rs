@@ -146,6 +146,8 @@ pub(super) async fn run_vector_maintenance(
 ) -> Result<()> {
     let (store, progress) = (sh.store.clone(), sh.progress.clone());
     const DUMP_EVERY: Duration = Duration::from_secs(300);
+    const DUMP_AFTER_BUILD: Duration = Duration::from_secs(30);
+    let mut built_since_dump = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut dumped_changes = u64::MAX;
     let mut last_dump = Instant::now();
@@ -185,9 +187,15 @@ pub(super) async fn run_vector_maintenance(
         let built = tokio::task::spawn_blocking(move || s.vectors().maintain())
             .await
             .context("the vector index upkeep panicked")?;
-        if built || last_dump.elapsed() >= DUMP_EVERY {
+        // a build is dumped soon (a restart then loads it instead of
+        // building again), but not after every turn of a bulk load: a dump
+        // writes every vector
+        built_since_dump |= built;
+        let since = last_dump.elapsed();
+        if (built_since_dump && since >= DUMP_AFTER_BUILD) || since >= DUMP_EVERY {
             dump(&store, &mut dumped_changes).await;
             last_dump = Instant::now();
+            built_since_dump = false;
         }
     }
 }
