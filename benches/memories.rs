@@ -561,7 +561,7 @@ room), the filter checked inside the walk, and a filter that its agent's
 posting list narrows enough is scanned exactly instead: 2,000 points or
 fewer, or while the matches squared stay under 1,000 times the collection
 (a walk passes about n / m points for each match; the planner in
-`indexer::vectors`). The scan reads the stored halves and computes in f16. A query text costs the model before
-the search (see the embedding bench: the encoder is int8 through ONNX
-Runtime, one core per query).
+`indexer::vectors`). The scan reads the stored halves and computes in f16.
+A query text costs the model before the search (see the embedding bench:
+the encoder is int8 through ONNX Runtime, one core per query).
 ";
