@@ -31,6 +31,22 @@
 //! the scan is taken whatever the size. Either way it answers exactly
 //! `top_k` points whenever that many match.
 //!
+//! Between the two lies a gap: an agent of 1 % of a million points is too
+//! many to scan in a millisecond (10,000 distances) and too few for the
+//! walk, which passes 99 points for each of its. Such an agent (at least
+//! [`VectorConfig::exact_below`] points and at most
+//! [`VectorConfig::agent_graph_share`] of its collection) gets a graph of
+//! its own, as Qdrant builds one per payload value: the same slots, a
+//! second copy of its vectors (bounded: agents partition a collection, so
+//! all such graphs together hold at most as many points as it does), fed
+//! and emptied by the same upkeep; its filters walk it, and the cost model
+//! above then counts the agent's points, not the collection's.
+//!
+//! A graph's walk needs more candidates to keep its recall as the graph
+//! grows: the width asked for ([`VectorConfig::ef_search`]) is walked up to
+//! [`VectorConfig::ef_grows_above`] points and widened by the square root
+//! of the size beyond ([`VectorConfig::ef_for`]).
+//!
 //! Every vector is unit length, so cosine similarity is a dot product.
 
 use std::collections::HashMap;
@@ -104,6 +120,13 @@ pub struct VectorConfig {
     /// What one unfiltered walk costs in scanned points: a filter narrowed
     /// to `m` of `n` points is scanned while `m² ≤ walk_per_scan · n`.
     pub walk_per_scan: f64,
+    /// An agent holding at least [`Self::exact_below`] points and at most
+    /// this share of its collection gets a graph of its own (see the
+    /// module's plan).
+    pub agent_graph_share: f64,
+    /// Collections above this many points walk wider than
+    /// [`Self::ef_search`], by the square root of how much larger they are.
+    pub ef_grows_above: usize,
     pub max_connections: usize,
     pub ef_construction: usize,
     pub ef_search: usize,
@@ -116,6 +139,8 @@ impl Default for VectorConfig {
             exact_below: 5_000,
             exact_filtered_below: 2_000,
             walk_per_scan: 1_000.0,
+            agent_graph_share: 0.25,
+            ef_grows_above: 400_000,
             max_connections: 16,
             ef_construction: 100,
             ef_search: 128,
@@ -130,6 +155,28 @@ impl VectorConfig {
     pub fn scans(&self, matches: usize, live: usize) -> bool {
         matches <= self.exact_filtered_below
             || (matches as f64).powi(2) <= self.walk_per_scan * live as f64
+    }
+
+    /// The walk's width for a graph of `points` given the width `ef` asked
+    /// for: a graph's greedy walk needs more candidates to keep its recall
+    /// as it grows (measured: ef 64 finds 0.998 of the true top 10 at 200K
+    /// points, ef 128 only 0.927 at 1M and ef 192 0.966).
+    pub fn ef_for(&self, ef: usize, points: usize) -> usize {
+        let grow = (points as f64 / self.ef_grows_above.max(1) as f64).sqrt();
+        (ef as f64 * grow.max(1.0)).round() as usize
+    }
+
+    /// Whether an agent holding `points` of a collection's `live` should
+    /// have a graph of its own; `has` says whether it has one (a graph is
+    /// kept until the agent is well outside the range, so that a size on
+    /// the edge does not build and drop it in turns).
+    pub fn agent_graph(&self, points: usize, live: usize, has: bool) -> bool {
+        let (low, high) = (self.exact_below, self.agent_graph_share * live as f64);
+        if has {
+            points >= low / 2 && points as f64 <= 2.0 * high
+        } else {
+            points >= low && points as f64 <= high
+        }
     }
 }
 
@@ -498,7 +545,13 @@ struct Collection {
     /// died): [`VectorStore::maintain`] removes them, then frees them.
     freed: Vec<u32>,
     ann: Option<Arc<dyn VectorIndex>>,
-    /// What the index held in memory when nothing was being added to it
+    /// The graphs of agents that hold too many points to scan and too few
+    /// for a filtered walk of the whole collection to pass enough of them
+    /// (each holds a second copy of its agent's vectors, keyed by the same
+    /// slots): built, fed and emptied beside [`Self::ann`] by
+    /// [`VectorStore::maintain`].
+    agent_ann: HashMap<u32, Arc<dyn VectorIndex>>,
+    /// What the indexes held in memory when nothing was being added to it
     /// (usearch's count walks its allocator: not beside adds).
     ann_bytes: usize,
 }
@@ -694,10 +747,17 @@ impl Collection {
                 None => self.exact_pending(query, k, &m),
             };
         };
+        // the graph to walk: the agent's own when it has one (the filter
+        // then rejects only what its other conditions reject), else the
+        // collection's with the filter inside
+        let (graph, universe) = match m.agent.and_then(|a| self.agent_ann.get(&a)) {
+            Some(g) if plan != Plan::Walk => (g, self.by_agent.get(&m.agent.unwrap_or(NONE)).len()),
+            _ => (ann, self.live()),
+        };
         // the plan: a filter a posting list narrows enough is scanned
         // exactly; anything broader walks the graph with the filter inside
         if let Some(c) = candidates
-            && (plan == Plan::Scan || (plan == Plan::Auto && cfg.scans(c.len(), self.live())))
+            && (plan == Plan::Scan || (plan == Plan::Auto && cfg.scans(c.len(), universe)))
         {
             return self.exact(query, k, &m, c.iter().copied());
         }
@@ -707,7 +767,7 @@ impl Collection {
         // (a point being moved into the index is still answered from the
         // buffer, once)
         let keep = |s: u32| self.keeps(&m, s) && self.pending.get(s).is_none();
-        let mut hits = match ann.search(query, k, &keep) {
+        let mut hits = match graph.search(query, k, &keep) {
             Ok(hits) => hits,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "vector index search failed; scanning exactly");
@@ -763,6 +823,17 @@ impl Collection {
         })
     }
 
+    /// Every graph: the collection's and its agents'.
+    fn graphs(&self) -> impl Iterator<Item = &Arc<dyn VectorIndex>> {
+        self.ann.iter().chain(self.agent_ann.values())
+    }
+
+    /// The graphs that hold `slot` (the collection's and its agent's).
+    fn graphs_of(&self, slot: u32) -> impl Iterator<Item = &Arc<dyn VectorIndex>> {
+        let agent = self.agent.get(slot as usize).copied().unwrap_or(NONE);
+        self.ann.iter().chain(self.agent_ann.get(&agent))
+    }
+
     /// Bytes held in memory, about.
     fn memory(&self) -> usize {
         let per_slot = 16 + 4 * 3 + 1 + 1 + 8 * 2 + 4 * 3 + 24;
@@ -791,7 +862,8 @@ pub enum Plan {
     Auto,
     /// Always the exact scan (of the posting list, or of every point).
     Scan,
-    /// Always the graph walk (when the collection has a graph).
+    /// Always the walk of the collection's graph with the filter inside
+    /// (when it has one), never an agent's own graph.
     Walk,
 }
 
@@ -835,6 +907,8 @@ pub struct CollectionStats {
     pub tombstones: usize,
     /// Points in the approximate index.
     pub indexed: usize,
+    /// Agents with a graph of their own.
+    pub agent_graphs: usize,
     /// Bytes in memory (columns, buffered vectors, the index), about.
     pub memory_bytes: usize,
 }
@@ -865,9 +939,7 @@ impl VectorStore {
         let ef = ef.max(1);
         self.ef.store(ef, Ordering::Release);
         for c in read(&self.collections).values() {
-            if let Some(ann) = &read(c).ann {
-                ann.set_ef(ef);
-            }
+            self.tune(&read(c));
         }
     }
 
@@ -972,6 +1044,7 @@ impl VectorStore {
                         points: c.live(),
                         tombstones: c.free.len() + c.freed.len(),
                         indexed: c.ann.as_ref().map_or(0, |a| a.len()),
+                        agent_graphs: c.agent_ann.len(),
                         memory_bytes: c.memory(),
                     },
                 )
@@ -1049,13 +1122,16 @@ impl VectorStore {
     /// One collection's turn of [`Self::maintain`].
     fn extend(&self, c: &Arc<RwLock<Collection>>) -> anyhow::Result<bool> {
         let mut worked = false;
+        // agents whose graph is to be built, with the points the
+        // collection's graph already holds (the buffered ones follow below)
+        let mut build: Vec<(u32, Vec<u32>)> = Vec::new();
         {
             let mut g = write(c);
             let g = &mut *g;
-            // no add is in flight: what died is out of the index after this
-            if let Some(ann) = &g.ann {
-                for slot in &g.freed {
-                    ann.remove(*slot)?;
+            // no add is in flight: what died is out of the indexes after this
+            for slot in &g.freed {
+                for graph in g.graphs_of(*slot) {
+                    graph.remove(*slot)?;
                 }
             }
             worked |= !g.freed.is_empty();
@@ -1066,43 +1142,101 @@ impl VectorStore {
                 }
                 let ann: Arc<dyn VectorIndex> =
                     Arc::new(UsearchIndex::new(&self.cfg, g.live() * 2)?);
-                ann.set_ef(self.ef());
                 g.ann = Some(ann);
             }
+            let live = g.live();
+            let lists = &g.by_agent.lists;
+            let before = g.agent_ann.len();
+            g.agent_ann.retain(|agent, _| {
+                let points = lists.get(agent).map_or(0, Vec::len);
+                self.cfg.agent_graph(points, live, true)
+            });
+            worked |= g.agent_ann.len() != before;
+            for (agent, list) in lists {
+                if !g.agent_ann.contains_key(agent) && self.cfg.agent_graph(list.len(), live, false)
+                {
+                    let held = list.iter().copied();
+                    build.push((
+                        *agent,
+                        held.filter(|s| g.pending.get(*s).is_none()).collect(),
+                    ));
+                }
+            }
+        }
+        for (agent, slots) in build {
+            let Some(ann) = read(c).ann.clone() else {
+                return Ok(worked);
+            };
+            let graph: Arc<dyn VectorIndex> =
+                Arc::new(UsearchIndex::new(&self.cfg, slots.len() * 2)?);
+            // the vectors copied out of the collection's graph (f16 → f32
+            // → f16 is exact); a slot that dies meanwhile is in `freed`
+            // with this agent, and leaves this graph next turn
+            slots.par_chunks(CHUNK / 16).try_for_each(|part| {
+                let mut buf = vec![0f32; EMBEDDING_DIM];
+                for s in part {
+                    if ann.vector(*s, &mut buf) {
+                        graph.add(*s, &buf)?;
+                    }
+                }
+                anyhow::Ok(())
+            })?;
+            write(c).agent_ann.insert(agent, graph);
+            worked = true;
         }
         loop {
-            let (ann, chunk) = {
+            let (ann, graphs, chunk) = {
                 let g = read(c);
                 let Some(ann) = g.ann.clone() else {
                     return Ok(worked);
                 };
                 let from = g.pending.len().saturating_sub(CHUNK);
-                let chunk: Vec<(u32, Vec<f32>)> = (from..g.pending.len())
-                    .map(|p| (g.pending.slots[p], g.pending.at(p).to_vec()))
+                let chunk: Vec<(u32, u32, Vec<f32>)> = (from..g.pending.len())
+                    .map(|p| {
+                        let slot = g.pending.slots[p];
+                        let agent = g.agent[slot as usize];
+                        (slot, agent, g.pending.at(p).to_vec())
+                    })
                     .collect();
-                (ann, chunk)
+                (ann, g.agent_ann.clone(), chunk)
             };
             if chunk.is_empty() {
                 if worked {
                     // no add runs now (this is the one adder)
-                    let bytes = ann.memory();
+                    let g = read(c);
+                    self.tune(&g);
+                    let bytes = g.graphs().map(|a| a.memory()).sum();
+                    drop(g);
                     write(c).ann_bytes = bytes;
                 }
                 return Ok(worked);
             }
             worked = true;
-            if ann.len() + chunk.len() > ann.capacity() {
-                // growing moves the index: not beside searches
+            let mut incoming: HashMap<u32, usize> = HashMap::new();
+            for (_, agent, _) in chunk.iter().filter(|x| graphs.contains_key(&x.1)) {
+                *incoming.entry(*agent).or_default() += 1;
+            }
+            let tight = std::iter::once((&ann, chunk.len()))
+                .chain(incoming.iter().map(|(a, n)| (&graphs[a], *n)))
+                .filter(|(graph, n)| graph.len() + n > graph.capacity())
+                .collect::<Vec<_>>();
+            if !tight.is_empty() {
+                // growing moves an index: not beside searches
                 let _g = write(c);
-                ann.reserve((ann.capacity() * 2).max(ann.len() + chunk.len()))?;
+                for (graph, n) in tight {
+                    graph.reserve((graph.capacity() * 2).max(graph.len() + n))?;
+                }
             }
             let added: Vec<u32> = chunk
                 .par_iter()
-                .filter_map(|(slot, v)| match ann.add(*slot, v) {
-                    Ok(()) => Some(*slot),
-                    Err(e) => {
-                        tracing::warn!(slot, error = %format!("{e:#}"), "cannot add a vector to the index");
-                        None
+                .filter_map(|(slot, agent, v)| {
+                    let into_agent = || graphs.get(agent).map_or(Ok(()), |a| a.add(*slot, v));
+                    match ann.add(*slot, v).and_then(|()| into_agent()) {
+                        Ok(()) => Some(*slot),
+                        Err(e) => {
+                            tracing::warn!(slot, error = %format!("{e:#}"), "cannot add a vector to the index");
+                            None
+                        }
                     }
                 })
                 .collect();
@@ -1117,10 +1251,19 @@ impl VectorStore {
         }
     }
 
+    /// Sets each of a collection's graphs to walk as wide as its size asks
+    /// ([`VectorConfig::ef_for`]).
+    fn tune(&self, g: &Collection) {
+        for graph in g.graphs() {
+            graph.set_ef(self.cfg.ef_for(self.ef(), graph.len()));
+        }
+    }
+
     /// Writes every collection under `dir` with the position it reflects:
     /// `lsn` (the caller makes sure no change after it is applied while
-    /// this runs). Each collection is its columns and buffered vectors
-    /// (`<tenant>.points`) and its index (`<tenant>.usearch`).
+    /// this runs). Every collection's columns and buffered vectors go into
+    /// one file (`points`: one `fsync` however many tenants there are), and
+    /// each graph into its own (`<tenant>.usearch`, `<tenant>.<agent>.usearch`).
     pub fn dump(&self, dir: &Path, lsn: Lsn) -> anyhow::Result<()> {
         let tmp = dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&tmp);
@@ -1129,29 +1272,42 @@ impl VectorStore {
             .iter()
             .map(|(t, c)| (*t, c.clone()))
             .collect();
-        // the index changes only in `maintain`: none runs while this does,
-        // so each index is saved outside its collection's lock and writers
-        // wait only for the columns' copy into memory (a 1M collection's
-        // file held them for seconds)
+        // the indexes change only in `maintain`: none runs while this does,
+        // so each is saved outside its collection's lock and writers wait
+        // only for the columns' copy into memory (a 1M collection's file
+        // held them for seconds)
         let _upkeep = self.upkeep();
+        let mut points = std::io::BufWriter::new(std::fs::File::create(tmp.join("points"))?);
+        points.write_all(MAGIC)?;
+        points.write_all(&(tenants.len() as u64).to_le_bytes())?;
         for (tenant, c) in tenants {
-            let (points, ann) = {
+            let (record, graphs) = {
                 let g = read(&c);
                 let mut buf = Vec::with_capacity(64 + g.slots() * 64 + g.pending.vecs.len() * 4);
                 write_collection(&mut buf, &g)?;
-                (buf, g.ann.clone())
+                let mut graphs: Vec<(String, Arc<dyn VectorIndex>)> = Vec::new();
+                if let Some(ann) = &g.ann {
+                    graphs.push((format!("{tenant}.usearch"), ann.clone()));
+                }
+                for (agent, graph) in &g.agent_ann {
+                    graphs.push((format!("{tenant}.{agent}.usearch"), graph.clone()));
+                }
+                (buf, graphs)
             };
-            let name = tenant.to_string();
-            let mut f = std::fs::File::create(tmp.join(format!("{name}.points")))?;
-            f.write_all(&points)?;
-            f.sync_all()?;
-            drop(points);
-            if let Some(ann) = ann {
-                let path = tmp.join(format!("{name}.usearch"));
-                ann.save(&path)?;
+            points.write_all(tenant.as_bytes())?;
+            points.write_all(&(record.len() as u64).to_le_bytes())?;
+            points.write_all(&record)?;
+            drop(record);
+            for (name, graph) in graphs {
+                let path = tmp.join(name);
+                graph.save(&path)?;
                 std::fs::File::open(&path)?.sync_all()?;
             }
         }
+        points
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
         crate::failpoint::hit("vector_dump")?;
         // the LSN file last: a dump without one is incomplete
         let mut f = std::fs::File::create(tmp.join("LSN"))?;
@@ -1181,27 +1337,41 @@ impl VectorStore {
         };
         let lsn: Lsn = lsn.trim().parse()?;
         self.clear();
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".points"))
-            else {
-                continue;
+        let path = dir.join("points");
+        let mut r = BufReader::new(
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+        );
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        anyhow::ensure!(
+            &magic == MAGIC,
+            "not a vector dump of this version (it is read again from Postgres)"
+        );
+        for _ in 0..u64r(&mut r)? {
+            let mut tenant = [0u8; 16];
+            r.read_exact(&mut tenant)?;
+            let tenant = Uuid::from_bytes(tenant);
+            let len = u64r(&mut r)?;
+            let mut record = (&mut r).take(len);
+            let (mut g, agents, has_ann) = read_collection(&mut record)
+                .with_context(|| format!("reading {}'s collection", tenant))?;
+            anyhow::ensure!(
+                record.limit() == 0,
+                "{tenant}'s collection is longer than it says"
+            );
+            let open = |name: String| -> anyhow::Result<Arc<dyn VectorIndex>> {
+                let ann = UsearchIndex::load(&self.cfg, &dir.join(name))?;
+                Ok(Arc::new(ann))
             };
-            let tenant: Uuid = name
-                .parse()
-                .with_context(|| format!("{}", path.display()))?;
-            let mut g = read_collection(&mut BufReader::new(std::fs::File::open(&path)?))
-                .with_context(|| format!("reading {}", path.display()))?;
-            let index = dir.join(format!("{name}.usearch"));
-            if index.exists() {
-                let ann = UsearchIndex::load(&self.cfg, &index)?;
-                ann.set_ef(self.ef());
-                g.ann_bytes = ann.memory();
-                g.ann = Some(Arc::new(ann));
+            if has_ann {
+                g.ann = Some(open(format!("{tenant}.usearch"))?);
             }
+            for agent in agents {
+                g.agent_ann
+                    .insert(agent, open(format!("{tenant}.{agent}.usearch"))?);
+            }
+            self.tune(&g);
+            g.ann_bytes = g.graphs().map(|a| a.memory()).sum();
             {
                 let mut t = write(&self.tenant_of);
                 for id in g.by_id.keys() {
@@ -1214,10 +1384,23 @@ impl VectorStore {
     }
 }
 
-const MAGIC: &[u8; 8] = b"CRMVEC02";
+const MAGIC: &[u8; 8] = b"CRMVEC03";
 
+fn u64r(r: &mut dyn Read) -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn u32r(r: &mut dyn Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
+/// One collection's record in a dump: names, columns, dead slots, buffered
+/// vectors, and which graphs it has (their files beside).
 fn write_collection(w: &mut impl Write, c: &Collection) -> std::io::Result<()> {
-    w.write_all(MAGIC)?;
     let u64w = |w: &mut dyn Write, v: u64| w.write_all(&v.to_le_bytes());
     u64w(w, c.names.len() as u64)?;
     for n in &c.names {
@@ -1247,26 +1430,17 @@ fn write_collection(w: &mut impl Write, c: &Collection) -> std::io::Result<()> {
     for x in &c.pending.vecs {
         w.write_all(&x.to_le_bytes())?;
     }
+    w.write_all(&[u8::from(c.ann.is_some())])?;
+    u64w(w, c.agent_ann.len() as u64)?;
+    for agent in c.agent_ann.keys() {
+        w.write_all(&agent.to_le_bytes())?;
+    }
     Ok(())
 }
 
-fn read_collection(r: &mut impl Read) -> anyhow::Result<Collection> {
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)?;
-    anyhow::ensure!(
-        &magic == MAGIC,
-        "not a vector collection dump of this version (it is read again from Postgres)"
-    );
-    fn u64r(r: &mut dyn Read) -> std::io::Result<u64> {
-        let mut b = [0u8; 8];
-        r.read_exact(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn u32r(r: &mut dyn Read) -> std::io::Result<u32> {
-        let mut b = [0u8; 4];
-        r.read_exact(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
+/// Reads what [`write_collection`] wrote: the collection without its
+/// graphs, the agents that have one, and whether it has its own.
+fn read_collection(r: &mut impl Read) -> anyhow::Result<(Collection, Vec<u32>, bool)> {
     let mut c = Collection::default();
     for _ in 0..u64r(r)? {
         let mut b = vec![0u8; u64r(r)? as usize];
@@ -1326,7 +1500,10 @@ fn read_collection(r: &mut impl Read) -> anyhow::Result<Collection> {
         c.pending
             .push(s, &vecs[p * EMBEDDING_DIM..(p + 1) * EMBEDDING_DIM]);
     }
-    Ok(c)
+    let mut has_ann = [0u8; 1];
+    r.read_exact(&mut has_ann)?;
+    let agents = (0..u64r(r)?).map(|_| u32r(r)).collect::<Result<_, _>>()?;
+    Ok((c, agents, has_ann[0] != 0))
 }
 
 #[cfg(test)]
@@ -1748,6 +1925,128 @@ mod tests {
         // the share that tips it shrinks as collections grow
         assert!(cfg.scans(12_000, 200_000));
         assert!(!cfg.scans(20_000, 200_000));
+    }
+
+    #[test]
+    fn an_agent_too_large_to_scan_gets_a_graph_of_its_own() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let cfg = VectorConfig {
+            exact_below: 200,
+            // every filter walks (no scan hides the agent's graph)
+            exact_filtered_below: 0,
+            walk_per_scan: 0.0,
+            ..VectorConfig::default()
+        };
+        let store = VectorStore::new(cfg.clone());
+        let t = Uuid::new_v4();
+        // "big" holds 10 % (a graph of its own), "tiny" 1 % (too few),
+        // "rest" the others (too many: the collection's walk passes them)
+        let agent = |i: usize| match i % 100 {
+            0..=9 => "big",
+            10 => "tiny",
+            _ => "rest",
+        };
+        let mut pts: Vec<Point> = clustered(&mut rng, 4_000, 40)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| point(t, agent(i), v))
+            .collect();
+        for p in &pts {
+            store.upsert(p);
+        }
+        assert!(store.maintain());
+        assert_eq!(store.stats()[&t].agent_graphs, 1, "only big's");
+        let big = Filter {
+            agent: Some("big".into()),
+            ..Filter::default()
+        };
+        let truth = |pts: &[Point], q: &[f32]| -> Vec<Uuid> {
+            let mut d: Vec<(f32, Uuid)> = pts
+                .iter()
+                .filter(|p| p.agent == "big")
+                .map(|p| (distance(q, &p.vector), p.id))
+                .collect();
+            d.sort_by(|a, b| a.0.total_cmp(&b.0));
+            d.into_iter().take(10).map(|x| x.1).collect()
+        };
+        let recall = |store: &VectorStore, pts: &[Point]| -> f64 {
+            let mut found = 0;
+            for q in pts.iter().step_by(37).map(|p| &p.vector) {
+                let want = truth(pts, q);
+                let got = store.search(t, q, 10, &big);
+                assert_eq!(got.len(), 10);
+                found += got.iter().filter(|h| want.contains(&h.id)).count();
+            }
+            found as f64 / (10 * pts.iter().step_by(37).count()) as f64
+        };
+        assert!(recall(&store, &pts) >= 0.95);
+        // big's deleted points leave its graph, and new points of big take
+        // their slots: the graph must answer with the new vectors only
+        let (mut gone, mut kept) = (Vec::new(), Vec::new());
+        for (i, p) in pts.into_iter().enumerate() {
+            if p.agent == "big" && i % 3 == 0 {
+                gone.push(p);
+            } else {
+                kept.push(p);
+            }
+        }
+        for p in &gone {
+            store.delete(p.id);
+        }
+        assert!(store.maintain());
+        let fresh: Vec<Point> = (0..gone.len())
+            .map(|_| point(t, "big", unit(&mut rng)))
+            .collect();
+        for p in &fresh {
+            store.upsert(p);
+        }
+        assert!(store.maintain());
+        assert_eq!(
+            store.stats()[&t].tombstones,
+            0,
+            "the new points took the dead slots"
+        );
+        for p in &fresh {
+            let hit = store.search(t, &p.vector, 1, &big);
+            assert_eq!(hit[0].id, p.id);
+            assert!(hit[0].similarity > 0.99, "the slot's new vector");
+        }
+        // every answer's similarity is that of the point's own vector
+        let vector_of: HashMap<Uuid, &Vec<f32>> = kept
+            .iter()
+            .chain(&fresh)
+            .map(|p| (p.id, &p.vector))
+            .collect();
+        for p in &gone {
+            for hit in store.search(t, &p.vector, 10, &big) {
+                assert!(hit.id != p.id);
+                let own = 1.0 - distance(&p.vector, vector_of[&hit.id]);
+                assert!(
+                    (hit.similarity - own).abs() < 0.01,
+                    "an old vector under a new point"
+                );
+            }
+        }
+        pts = kept.into_iter().chain(fresh).collect();
+        assert!(recall(&store, &pts) >= 0.95);
+        // the agent's graph goes into the dump and comes back
+        let dir = std::env::temp_dir().join(format!("crmsearch-vec-{}", Uuid::new_v4()));
+        store.dump(&dir, Lsn(7)).unwrap();
+        let loaded = VectorStore::new(cfg);
+        assert_eq!(loaded.load(&dir).unwrap(), Some(Lsn(7)));
+        let counts = |s: CollectionStats| (s.points, s.tombstones, s.indexed, s.agent_graphs);
+        assert_eq!(counts(loaded.stats()[&t]), counts(store.stats()[&t]));
+        let q = &pts[5].vector;
+        assert_eq!(loaded.search(t, q, 10, &big), store.search(t, q, 10, &big));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // an agent that shrinks well below the size goes back to the
+        // collection's graph
+        for p in pts.iter().filter(|p| p.agent == "big").skip(50) {
+            store.delete(p.id);
+        }
+        assert!(store.maintain());
+        assert_eq!(store.stats()[&t].agent_graphs, 0);
+        assert_eq!(store.search(t, q, 60, &big).len(), 50);
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl Indexer {
                 collections: stats.len(),
                 points: stats.values().map(|c| c.points).sum(),
                 indexed: stats.values().map(|c| c.indexed).sum(),
+                agent_graphs: stats.values().map(|c| c.agent_graphs).sum(),
                 memory_bytes: stats.values().map(|c| c.memory_bytes).sum(),
             })
         };
@@ -82,6 +83,9 @@ pub struct Vectors {
     pub points: usize,
     /// Points in an approximate index (the rest are scanned exactly).
     pub indexed: usize,
+    /// Agents with a graph of their own (those too large to scan and too
+    /// small for a filtered walk of their tenant's graph).
+    pub agent_graphs: usize,
     /// Bytes the collections hold in memory (columns, vectors, graphs).
     pub memory_bytes: usize,
 }
