@@ -620,16 +620,32 @@ fn docs_by_id(
     f: &schema::index::Fields,
     ids: &[Uuid],
 ) -> tantivy::Result<HashMap<Uuid, Memory>> {
-    // one pass over the id terms, not a search per id
-    let q = tantivy::query::TermSetQuery::new(
-        ids.iter()
-            .map(|id| Term::from_field_text(f.id, &id.to_string())),
-    );
+    use tantivy::{DocAddress, DocSet, TERMINATED};
+    // each id looked up in each segment's term dictionary: a term-set
+    // query would stream the whole dictionary of ids instead (a million
+    // terms for 50 ids)
+    let terms: Vec<Term> = ids
+        .iter()
+        .map(|id| Term::from_field_text(f.id, &id.to_string()))
+        .collect();
     let mut out = HashMap::with_capacity(ids.len());
-    for addr in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
-        let doc: TantivyDocument = searcher.doc(addr)?;
-        if let Some(m) = memory_of(&doc, f) {
-            out.insert(m.id, m);
+    for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+        let inverted = segment.inverted_index(f.id)?;
+        let alive = segment.alive_bitset();
+        for term in &terms {
+            let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else {
+                continue;
+            };
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    let stored: TantivyDocument = searcher.doc(DocAddress::new(ord as u32, doc))?;
+                    if let Some(m) = memory_of(&stored, f) {
+                        out.insert(m.id, m);
+                    }
+                }
+                doc = postings.advance();
+            }
         }
     }
     Ok(out)
@@ -753,6 +769,60 @@ mod tests {
     use tantivy::query::ConstScoreQuery;
     use tantivy::schema::{STRING, Schema, TEXT};
     use tantivy::{Index, IndexWriter, doc};
+
+    /// Memories by id come from their live version, in whatever segment
+    /// it is (an updated memory's old version is deleted, not gone).
+    #[test]
+    fn docs_by_id_reads_the_live_version_in_any_segment() {
+        let s = schema::index::IndexSchema::new();
+        let index = Index::create_in_ram(s.schema.clone());
+        schema::analysis::register(&index);
+        let mut w: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let tenant = Uuid::new_v4();
+        let memory = |id: Uuid, content: &str| schema::memory::Memory {
+            id,
+            agent_id: "bot".into(),
+            subject_id: None,
+            session_id: None,
+            kind: schema::memory::MemoryKind::Fact,
+            content: content.into(),
+            importance: 0.5,
+            has_embedding: false,
+            metadata: serde_json::json!({}),
+            expires_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let ids: Vec<Uuid> = (0..30).map(|_| Uuid::new_v4()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            w.add_document(s.memory_doc(tenant, &memory(*id, &format!("first {i}")), 1))
+                .unwrap();
+            if i % 10 == 9 {
+                w.commit().unwrap();
+            }
+        }
+        // every third one updated: its old version deleted, the new one in
+        // a later segment
+        for (i, id) in ids.iter().enumerate().step_by(3) {
+            w.delete_term(Term::from_field_text(s.fields.id, &id.to_string()));
+            w.add_document(s.memory_doc(tenant, &memory(*id, &format!("second {i}")), 2))
+                .unwrap();
+        }
+        // and one deleted for good
+        w.delete_term(Term::from_field_text(s.fields.id, &ids[1].to_string()));
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        assert!(searcher.segment_readers().len() > 1);
+        let mut asked = ids[..20].to_vec();
+        asked.push(Uuid::new_v4()); // not there
+        let got = docs_by_id(&searcher, &s.fields, &asked).unwrap();
+        assert_eq!(got.len(), 19);
+        assert!(!got.contains_key(&ids[1]), "a deleted memory");
+        for (i, id) in ids[..20].iter().enumerate().filter(|(i, _)| *i != 1) {
+            let want = if i % 3 == 0 { "second" } else { "first" };
+            assert_eq!(got[id].content, format!("{want} {i}"));
+        }
+    }
 
     /// The filtered walk answers what the same words under required filter
     /// clauses answer, across segments and deletes.
