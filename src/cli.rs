@@ -80,6 +80,22 @@ pub struct Global {
     /// MiB of search answers the result cache keeps (0: none) [default: 64].
     #[arg(long, global = true, env = "CRMSEARCH_RESULT_CACHE_MB")]
     pub result_cache_mb: Option<usize>,
+    /// Origins a browser may call from (CORS), comma-separated; `*` any.
+    #[arg(
+        long,
+        global = true,
+        env = "CRMSEARCH_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Option<Vec<String>>,
+    /// Longest a request may take before it is answered 503 [default: 30000;
+    /// bulk routes 10 times as long].
+    #[arg(long, global = true, env = "CRMSEARCH_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Answers at least this large are compressed when the client accepts
+    /// gzip, br or zstd [default: 1024].
+    #[arg(long, global = true, env = "CRMSEARCH_COMPRESS_MIN_BYTES")]
+    pub compress_min_bytes: Option<u16>,
 }
 
 impl Global {
@@ -101,6 +117,9 @@ impl Global {
             durable_interval_ms: self.durable_interval_ms,
             dedup_threshold: self.dedup_threshold,
             result_cache_mb: self.result_cache_mb,
+            cors_origins: self.cors_origins,
+            request_timeout_ms: self.request_timeout_ms,
+            compress_min_bytes: self.compress_min_bytes,
         };
         Config::resolve(over, self.config.as_deref())
     }

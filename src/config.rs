@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub durable_interval_ms: Option<u64>,
     pub dedup_threshold: Option<f32>,
     pub result_cache_mb: Option<usize>,
+    pub cors_origins: Option<Vec<String>>,
+    pub request_timeout_ms: Option<u64>,
+    pub compress_min_bytes: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -63,6 +66,13 @@ pub struct Config {
     pub dedup_threshold: f32,
     /// MiB of search answers kept per index version (0: no result cache).
     pub result_cache_mb: usize,
+    /// Origins browsers may call from; empty: no CORS headers; `*`: any.
+    pub cors_origins: Vec<String>,
+    /// A request still running after this is answered 503 (bulk routes get
+    /// ten times as long).
+    pub request_timeout_ms: u64,
+    /// Smallest answer compressed.
+    pub compress_min_bytes: u16,
 }
 
 impl Config {
@@ -130,6 +140,22 @@ impl Config {
                 .or(base.dedup_threshold)
                 .unwrap_or(0.95),
             result_cache_mb: over.result_cache_mb.or(base.result_cache_mb).unwrap_or(64),
+            cors_origins: over
+                .cors_origins
+                .or(base.cors_origins)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            request_timeout_ms: over
+                .request_timeout_ms
+                .or(base.request_timeout_ms)
+                .unwrap_or(30_000),
+            compress_min_bytes: over
+                .compress_min_bytes
+                .or(base.compress_min_bytes)
+                .unwrap_or(1024),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -166,6 +192,18 @@ impl Config {
         }
         if self.durable_interval_ms == 0 {
             bail!("durable_interval_ms must be at least 1");
+        }
+        if self.request_timeout_ms < 100 {
+            bail!("request_timeout_ms (CRMSEARCH_REQUEST_TIMEOUT_MS) must be at least 100");
+        }
+        for origin in self.cors_origins.iter().filter(|o| o.as_str() != "*") {
+            if axum::http::HeaderValue::from_str(origin).is_err()
+                || !(origin.starts_with("http://") || origin.starts_with("https://"))
+            {
+                bail!(
+                    "cors_origins (CRMSEARCH_CORS_ORIGINS): `{origin}` is not an origin like https://crm.example.com (or `*`)"
+                );
+            }
         }
         if self.db_pool_size == 0 {
             bail!("db_pool_size must be at least 1");

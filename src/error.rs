@@ -249,7 +249,9 @@ struct Inner<'a> {
     message: &'a str,
 }
 
-/// The JSON error body, for callers outside the `Error` type (fallbacks).
+/// The JSON error body, for callers outside the `Error` type (fallbacks),
+/// with the headers its status asks for: `WWW-Authenticate` on a 401 (RFC
+/// 6750), `Retry-After` on every 503 (2 s unless the error says).
 pub fn error_response(code: Code, message: &str) -> Response {
     let body = Body {
         error: Inner {
@@ -257,7 +259,22 @@ pub fn error_response(code: Code, message: &str) -> Response {
             message,
         },
     };
-    (code.status(), axum::Json(body)).into_response()
+    let mut resp = (code.status(), axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    let www_authenticate = if matches!(code, Code::MissingApiKey) {
+        Some("Bearer realm=\"crmsearch\"")
+    } else if matches!(code, Code::InvalidApiKey) {
+        Some("Bearer realm=\"crmsearch\", error=\"invalid_token\"")
+    } else {
+        None
+    };
+    if let Some(value) = www_authenticate {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+    }
+    if code.status() == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(2));
+    }
+    resp
 }
 
 impl IntoResponse for Error {

@@ -2,7 +2,6 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use schema::{Company, CompanyFields};
@@ -27,7 +26,10 @@ async fn create(
     Json(fields): Json<CompanyFields>,
 ) -> Result<impl IntoResponse> {
     let (record, lsn) = companies::create(&st.pool, p.tenant_id, fields).await?;
-    Ok((StatusCode::CREATED, axum::Json(Written { record, lsn })))
+    Ok(super::created(
+        format!("/v1/companies/{}", record.id),
+        Written { record, lsn },
+    ))
 }
 
 async fn read(

@@ -1,7 +1,6 @@
 //! Contact writes and reads: `/v1/contacts`, `/v1/contacts/{id}`, `/v1/contacts/bulk`.
 
 use axum::extract::{Query, Request, State};
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -43,7 +42,10 @@ async fn create(
     Json(fields): Json<ContactFields>,
 ) -> Result<impl IntoResponse> {
     let (record, lsn) = contacts::create(&st.pool, p.tenant_id, fields).await?;
-    Ok((StatusCode::CREATED, axum::Json(Written { record, lsn })))
+    Ok(super::created(
+        format!("/v1/contacts/{}", record.id),
+        Written { record, lsn },
+    ))
 }
 
 async fn read(

@@ -100,7 +100,13 @@ async fn create(
     let mut body = serde_json::to_value(&created.record).map_err(|e| Error::Internal(e.into()))?;
     body["lsn"] = json!(created.lsn);
     body["deduplicated_into"] = json!(created.deduplicated_into);
-    Ok((status, axum::Json(body)))
+    if status == StatusCode::CREATED {
+        return Ok(super::created(
+            format!("/v1/memories/{}", created.record.id),
+            body,
+        ));
+    }
+    Ok((status, axum::Json(body)).into_response())
 }
 
 /// Most memories in one bulk request.

@@ -9,6 +9,7 @@ pub mod contacts;
 pub mod cpu;
 pub mod extract;
 pub mod health;
+pub mod http;
 pub mod memories;
 pub mod search;
 pub mod tenants;
@@ -86,16 +87,29 @@ pub fn app(state: AppState) -> Router {
     crate::telemetry::metrics();
     let bulk_limit = state.cfg.bulk_body_limit_bytes;
     let body_limit = state.cfg.body_limit_bytes;
-    Router::new()
+    let timeout = Duration::from_millis(state.cfg.request_timeout_ms);
+    let limited =
+        |t: Duration| axum::middleware::from_fn(move |req, next| http::time_limit(t, req, next));
+    // bulk loads stream large bodies: ten times as long
+    let bulk = Router::new()
+        .merge(contacts::bulk_router())
+        .merge(memories::bulk_router())
+        .layer(DefaultBodyLimit::max(bulk_limit))
+        .route_layer(limited(timeout * 10));
+    let rest = Router::new()
         .merge(health::router())
         .merge(tenants::router())
         .merge(contacts::router())
-        .merge(contacts::bulk_router().layer(DefaultBodyLimit::max(bulk_limit)))
         .merge(companies::router())
         .merge(memories::router())
-        .merge(memories::bulk_router().layer(DefaultBodyLimit::max(bulk_limit)))
         .merge(search::router())
         .merge(admin::router())
+        .route_layer(limited(timeout));
+    let cors = http::cors(&state.cfg.cors_origins);
+    let compression = http::compression(state.cfg.compress_min_bytes);
+    Router::new()
+        .merge(bulk)
+        .merge(rest)
         .route_layer(axum::middleware::from_fn(track_metrics))
         .fallback(|| async {
             error_response(Code::RouteNotFound, "no such route; check the method and path against the API reference (API.md)")
@@ -111,13 +125,31 @@ pub fn app(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                    let id = req
+                        .headers()
+                        .get(&http::REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 })
                 .on_response(|resp: &Response<_>, latency: Duration, _span: &Span| {
                     tracing::debug!(status = resp.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "response");
                 }),
         )
+        .layer(compression)
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn(http::request_id))
         .with_state(state)
+}
+
+/// A 201 with `Location`: where the created resource is read (or revoked).
+pub fn created<T: serde::Serialize>(location: String, body: T) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut resp = (axum::http::StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    resp
 }
 
 /// Request latency by route and status.

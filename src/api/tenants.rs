@@ -78,11 +78,9 @@ async fn create_key(
     };
     let (key, prefix) =
         auth::create_agent_key(&st.pool, tenant, body.role, body.agent_id.as_deref()).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(
-            json!({"key": key, "prefix": prefix, "role": body.role, "tenant_id": tenant, "agent_id": body.agent_id}),
-        ),
+    Ok(super::created(
+        format!("/v1/keys/{prefix}"),
+        json!({"key": key, "prefix": prefix, "role": body.role, "tenant_id": tenant, "agent_id": body.agent_id}),
     ))
 }
 

@@ -191,9 +191,14 @@ impl TestApp {
 
     /// With the CDC indexer running on its own slot and index folder.
     pub async fn with_indexer() -> Self {
+        Self::with_indexer_config(test_config()).await
+    }
+
+    /// [`Self::with_indexer`] with these settings (the node and data folder
+    /// are the test's own).
+    pub async fn with_indexer_config(mut cfg: Config) -> Self {
         let mut t = Self::new().await;
         let name = t.url.rsplit('/').next().unwrap().to_owned();
-        let mut cfg = test_config();
         cfg.node = name.clone();
         cfg.data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ix-{name}"));
         cfg.durable_interval_ms = 200;
@@ -292,6 +297,11 @@ impl TestApp {
         body: Option<(&str, Vec<u8>)>,
     ) -> (StatusCode, Value) {
         self.send(method, path, Some(authorization), body).await
+    }
+
+    /// Sends a request as built, and gives back the whole answer.
+    pub async fn request(&self, req: Request<Body>) -> axum::response::Response {
+        self.router.clone().oneshot(req).await.unwrap()
     }
 
     async fn send(

@@ -12,6 +12,7 @@ mod cdc;
 mod chaos;
 mod crash;
 mod embedded;
+mod http;
 mod memories;
 mod ops;
 mod search;
