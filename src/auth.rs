@@ -66,6 +66,8 @@ pub struct Principal {
     pub key_prefix: String,
     /// A key bound to one agent reads and writes only its memories.
     pub agent_id: Option<String>,
+    /// The tenant's tier: which rate-limit budgets it draws on.
+    pub tier: crate::limits::Tier,
 }
 
 impl Principal {
@@ -230,6 +232,25 @@ impl KeyCache {
             .retain(|_, (p, _)| p.key_prefix != prefix);
     }
 
+    /// Forgets every key of the tenant (its tier changed).
+    pub fn forget_tenant(&self, tenant: Uuid) {
+        self.trust().forgot_at = Some(std::time::Instant::now());
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (p, _)| p.tenant_id != tenant);
+    }
+
+    /// Acts on a notification of [`KEY_CHANNEL`]: a key's prefix, or
+    /// `tenant:<id>` when a tenant's tier changed.
+    pub fn forget_notified(&self, payload: &str) {
+        match payload.strip_prefix("tenant:").map(Uuid::parse_str) {
+            Some(Ok(tenant)) => self.forget_tenant(tenant),
+            Some(Err(_)) => tracing::warn!(payload, "a key notification names no tenant"),
+            None => self.forget_prefix(payload),
+        }
+    }
+
     fn listening(&self, since: Option<std::time::Instant>) {
         self.trust().listening_since = since;
     }
@@ -279,6 +300,9 @@ impl KeyCache {
     }
 }
 
+/// A key as stored: tenant, role, hash, agent, and the tenant's tier.
+type KeyRow = (Uuid, String, Vec<u8>, Option<String>, String);
+
 /// Checks a presented key; the same error whatever is wrong with it.
 pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<Principal> {
     let invalid = || Error::user(Code::InvalidApiKey, "the API key is unknown or revoked");
@@ -296,8 +320,10 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
         return Ok(p);
     }
     let asked_at = std::time::Instant::now();
-    let row: Option<(Uuid, String, Vec<u8>, Option<String>)> = match sqlx::query_as(
-        "SELECT tenant_id, role, key_hash, agent_id FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+    let row: Option<KeyRow> = match sqlx::query_as(
+        "SELECT k.tenant_id, k.role, k.key_hash, k.agent_id, t.tier
+         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+         WHERE k.prefix = $1 AND k.revoked_at IS NULL",
     )
     .bind(prefix)
     .fetch_optional(pool)
@@ -319,7 +345,7 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
             return Err(err);
         }
     };
-    let Some((tenant_id, role, stored, agent_id)) = row else {
+    let Some((tenant_id, role, stored, agent_id, tier)) = row else {
         cache.forget(&hash);
         return Err(invalid());
     };
@@ -328,18 +354,22 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
     }
     let role = Role::parse(&role)
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("bad role {role} in api_keys")))?;
+    let tier = crate::limits::Tier::parse(&tier)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("bad tier {tier} in tenants")))?;
     let p = Principal {
         tenant_id,
         role,
         key_prefix: prefix.to_owned(),
         agent_id,
+        tier,
     };
     cache.remember(hash, &p, asked_at);
     Ok(p)
 }
 
 /// The channel a key's revocation, change or delete is notified on (by a
-/// trigger on `api_keys`, whoever writes it).
+/// trigger on `api_keys`, whoever writes it), and a tenant's change of tier
+/// (by a trigger on `tenants`).
 pub const KEY_CHANNEL: &str = "crmsearch_keys";
 
 /// Listens for key changes for as long as the process runs, forgetting each
@@ -359,7 +389,7 @@ pub async fn listen_for_key_changes(pool: PgPool, cache: std::sync::Arc<KeyCache
                 backoff = std::time::Duration::from_millis(100);
                 tracing::debug!("listening for key changes");
                 while let Ok(Some(n)) = l.try_recv().await {
-                    cache.forget_prefix(n.payload());
+                    cache.forget_notified(n.payload());
                 }
                 // the connection was lost: what it missed is unknown
                 cache.listening(None);
@@ -374,11 +404,22 @@ pub async fn listen_for_key_changes(pool: PgPool, cache: std::sync::Arc<KeyCache
 
 /// Creates a tenant and its first `admin` key.
 pub async fn create_tenant(pool: &PgPool, name: &str) -> Result<(Uuid, String)> {
+    create_tenant_in(pool, name, crate::limits::Tier::Free).await
+}
+
+/// [`create_tenant`] in the given tier.
+pub async fn create_tenant_in(
+    pool: &PgPool,
+    name: &str,
+    tier: crate::limits::Tier,
+) -> Result<(Uuid, String)> {
     let name = schema::validate::required_text("name", Some(name.to_owned()), 200)?;
-    let id: Uuid = sqlx::query_scalar("INSERT INTO tenants (name) VALUES ($1) RETURNING id")
-        .bind(&name)
-        .fetch_one(pool)
-        .await?;
+    let id: Uuid =
+        sqlx::query_scalar("INSERT INTO tenants (name, tier) VALUES ($1, $2) RETURNING id")
+            .bind(&name)
+            .bind(tier.as_str())
+            .fetch_one(pool)
+            .await?;
     let (key, _) = create_key(pool, id, Role::Admin).await?;
     Ok((id, key))
 }

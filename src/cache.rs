@@ -99,7 +99,7 @@ impl<V: Copy + PartialEq> ResultCache<V> {
             None => None,
         };
         drop(shard);
-        metrics::counter!("crmsearch_result_cache_total", "result" => if found.is_some() { "hit" } else { "miss" })
+        metrics::counter!("crmsearch_result_cache_total", "layer" => "memory", "result" => if found.is_some() { "hit" } else { "miss" })
             .increment(1);
         (found, key)
     }
@@ -139,6 +139,77 @@ impl<V: Copy + PartialEq> ResultCache<V> {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes)
             .sum()
+    }
+}
+
+/// The layer behind [`ResultCache`]: answers in Redis, shared by every
+/// server process on it. An entry is named by the tenant, the WAL position
+/// of the tenant's documents ([`Version::position`], the same in every
+/// process that shows those documents) and a digest of the query, so a write
+/// invalidates by moving the position, as in the process; entries expire
+/// after [`SharedCache::TTL`]. A process whose index is behind asks under an
+/// older position and never reads an answer newer than what it shows.
+pub struct SharedCache {
+    redis: std::sync::Arc<crate::redis_conn::Redis>,
+}
+
+impl SharedCache {
+    pub const TTL_SECS: u64 = 300;
+    /// Larger answers stay in the process only.
+    pub const MAX_BYTES: usize = 256 << 10;
+
+    pub fn new(redis: std::sync::Arc<crate::redis_conn::Redis>) -> Self {
+        Self { redis }
+    }
+
+    fn name(key: &Key, position: u64) -> String {
+        use sha2::Digest;
+        let (tenant, query) = key;
+        // the query as this build parses it: another build, another name
+        let digest = sha2::Sha256::digest(format!("{query:?}").as_bytes());
+        format!(
+            "crmsearch:rc:{}:{tenant}:{position:x}:{}",
+            env!("CARGO_PKG_VERSION"),
+            hex::encode(&digest[..16])
+        )
+    }
+
+    /// The answer another process (or this one) computed at `position`;
+    /// `None` when there is none or Redis cannot say.
+    pub async fn get(&self, key: &Key, position: u64) -> Option<Bytes> {
+        let name = Self::name(key, position);
+        let found: Option<Vec<u8>> = self
+            .redis
+            .run("cache_get", |mut conn| async move {
+                redis::cmd("GET").arg(&name).query_async(&mut conn).await
+            })
+            .await
+            .flatten();
+        metrics::counter!("crmsearch_result_cache_total", "layer" => "redis", "result" => if found.is_some() { "hit" } else { "miss" })
+            .increment(1);
+        found.map(Bytes::from)
+    }
+
+    /// Keeps `body` for the others, in the background.
+    pub fn put(&self, key: &Key, position: u64, body: Bytes) {
+        if body.len() > Self::MAX_BYTES {
+            return;
+        }
+        let name = Self::name(key, position);
+        let redis = self.redis.clone();
+        tokio::spawn(async move {
+            redis
+                .run("cache_put", |mut conn| async move {
+                    redis::cmd("SET")
+                        .arg(&name)
+                        .arg(&body[..])
+                        .arg("EX")
+                        .arg(Self::TTL_SECS)
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await
+        });
     }
 }
 

@@ -96,6 +96,15 @@ pub struct Global {
     /// gzip, br or zstd [default: 1024].
     #[arg(long, global = true, env = "CRMSEARCH_COMPRESS_MIN_BYTES")]
     pub compress_min_bytes: Option<u16>,
+    /// Rate limits on or off [default: on; budgets per tier in the config file's `[rate_limits]`].
+    #[arg(long, global = true, env = "CRMSEARCH_RATE_LIMITS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub rate_limits: Option<bool>,
+    /// A header the proxy in front sets to the client's address (e.g. x-forwarded-for; its last address is taken) [default: the connection's address].
+    #[arg(long, global = true, env = "CRMSEARCH_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<String>,
+    /// Longest wait for Redis before a request goes without it, in ms [default: 50].
+    #[arg(long, global = true, env = "CRMSEARCH_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
 }
 
 impl Global {
@@ -120,6 +129,12 @@ impl Global {
             cors_origins: self.cors_origins,
             request_timeout_ms: self.request_timeout_ms,
             compress_min_bytes: self.compress_min_bytes,
+            rate_limits: Some(crate::limits::LimitsFile {
+                enabled: self.rate_limits,
+                trusted_proxy_header: self.trusted_proxy_header,
+                redis_timeout_ms: self.redis_timeout_ms,
+                ..Default::default()
+            }),
         };
         Config::resolve(over, self.config.as_deref())
     }
@@ -210,6 +225,9 @@ pub enum TenantCmd {
     /// Create a tenant; prints its id and an admin key (shown once).
     Create {
         name: String,
+        /// Its rate-limit tier.
+        #[arg(long, value_enum, default_value = "free")]
+        tier: crate::limits::Tier,
         #[arg(long)]
         json: bool,
     },
@@ -313,13 +331,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", if stopped { "stopped" } else { "not stopped: not running, or in use" });
             Ok(())
         }
-        Command::Tenant(TenantCmd::Create { name, json }) => {
+        Command::Tenant(TenantCmd::Create { name, tier, json }) => {
             with_db(&cfg, |pool| async move {
-                let (id, key) = auth::create_tenant(&pool, &name).await.map_err(anyhow_of)?;
+                let (id, key) = auth::create_tenant_in(&pool, &name, tier)
+                    .await
+                    .map_err(anyhow_of)?;
                 if json {
-                    println!("{}", serde_json::json!({"id": id, "name": name, "keys": {"admin": key}}));
+                    println!("{}", serde_json::json!({"id": id, "name": name, "tier": tier, "keys": {"admin": key}}));
                 } else {
-                    println!("tenant {id} ({name})\nadmin key: {key}\n(the key is shown only now; store it)");
+                    println!("tenant {id} ({name}, tier {})\nadmin key: {key}\n(the key is shown only now; store it)", tier.as_str());
                 }
                 Ok(())
             })

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     pub request_timeout_ms: Option<u64>,
     pub compress_min_bytes: Option<u16>,
+    /// `[rate_limits]`; from the flags, only its three plain settings.
+    pub rate_limits: Option<crate::limits::LimitsFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -73,6 +75,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Smallest answer compressed.
     pub compress_min_bytes: u16,
+    /// Rate limits by tier, class and scope.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Config {
@@ -99,6 +103,13 @@ impl Config {
         let addr = addr_text.parse().with_context(|| {
             format!("addr (CRMSEARCH_ADDR) `{addr_text}` is not an address like 127.0.0.1:7070")
         })?;
+        let flags = over.rate_limits.unwrap_or_default();
+        let limits = crate::limits::LimitsConfig::resolve(
+            &base.rate_limits.unwrap_or_default(),
+            flags.enabled,
+            flags.trusted_proxy_header,
+            flags.redis_timeout_ms,
+        )?;
         let cfg = Self {
             database_url: over
                 .database_url
@@ -156,6 +167,7 @@ impl Config {
                 .compress_min_bytes
                 .or(base.compress_min_bytes)
                 .unwrap_or(1024),
+            limits,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -204,6 +216,13 @@ impl Config {
                     "cors_origins (CRMSEARCH_CORS_ORIGINS): `{origin}` is not an origin like https://crm.example.com (or `*`)"
                 );
             }
+        }
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.as_str()).map_err(|e| {
+                anyhow::anyhow!(
+                    "redis_url (REDIS_URL) is not a Redis URL like redis://127.0.0.1:6379: {e}"
+                )
+            })?;
         }
         if self.db_pool_size == 0 {
             bail!("db_pool_size must be at least 1");

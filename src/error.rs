@@ -142,6 +142,24 @@ impl Error {
         )
     }
 
+    /// A copy of an error shared by callers of one computation
+    /// ([`crate::coalesce`]): a user error as it was, an internal one by its
+    /// description.
+    pub fn shared(e: &std::sync::Arc<Error>) -> Self {
+        match &**e {
+            Error::User {
+                code,
+                message,
+                retry_after_secs,
+            } => Error::User {
+                code: *code,
+                message: message.clone(),
+                retry_after_secs: *retry_after_secs,
+            },
+            Error::Internal(inner) => Error::Internal(anyhow::anyhow!("{inner:#}")),
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             Error::User { code, .. } => *code,

@@ -61,9 +61,12 @@ pub async fn run(db: Database, cfg: Config, on_listening: impl FnOnce(&str)) -> 
     ));
     tracing::info!(%url, "listening");
     on_listening(&url);
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let result = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
     key_changes.abort();
     // the last durable commit, then the database
     indexer.shutdown().await;

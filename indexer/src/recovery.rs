@@ -212,6 +212,51 @@ mod tests {
         assert_eq!(store.count(DocType::Contact), 2);
     }
 
+    /// Two processes that hold the same documents of a tenant, whatever
+    /// their commits, give it the same version position (a cache shared
+    /// between them keys by it); a process that cannot know (opened at a
+    /// later durable commit) gives a later one, never an equal one.
+    #[test]
+    fn version_positions_are_shared_by_processes_showing_the_same_documents() {
+        let (r1, r2) = (temp_root(), temp_root());
+        let (s1, s2) = (
+            IndexStore::open(&r1).unwrap(),
+            IndexStore::open(&r2).unwrap(),
+        );
+        let tenant = Uuid::nil();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        s1.apply(vec![contact(&s1, a, "Alpha", true)], Lsn(10))
+            .unwrap();
+        s1.commit(Lsn(10), false).unwrap();
+        s1.apply(vec![contact(&s1, b, "Beta", true)], Lsn(20))
+            .unwrap();
+        s1.commit(Lsn(25), false).unwrap();
+        s2.apply(vec![contact(&s2, a, "Alpha", true)], Lsn(10))
+            .unwrap();
+        assert_eq!(
+            s2.version(tenant).position(),
+            0,
+            "not visible before its commit"
+        );
+        s2.apply(vec![contact(&s2, b, "Beta", true)], Lsn(20))
+            .unwrap();
+        s2.commit(Lsn(30), true).unwrap();
+        assert_eq!(s1.version(tenant).position(), 20);
+        assert_eq!(s2.version(tenant).position(), 20);
+        // a delete names no tenant: it counts for every one
+        s1.apply(vec![Op::Delete { id: a }], Lsn(40)).unwrap();
+        s1.commit(Lsn(40), true).unwrap();
+        assert_eq!(s1.version(Uuid::new_v4()).position(), 40);
+        drop((s1, s2));
+        // opened again at its durable commit: what came before is unknown
+        let s2 = IndexStore::open(&r2).unwrap();
+        assert_eq!(s2.version(tenant).position(), 30);
+        drop(s2);
+        for d in [r1, r2] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
     #[test]
     fn the_replay_after_a_crash_rewrites_the_same_delete_file() {
         let (root, image) = (temp_root(), temp_root());

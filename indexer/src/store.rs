@@ -5,7 +5,7 @@
 //! receives every change the stream applies, and swaps it in once complete;
 //! until then, and after a crash or a cancel, the current one serves.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -59,15 +59,18 @@ pub struct Generation {
     versions: Arc<Versions>,
 }
 
-/// Which visible commit last changed each tenant's documents: what a result
-/// cache checks its entries against. A change whose tenant the stream does
-/// not say (a delete carries only its id, a TRUNCATE none) counts for every
-/// tenant.
+/// Where each tenant's visible documents last changed: what a result cache
+/// checks its entries against. A version is a WAL position: that of the
+/// last transaction, made visible, that changed (or may have changed) the
+/// tenant's documents. A change whose tenant the stream does not say (a
+/// delete carries only its id, a TRUNCATE none) counts for every tenant, and
+/// so does the position the index was opened at (what changed before it is
+/// unknown here). Positions are the same in every process following the same
+/// Postgres, so two processes whose versions of a tenant are equal show it
+/// the same documents: a cache shared between them (Redis) keys by it.
 #[derive(Default)]
 struct Versions {
-    /// Visible commits that changed something.
-    commits: AtomicU64,
-    /// The last commit with a change of unknown tenant.
+    /// The last change of unknown tenant (or the position opened at).
     any: AtomicU64,
     tenants: RwLock<HashMap<Uuid, u64>>,
     /// What the changes applied since the last commit touched.
@@ -76,13 +79,26 @@ struct Versions {
 
 #[derive(Default)]
 struct Pending {
-    /// A change of unknown tenant.
-    any: bool,
-    tenants: HashSet<Uuid>,
+    /// A change of unknown tenant, at this position (0: the commit's).
+    any: Option<u64>,
+    /// Tenants changed, at the position of their last change (0: the
+    /// commit's, for changes from a snapshot).
+    tenants: HashMap<Uuid, u64>,
+}
+
+impl Pending {
+    fn tenant(&mut self, t: Uuid, lsn: u64) {
+        let at = self.tenants.entry(t).or_default();
+        *at = (*at).max(lsn);
+    }
+
+    fn any(&mut self, lsn: u64) {
+        self.any = Some(self.any.unwrap_or_default().max(lsn));
+    }
 }
 
 /// A tenant's documents as a search sees them: equal versions, equal
-/// results (within one process).
+/// results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Version {
     generation: u64,
@@ -90,27 +106,35 @@ pub struct Version {
     tenant: u64,
 }
 
+impl Version {
+    /// The WAL position of the tenant's documents as searches see them: the
+    /// same in every process following the same Postgres, for the same
+    /// documents (within one process [`Version`] also names the
+    /// generation).
+    pub fn position(&self) -> u64 {
+        self.any.max(self.tenant)
+    }
+}
+
 impl Versions {
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Called after the reader shows the commit: a search that reads the
-    /// new version always runs on a searcher with the change.
-    fn committed(&self) {
+    /// Called after the reader shows the commit at `lsn`: a search that
+    /// reads the new version always runs on a searcher with the change.
+    fn committed(&self, lsn: Lsn) {
         let Pending { any, tenants } = std::mem::take(&mut *self.pending());
-        if !any && tenants.is_empty() {
-            return;
-        }
-        let n = self.commits.fetch_add(1, Ordering::AcqRel) + 1;
+        let at = |change: u64| if change == 0 { lsn.0 } else { change };
         if !tenants.is_empty() {
             let mut map = self.tenants.write().unwrap_or_else(|e| e.into_inner());
-            for t in tenants {
-                map.insert(t, n);
+            for (t, change) in tenants {
+                let v = map.entry(t).or_default();
+                *v = (*v).max(at(change));
             }
         }
-        if any {
-            self.any.store(n, Ordering::Release);
+        if let Some(change) = any {
+            self.any.fetch_max(at(change), Ordering::AcqRel);
         }
     }
 }
@@ -184,7 +208,7 @@ impl Generation {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok(Self {
+        let g = Self {
             number,
             path: path.to_owned(),
             schema,
@@ -194,7 +218,11 @@ impl Generation {
             dir,
             writer: Mutex::new(Some(writer)),
             versions,
-        })
+        };
+        // what changed before the position it opens at is unknown here
+        let opened_at = g.committed_lsn()?.unwrap_or_default();
+        g.versions.any.fetch_max(opened_at.0, Ordering::AcqRel);
+        Ok(g)
     }
 
     /// The version of `tenant`'s documents in this generation's reader.
@@ -257,13 +285,15 @@ impl Generation {
         Ok(meta.payload.as_deref().and_then(|p| p.parse().ok()))
     }
 
-    pub fn apply(&self, ops: Vec<Op>) -> anyhow::Result<()> {
-        self.apply_to(ops, true)
+    /// Applies `ops` of the transaction at `lsn` (`Lsn(0)`: of a snapshot,
+    /// visible as of its commit).
+    pub fn apply(&self, ops: Vec<Op>, lsn: Lsn) -> anyhow::Result<()> {
+        self.apply_to(ops, lsn, true)
     }
 
     /// `vectors`: apply the vector side too (false while replaying what
     /// the shared vector collections already hold, see [`IndexStore::recover`]).
-    fn apply_to(&self, ops: Vec<Op>, vectors: bool) -> anyhow::Result<()> {
+    fn apply_to(&self, ops: Vec<Op>, lsn: Lsn, vectors: bool) -> anyhow::Result<()> {
         let guard = self.writer();
         let w = guard
             .as_ref()
@@ -283,10 +313,8 @@ impl Generation {
                         .and_then(|v| v.as_str())
                         .and_then(|t| t.parse().ok())
                     {
-                        Some(t) => {
-                            pending.tenants.insert(t);
-                        }
-                        None => pending.any = true,
+                        Some(t) => pending.tenant(t, lsn.0),
+                        None => pending.any(lsn.0),
                     }
                     // deletes cost every commit a pass over every segment
                     if !fresh {
@@ -300,14 +328,14 @@ impl Generation {
                     }
                 }
                 Op::Delete { id } => {
-                    pending.any = true;
+                    pending.any(lsn.0);
                     w.delete_term(Term::from_field_text(f.id, &id.to_string()));
                     if vectors {
                         self.vectors.delete(id);
                     }
                 }
                 Op::DeleteAll(t) => {
-                    pending.any = true;
+                    pending.any(lsn.0);
                     w.delete_term(Term::from_field_text(f.doc_type, t.as_str()));
                     if t == DocType::Memory && vectors {
                         self.vectors.clear();
@@ -324,7 +352,7 @@ impl Generation {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no index writer"))?
             .delete_all_documents()?;
-        self.versions.pending().any = true;
+        self.versions.pending().any(0);
         self.vectors.clear();
         Ok(())
     }
@@ -367,7 +395,7 @@ impl Generation {
         drop(guard);
         self.reader.reload()?;
         if publish {
-            self.versions.committed();
+            self.versions.committed(lsn);
         }
         Ok(started.elapsed())
     }
@@ -638,7 +666,7 @@ impl IndexStore {
         );
         if durable.unwrap_or_default() >= serves {
             drop(catching);
-            self.promote(fresh);
+            self.promote(fresh, durable.unwrap_or_default());
         } else {
             *catching = Some(CatchingUp {
                 generation: fresh,
@@ -649,10 +677,11 @@ impl IndexStore {
     }
 
     /// Makes `g` (the same generation, reopened) the one that serves.
-    fn promote(&self, g: Arc<Generation>) {
+    /// `lsn`: the position it was committed at.
+    fn promote(&self, g: Arc<Generation>, lsn: Lsn) {
         let n = g.number;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = g;
-        self.current().versions.committed();
+        self.current().versions.committed(lsn);
         tracing::info!(generation = n, "the reopened index caught up and serves");
     }
 
@@ -674,17 +703,17 @@ impl IndexStore {
             let copies = ops.iter().cloned().map(Op::replacing);
             match s.held.as_mut() {
                 Some(held) => held.extend(copies),
-                None => s.generation.apply(copies.collect())?,
+                None => s.generation.apply(copies.collect(), lsn)?,
             }
         }
         drop(shadow);
         let catching = self.catching_up();
         match catching.as_ref() {
             // the shared vector collections already hold what was visible
-            Some(c) => c.generation.apply_to(ops, lsn > c.serves),
+            Some(c) => c.generation.apply_to(ops, lsn, lsn > c.serves),
             None => {
                 drop(catching);
-                self.current().apply(ops)
+                self.current().apply(ops, lsn)
             }
         }
     }
@@ -702,7 +731,7 @@ impl IndexStore {
             && let Some(c) = catching.take()
         {
             drop(catching);
-            self.promote(c.generation);
+            self.promote(c.generation, lsn);
         }
         Ok(took)
     }
@@ -772,7 +801,7 @@ impl IndexStore {
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("no reindex is running (the indexer restarted?)"))?;
         if let Some(held) = s.held.take() {
-            s.generation.apply(held)?;
+            s.generation.apply(held, Lsn(0))?;
         }
         Ok(())
     }
@@ -889,11 +918,11 @@ pub fn copy_tenants_except(
             });
             if ops.len() == 4096 {
                 copied += ops.len() as u64;
-                to.apply(std::mem::take(&mut ops))?;
+                to.apply(std::mem::take(&mut ops), Lsn(0))?;
             }
         }
         copied += ops.len() as u64;
-        to.apply(ops)?;
+        to.apply(ops, Lsn(0))?;
     }
     for tenant in from.vectors.tenants().into_iter().filter(|t| *t != except) {
         for p in from.vectors.points(tenant) {

@@ -8,6 +8,12 @@ use super::AppState;
 use crate::auth::{Principal, authenticate, constant_time_eq};
 use crate::error::{Code, Error};
 
+/// The key of `Authorization: Bearer KEY`, if the header reads so.
+pub(super) fn bearer_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let (scheme, key) = headers.get(AUTHORIZATION)?.to_str().ok()?.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty()).then(|| key.trim())
+}
+
 fn bearer(parts: &Parts) -> Result<&str, Error> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
         Error::user(
@@ -32,7 +38,7 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
     }
 }
 
-fn is_master(state: &AppState, key: &str) -> bool {
+pub(super) fn is_master(state: &AppState, key: &str) -> bool {
     state
         .cfg
         .master_key
@@ -44,6 +50,10 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        // authenticated already by the rate-limit layer
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
         let key = bearer(parts)?;
         if is_master(state, key) {
             return Err(Error::user(
@@ -91,6 +101,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(Caller::Tenant(p.clone()));
+        }
         let key = bearer(parts)?;
         if is_master(state, key) {
             return Ok(Caller::Master);

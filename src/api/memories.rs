@@ -63,13 +63,21 @@ pub fn bulk_router() -> Router<AppState> {
     Router::new().route("/v1/memories/bulk", post(bulk))
 }
 
-/// Runs the model off the async workers.
-async fn embed(embedder: &Arc<Embedder>, text: String) -> Result<Arc<[f32]>> {
+/// Runs the model off the async workers; the same text asked at once is
+/// embedded once.
+async fn embed(st: &AppState, embedder: &Arc<Embedder>, text: String) -> Result<Arc<[f32]>> {
     let e = embedder.clone();
-    super::cpu::run(move || e.embed_query(&text))
+    let work = || async {
+        let text = text.clone();
+        super::cpu::run(move || e.embed_query(&text))
+            .await
+            .map_err(|e| Arc::new(Error::Internal(e.into())))?
+            .map_err(|e| Arc::new(Error::Internal(e)))
+    };
+    st.embeddings
+        .run(text.clone(), work)
         .await
-        .map_err(|e| Error::Internal(e.into()))?
-        .map_err(Error::Internal)
+        .map_err(|e| Error::shared(&e))
 }
 
 async fn create(
@@ -88,7 +96,9 @@ async fn create(
             ));
         }
         Some(v) => v.clone(),
-        None => embed(st.embedder()?, m.content.clone()).await?.to_vec(),
+        None => embed(&st, st.embedder()?, m.content.clone())
+            .await?
+            .to_vec(),
     };
     let created =
         memories::create(&st.pool, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
@@ -233,7 +243,7 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
         (Some(v), _, _) => Some(v.into()),
         (None, retrieve::Mode::Keyword, _) | (None, _, None | Some("")) => None,
         (None, _, Some(text)) => match &st.embedder {
-            Some(e) => Some(embed(e, text.to_owned()).await?),
+            Some(e) => Some(embed(st, e, text.to_owned()).await?),
             // without a model, meaning cannot be searched: keywords still can
             None if q.mode == retrieve::Mode::Hybrid => None,
             None => {

@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod extract;
 pub mod health;
 pub mod http;
+pub mod limit;
 pub mod memories;
 pub mod search;
 pub mod tenants;
@@ -42,7 +43,22 @@ pub struct AppState {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// Answers of the search endpoints, per tenant and index version.
     pub results: Arc<crate::cache::ResultCache>,
+    /// The shared Redis, when `REDIS_URL` is set.
+    pub redis: Option<Arc<crate::redis_conn::Redis>>,
+    pub limiter: Arc<crate::limits::Limiter>,
+    /// Answers in Redis, behind `results` (with `REDIS_URL` and the result
+    /// cache on).
+    pub shared_results: Option<Arc<crate::cache::SharedCache>>,
+    /// Identical searches in flight, computed once.
+    pub searches: Arc<crate::coalesce::Coalescer<SearchKey, Shared<bytes::Bytes>>>,
+    /// Identical query texts being embedded, embedded once.
+    pub embeddings: Arc<crate::coalesce::Coalescer<String, Shared<Arc<[f32]>>>>,
 }
+
+/// A search in flight: its tenant and query at a version.
+pub type SearchKey = (crate::cache::Key, indexer::store::Version);
+/// The answer of a computation shared by its callers.
+pub type Shared<T> = std::result::Result<T, Arc<crate::error::Error>>;
 
 impl AppState {
     pub fn new(pool: PgPool, cfg: Config) -> Self {
@@ -50,6 +66,21 @@ impl AppState {
         let results = Arc::new(crate::cache::ResultCache::new(
             cfg.result_cache_mb.saturating_mul(1 << 20),
         ));
+        let redis = cfg.redis_url.as_deref().and_then(|url| {
+            let timeout = Duration::from_millis(cfg.limits.redis_timeout_ms);
+            crate::redis_conn::Redis::new(url, timeout)
+                .map_err(|e| tracing::error!(error = %e, "going without Redis"))
+                .ok()
+                .map(Arc::new)
+        });
+        let limiter = Arc::new(crate::limits::Limiter::new(
+            cfg.limits.clone(),
+            redis.clone(),
+        ));
+        let shared_results = redis
+            .clone()
+            .filter(|_| results.enabled())
+            .map(|r| Arc::new(crate::cache::SharedCache::new(r)));
         Self {
             pool,
             cfg: Arc::new(cfg),
@@ -58,6 +89,11 @@ impl AppState {
             embedder,
             jobs: Arc::default(),
             results,
+            redis,
+            limiter,
+            shared_results,
+            searches: Arc::new(crate::coalesce::Coalescer::new("search")),
+            embeddings: Arc::new(crate::coalesce::Coalescer::new("embedding")),
         }
     }
 
@@ -110,6 +146,10 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(bulk)
         .merge(rest)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::rate_limit,
+        ))
         .route_layer(axum::middleware::from_fn(track_metrics))
         .fallback(|| async {
             error_response(Code::RouteNotFound, "no such route; check the method and path against the API reference (API.md)")

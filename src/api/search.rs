@@ -247,8 +247,10 @@ async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Re
 }
 
 /// The answer to `query`: from the result cache while the tenant's documents
-/// are as they were when it was computed, else computed by `f` (on a core)
-/// and kept. The JSON object without its per-request fields.
+/// are as they were when it was computed (in the process, then in Redis),
+/// else computed by `f` (on a core) and kept in both; identical searches in
+/// flight at once are computed once. The JSON object without its
+/// per-request fields.
 async fn cached(
     st: &AppState,
     store: &IndexStore,
@@ -262,10 +264,28 @@ async fn cached(
     if let Some(body) = hit {
         return Ok(body);
     }
-    let value = blocking(f).await?;
-    let body = Bytes::from(serde_json::to_vec(&value).map_err(anyhow::Error::from)?);
-    st.results.put(key, version, body.clone());
-    Ok(body)
+    let work = || async {
+        let position = version.position();
+        if let Some(shared) = &st.shared_results
+            && let Some(body) = shared.get(&key, position).await
+        {
+            st.results.put(key.clone(), version, body.clone());
+            return Ok(body);
+        }
+        let value = blocking(f).await.map_err(Arc::new)?;
+        let body = Bytes::from(
+            serde_json::to_vec(&value).map_err(|e| Arc::new(anyhow::Error::from(e).into()))?,
+        );
+        st.results.put(key.clone(), version, body.clone());
+        if let Some(shared) = &st.shared_results {
+            shared.put(&key, position, body.clone());
+        }
+        Ok(body)
+    };
+    st.searches
+        .run((key.clone(), version), work)
+        .await
+        .map_err(|e| Error::shared(&e))
 }
 
 /// `body` (a JSON object) with the fields of `front` (an object) in front.

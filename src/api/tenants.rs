@@ -1,8 +1,8 @@
-//! `POST /v1/tenants`, `POST /v1/keys`, `DELETE /v1/keys/{prefix}`.
+//! `POST /v1/tenants`, `GET`/`PATCH /v1/tenants/{id}`, `POST /v1/keys`,
+//! `DELETE /v1/keys/{prefix}`.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::{Router, response::IntoResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,13 +11,15 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::AdminKey;
 use super::auth::{Caller, Master};
-use super::extract::Json;
+use super::extract::{Id, Json};
 use crate::auth::{self, Role};
 use crate::error::{Code, Error, Result};
+use crate::limits::Tier;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tenants/{id}", get(read_tenant).patch(update_tenant))
         .route("/v1/keys", post(create_key))
         .route("/v1/keys/{prefix}", delete(revoke_key))
 }
@@ -26,6 +28,9 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     name: String,
+    /// Rate-limit tier [default: free].
+    #[serde(default)]
+    tier: Option<Tier>,
 }
 
 async fn create_tenant(
@@ -33,12 +38,95 @@ async fn create_tenant(
     _: Master,
     Json(body): Json<NewTenant>,
 ) -> Result<impl IntoResponse> {
-    let (id, key) = auth::create_tenant(&st.pool, &body.name).await?;
-    tracing::info!(tenant = %id, "tenant created");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({"id": id, "name": body.name.trim(), "keys": {"admin": key}})),
+    let tier = body.tier.unwrap_or(Tier::Free);
+    let (id, key) = auth::create_tenant_in(&st.pool, &body.name, tier).await?;
+    tracing::info!(tenant = %id, tier = tier.as_str(), "tenant created");
+    Ok(super::created(
+        format!("/v1/tenants/{id}"),
+        json!({"id": id, "name": body.name.trim(), "tier": tier, "keys": {"admin": key}}),
     ))
+}
+
+/// A tenant as the API shows it.
+async fn tenant_json(st: &AppState, id: Uuid) -> Result<serde_json::Value> {
+    let row: Option<(String, String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT name, tier, created_at FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&st.pool)
+            .await?;
+    let (name, tier, created_at) = row.ok_or_else(|| Error::not_found("tenant"))?;
+    Ok(json!({
+        "id": id,
+        "name": name,
+        "tier": tier,
+        "created_at": created_at,
+        "rate_limits": Tier::parse(&tier).map(|t| st.cfg.limits.tier(t)),
+    }))
+}
+
+/// The tenant's own admin or the master key.
+fn may_manage(caller: &Caller, id: Uuid) -> Result<()> {
+    match caller {
+        Caller::Master => Ok(()),
+        Caller::Tenant(p) if p.tenant_id == id => p.require(Role::Admin),
+        Caller::Tenant(_) => Err(Error::not_found("tenant")),
+    }
+}
+
+async fn read_tenant(
+    State(st): State<AppState>,
+    caller: Caller,
+    Id(id): Id,
+) -> Result<impl IntoResponse> {
+    may_manage(&caller, id)?;
+    Ok(axum::Json(tenant_json(&st, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantChange {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tier: Option<Tier>,
+}
+
+/// Renames a tenant (its admin or the master key) or changes its tier (the
+/// master key only).
+async fn update_tenant(
+    State(st): State<AppState>,
+    caller: Caller,
+    Id(id): Id,
+    Json(body): Json<TenantChange>,
+) -> Result<impl IntoResponse> {
+    may_manage(&caller, id)?;
+    if body.tier.is_some() && !matches!(caller, Caller::Master) {
+        return Err(Error::user(
+            Code::Forbidden,
+            "only the master key changes a tenant's tier",
+        ));
+    }
+    let name = match body.name {
+        Some(n) => Some(schema::validate::required_text("name", Some(n), 200)?),
+        None => None,
+    };
+    let res = sqlx::query(
+        "UPDATE tenants SET name = coalesce($2, name), tier = coalesce($3, tier) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&name)
+    .bind(body.tier.map(Tier::as_str))
+    .execute(&st.pool)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(Error::not_found("tenant"));
+    }
+    if let Some(tier) = body.tier {
+        // at once here; other servers when the trigger's notification reaches them
+        st.keys.forget_tenant(id);
+        tracing::info!(tenant = %id, tier = tier.as_str(), "tenant tier changed");
+    }
+    Ok(axum::Json(tenant_json(&st, id).await?))
 }
 
 #[derive(Deserialize)]

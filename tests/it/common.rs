@@ -151,6 +151,23 @@ pub fn test_config() -> Config {
     cfg.master_key = Some(MASTER_KEY.into());
     cfg.body_limit_bytes = 64 * 1024;
     cfg.bulk_body_limit_bytes = 64 << 20;
+    // the rate-limit layer runs (and authenticates) on every request, with
+    // budgets no test reaches unless it sets its own
+    let roomy = crmsearch::limits::Rate {
+        per_second: 1e6,
+        burst: 1_000_000,
+    };
+    let roomy = crmsearch::limits::Budgets {
+        search: roomy,
+        write: roomy,
+        bulk: roomy,
+        memory: roomy,
+    };
+    for tier in &mut cfg.limits.tiers {
+        tier.tenant = roomy;
+        tier.key = roomy;
+    }
+    cfg.limits.ip = roomy;
     cfg
 }
 

@@ -296,3 +296,28 @@ async fn a_request_over_its_time_is_answered_503() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn latencies_are_histograms_with_buckets_that_add_up_across_replicas() {
+    let t = TestApp::new().await;
+    let (s, _) = t
+        .call(
+            Method::GET,
+            "/v1/contacts/00000000-0000-0000-0000-000000000000",
+            Some(t.a.key(Role::Search)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = t.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("crmsearch_http_request_seconds_bucket{")
+                && l.contains("le=\"0.005\"")
+                && l.contains("route=\"/v1/contacts/{id}\"")),
+        "{text}"
+    );
+    assert!(!text.contains("quantile="), "no summaries: {text}");
+}

@@ -71,7 +71,7 @@ pub(crate) async fn snapshot(
                 crate::failpoint::hit("snapshot")?;
                 let s = store.clone();
                 let batch = std::mem::replace(&mut ops, Vec::with_capacity(4096));
-                tokio::task::spawn_blocking(move || s.apply(batch)).await??;
+                tokio::task::spawn_blocking(move || s.apply(batch, Lsn(0))).await??;
             }
             if let Some(p) = progress
                 && n.is_multiple_of(4096)
@@ -90,7 +90,7 @@ pub(crate) async fn snapshot(
         }
         drop(rows);
         let s = store.clone();
-        tokio::task::spawn_blocking(move || s.apply(ops)).await??;
+        tokio::task::spawn_blocking(move || s.apply(ops, Lsn(0))).await??;
         tracing::info!(table = table.name(), rows = n, "snapshot table indexed");
         total += n;
         if let Some(p) = progress {
