@@ -162,7 +162,8 @@ impl SharedCache {
         Self { redis }
     }
 
-    fn name(key: &Key, position: u64) -> String {
+    /// The entry of `key` at `position`.
+    pub fn name(key: &Key, position: u64) -> String {
         use sha2::Digest;
         let (tenant, query) = key;
         // the query as this build parses it: another build, another name
@@ -174,14 +175,13 @@ impl SharedCache {
         )
     }
 
-    /// The answer another process (or this one) computed at `position`;
-    /// `None` when there is none or Redis cannot say.
-    pub async fn get(&self, key: &Key, position: u64) -> Option<Bytes> {
-        let name = Self::name(key, position);
+    /// The answer another process (or this one) computed under `name`
+    /// ([`SharedCache::name`]); `None` when there is none or Redis cannot say.
+    pub async fn get(&self, name: &str) -> Option<Bytes> {
         let found: Option<Vec<u8>> = self
             .redis
             .run("cache_get", |mut conn| async move {
-                redis::cmd("GET").arg(&name).query_async(&mut conn).await
+                redis::cmd("GET").arg(name).query_async(&mut conn).await
             })
             .await
             .flatten();
@@ -190,12 +190,11 @@ impl SharedCache {
         found.map(Bytes::from)
     }
 
-    /// Keeps `body` for the others, in the background.
-    pub fn put(&self, key: &Key, position: u64, body: Bytes) {
+    /// Keeps `body` under `name` for the others, in the background.
+    pub fn put(&self, name: String, body: Bytes) {
         if body.len() > Self::MAX_BYTES {
             return;
         }
-        let name = Self::name(key, position);
         let redis = self.redis.clone();
         tokio::spawn(async move {
             redis

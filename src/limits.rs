@@ -369,15 +369,22 @@ pub struct Decision {
     pub retry_us: i64,
 }
 
+/// What [`decide`] (or its Lua twin) answers for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    allowed: bool,
+    /// The budget to report: the one that refused, or the tightest.
+    index: usize,
+    remaining: i64,
+    reset_us: i64,
+    retry_us: i64,
+}
+
 /// The arithmetic, shared by the in-process limiter and mirrored by the Lua
 /// script: given each budget's stored TAT (`None`: never used or expired),
 /// whether the request passes, which budget to report, and the TATs to store
 /// when it passes.
-fn decide(
-    now: i64,
-    tats: &[Option<i64>],
-    params: &[(i64, i64)],
-) -> (bool, usize, i64, i64, i64, Vec<i64>) {
+fn decide(now: i64, tats: &[Option<i64>], params: &[(i64, i64)]) -> (Outcome, Vec<i64>) {
     let mut new_tats = Vec::with_capacity(tats.len());
     let mut refused: Option<(usize, i64)> = None;
     let mut tightest: Option<(usize, i64)> = None;
@@ -396,23 +403,26 @@ fn decide(
         }
         new_tats.push(new_tat);
     }
-    match refused {
-        Some((i, wait)) => {
-            let reset = tats[i].unwrap_or(now).max(now) - now;
-            (false, i, 0, reset, wait, new_tats)
-        }
+    let outcome = match refused {
+        Some((index, wait)) => Outcome {
+            allowed: false,
+            index,
+            remaining: 0,
+            reset_us: tats[index].unwrap_or(now).max(now) - now,
+            retry_us: wait,
+        },
         None => {
-            let (i, remaining) = tightest.unwrap_or((0, 0));
-            (
-                true,
-                i,
+            let (index, remaining) = tightest.unwrap_or((0, 0));
+            Outcome {
+                allowed: true,
+                index,
                 remaining,
-                new_tats.get(i).map_or(0, |t| t - now),
-                0,
-                new_tats,
-            )
+                reset_us: new_tats.get(index).map_or(0, |t| t - now),
+                retry_us: 0,
+            }
         }
-    }
+    };
+    (outcome, new_tats)
 }
 
 /// The Lua twin of [`decide`]: KEYS are the budgets' state, ARGV their
@@ -421,7 +431,7 @@ fn decide(
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tats = {}
+local olds, tats = {}, {}
 local refused, wait = 0, 0
 local tightest, least = 0, -1
 for i = 1, #KEYS do
@@ -429,6 +439,7 @@ for i = 1, #KEYS do
   local tolerance = tonumber(ARGV[2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
+  olds[i] = tat
   local new_tat = tat + interval
   local ahead = new_tat - now
   if ahead > tolerance and ahead - tolerance > wait then
@@ -441,9 +452,7 @@ for i = 1, #KEYS do
   tats[i] = new_tat
 end
 if refused > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[refused]) or now)
-  if tat < now then tat = now end
-  return {0, refused, 0, tat - now, wait}
+  return {0, refused, 0, olds[refused] - now, wait}
 end
 for i = 1, #KEYS do
   redis.call('SET', KEYS[i], tats[i], 'PX', math.floor((tats[i] - now) / 1000) + 1)
@@ -452,33 +461,46 @@ return {1, tightest, least, tats[tightest] - now, 0}
 ";
 
 /// Budgets' TATs kept in the process, when there is no Redis.
-#[derive(Default)]
 struct Local {
-    tats: Mutex<HashMap<String, i64>>,
+    state: Mutex<LocalState>,
+}
+
+struct LocalState {
+    tats: HashMap<String, i64>,
+    /// At this many budgets, the whole ones are forgotten (and the bound
+    /// doubles if most are not): a sweep costs a pass, once per doubling.
+    sweep_at: usize,
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(LocalState {
+                tats: HashMap::new(),
+                sweep_at: Self::SWEEP_AT,
+            }),
+        }
+    }
 }
 
 impl Local {
-    const MAX: usize = 100_000;
+    const SWEEP_AT: usize = 100_000;
 
-    fn check(
-        &self,
-        now: i64,
-        keys: &[String],
-        params: &[(i64, i64)],
-    ) -> (bool, usize, i64, i64, i64) {
-        let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
-        let stored: Vec<Option<i64>> = keys.iter().map(|k| tats.get(k).copied()).collect();
-        let (allowed, i, remaining, reset, retry, new_tats) = decide(now, &stored, params);
-        if allowed {
-            if tats.len() >= Self::MAX {
+    fn check(&self, now: i64, keys: &[String], params: &[(i64, i64)]) -> Outcome {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let stored: Vec<Option<i64>> = keys.iter().map(|k| state.tats.get(k).copied()).collect();
+        let (outcome, new_tats) = decide(now, &stored, params);
+        if outcome.allowed {
+            if state.tats.len() >= state.sweep_at {
                 // a budget whose TAT has passed is whole: forgetting it changes nothing
-                tats.retain(|_, tat| *tat > now);
+                state.tats.retain(|_, tat| *tat > now);
+                state.sweep_at = (state.tats.len() * 2).max(Self::SWEEP_AT);
             }
             for (k, tat) in keys.iter().zip(new_tats) {
-                tats.insert(k.clone(), tat);
+                state.tats.insert(k.clone(), tat);
             }
         }
-        (allowed, i, remaining, reset, retry)
+        outcome
     }
 }
 
@@ -551,7 +573,7 @@ impl Limiter {
             })
             .collect();
         let params: Vec<(i64, i64)> = budgets.iter().map(|b| b.rate.gcra()).collect();
-        let (allowed, i, remaining, reset_us, retry_us) = match &self.redis {
+        let outcome = match &self.redis {
             None => {
                 let now = i64::try_from(self.started.elapsed().as_micros()).unwrap_or(i64::MAX);
                 self.local.check(now, &keys, &params)
@@ -569,26 +591,32 @@ impl Limiter {
                         call.invoke_async(&mut conn).await
                     })
                     .await?;
-                let [allowed, index, remaining, reset, retry] = answer[..] else {
+                let [allowed, index, remaining, reset_us, retry_us] = answer[..] else {
                     tracing::warn!(
                         ?answer,
                         "the rate-limit script answered something unexpected"
                     );
                     return None;
                 };
-                let index = usize::try_from(index - 1)
-                    .ok()
-                    .filter(|i| *i < budgets.len())?;
-                (allowed == 1, index, remaining, reset, retry)
+                Outcome {
+                    allowed: allowed == 1,
+                    index: usize::try_from(index - 1)
+                        .ok()
+                        .filter(|i| *i < budgets.len())?,
+                    remaining,
+                    reset_us,
+                    retry_us,
+                }
             }
         };
+        let allowed = outcome.allowed;
         let d = Decision {
             allowed,
-            scope: budgets[i].scope,
-            rate: budgets[i].rate,
-            remaining: u64::try_from(remaining).unwrap_or(0),
-            reset_us,
-            retry_us,
+            scope: budgets[outcome.index].scope,
+            rate: budgets[outcome.index].rate,
+            remaining: u64::try_from(outcome.remaining).unwrap_or(0),
+            reset_us: outcome.reset_us,
+            retry_us: outcome.retry_us,
         };
         metrics::counter!(
             "crmsearch_rate_limit_decisions_total",
@@ -609,11 +637,11 @@ mod tests {
         stored: &mut Vec<Option<i64>>,
         params: &[(i64, i64)],
     ) -> (bool, usize, i64, i64, i64) {
-        let (ok, i, rem, reset, retry, tats) = decide(now, stored, params);
-        if ok {
+        let (o, tats) = decide(now, stored, params);
+        if o.allowed {
             *stored = tats.into_iter().map(Some).collect();
         }
-        (ok, i, rem, reset, retry)
+        (o.allowed, o.index, o.remaining, o.reset_us, o.retry_us)
     }
 
     #[test]

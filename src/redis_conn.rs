@@ -93,9 +93,4 @@ impl Redis {
             }
         }
     }
-
-    /// Whether the last call succeeded.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
 }

@@ -8,10 +8,15 @@ use super::AppState;
 use crate::auth::{Principal, authenticate, constant_time_eq};
 use crate::error::{Code, Error};
 
+/// The key of a header value reading `Bearer KEY`.
+fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, key) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty()).then(|| key.trim())
+}
+
 /// The key of `Authorization: Bearer KEY`, if the header reads so.
 pub(super) fn bearer_key(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let (scheme, key) = headers.get(AUTHORIZATION)?.to_str().ok()?.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty()).then(|| key.trim())
+    parse_bearer(headers.get(AUTHORIZATION)?.to_str().ok()?)
 }
 
 fn bearer(parts: &Parts) -> Result<&str, Error> {
@@ -27,15 +32,12 @@ fn bearer(parts: &Parts) -> Result<&str, Error> {
             "the Authorization header is not plain text; send `Bearer KEY`",
         )
     })?;
-    match value.split_once(' ') {
-        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => {
-            Ok(key.trim())
-        }
-        _ => Err(Error::user(
+    parse_bearer(value).ok_or_else(|| {
+        Error::user(
             Code::MissingApiKey,
             "the Authorization header must read `Bearer KEY`",
-        )),
-    }
+        )
+    })
 }
 
 pub(super) fn is_master(state: &AppState, key: &str) -> bool {

@@ -67,15 +67,15 @@ pub fn bulk_router() -> Router<AppState> {
 /// embedded once.
 async fn embed(st: &AppState, embedder: &Arc<Embedder>, text: String) -> Result<Arc<[f32]>> {
     let e = embedder.clone();
-    let work = || async {
-        let text = text.clone();
+    let key = text.clone();
+    let work = move || async move {
         super::cpu::run(move || e.embed_query(&text))
             .await
             .map_err(|e| Arc::new(Error::Internal(e.into())))?
             .map_err(|e| Arc::new(Error::Internal(e)))
     };
     st.embeddings
-        .run(text.clone(), work)
+        .run(key, work)
         .await
         .map_err(|e| Error::shared(&e))
 }

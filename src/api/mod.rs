@@ -43,8 +43,7 @@ pub struct AppState {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// Answers of the search endpoints, per tenant and index version.
     pub results: Arc<crate::cache::ResultCache>,
-    /// The shared Redis, when `REDIS_URL` is set.
-    pub redis: Option<Arc<crate::redis_conn::Redis>>,
+    /// Rate limits, in Redis when `REDIS_URL` is set.
     pub limiter: Arc<crate::limits::Limiter>,
     /// Answers in Redis, behind `results` (with `REDIS_URL` and the result
     /// cache on).
@@ -78,7 +77,6 @@ impl AppState {
             redis.clone(),
         ));
         let shared_results = redis
-            .clone()
             .filter(|_| results.enabled())
             .map(|r| Arc::new(crate::cache::SharedCache::new(r)));
         Self {
@@ -89,7 +87,6 @@ impl AppState {
             embedder,
             jobs: Arc::default(),
             results,
-            redis,
             limiter,
             shared_results,
             searches: Arc::new(crate::coalesce::Coalescer::new("search")),

@@ -265,9 +265,12 @@ async fn cached(
         return Ok(body);
     }
     let work = || async {
-        let position = version.position();
-        if let Some(shared) = &st.shared_results
-            && let Some(body) = shared.get(&key, position).await
+        let shared = st
+            .shared_results
+            .as_ref()
+            .map(|s| (s, cache::SharedCache::name(&key, version.position())));
+        if let Some((s, name)) = &shared
+            && let Some(body) = s.get(name).await
         {
             st.results.put(key.clone(), version, body.clone());
             return Ok(body);
@@ -277,8 +280,8 @@ async fn cached(
             serde_json::to_vec(&value).map_err(|e| Arc::new(anyhow::Error::from(e).into()))?,
         );
         st.results.put(key.clone(), version, body.clone());
-        if let Some(shared) = &st.shared_results {
-            shared.put(&key, position, body.clone());
+        if let Some((s, name)) = shared {
+            s.put(name, body.clone());
         }
         Ok(body)
     };

@@ -47,13 +47,11 @@ async fn create_tenant(
     ))
 }
 
-/// A tenant as the API shows it.
-async fn tenant_json(st: &AppState, id: Uuid) -> Result<serde_json::Value> {
-    let row: Option<(String, String, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT name, tier, created_at FROM tenants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&st.pool)
-            .await?;
+/// A tenant as stored: name, tier, created.
+type TenantRow = (String, String, chrono::DateTime<chrono::Utc>);
+
+/// A tenant as the API shows it, or 404.
+fn tenant_json(st: &AppState, id: Uuid, row: Option<TenantRow>) -> Result<serde_json::Value> {
     let (name, tier, created_at) = row.ok_or_else(|| Error::not_found("tenant"))?;
     Ok(json!({
         "id": id,
@@ -79,7 +77,11 @@ async fn read_tenant(
     Id(id): Id,
 ) -> Result<impl IntoResponse> {
     may_manage(&caller, id)?;
-    Ok(axum::Json(tenant_json(&st, id).await?))
+    let row = sqlx::query_as("SELECT name, tier, created_at FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&st.pool)
+        .await?;
+    Ok(axum::Json(tenant_json(&st, id, row)?))
 }
 
 #[derive(Deserialize)]
@@ -110,23 +112,22 @@ async fn update_tenant(
         Some(n) => Some(schema::validate::required_text("name", Some(n), 200)?),
         None => None,
     };
-    let res = sqlx::query(
-        "UPDATE tenants SET name = coalesce($2, name), tier = coalesce($3, tier) WHERE id = $1",
+    let row = sqlx::query_as(
+        "UPDATE tenants SET name = coalesce($2, name), tier = coalesce($3, tier) WHERE id = $1
+         RETURNING name, tier, created_at",
     )
     .bind(id)
     .bind(&name)
     .bind(body.tier.map(Tier::as_str))
-    .execute(&st.pool)
+    .fetch_optional(&st.pool)
     .await?;
-    if res.rows_affected() == 0 {
-        return Err(Error::not_found("tenant"));
-    }
+    let tenant = tenant_json(&st, id, row)?;
     if let Some(tier) = body.tier {
         // at once here; other servers when the trigger's notification reaches them
         st.keys.forget_tenant(id);
         tracing::info!(tenant = %id, tier = tier.as_str(), "tenant tier changed");
     }
-    Ok(axum::Json(tenant_json(&st, id).await?))
+    Ok(axum::Json(tenant))
 }
 
 #[derive(Deserialize)]
