@@ -98,6 +98,33 @@ pub fn find_model_dir(configured: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// The model file for this CPU. ONNX Runtime multiplies uint8 activations by
+/// int8 weights (`model.onnx`) with VNNI where the CPU has it; without VNNI
+/// its AVX2 kernel's 16-bit pair sums saturate on BERT's large activations
+/// (worst cosine to the reference 0.955 on an AVX2-only EPYC), so there the
+/// uint8 weights of `model-u8.onnx` are loaded (0.9966, about as fast). A
+/// folder with only `model.onnx` (CRMSEARCH_MODEL_DIR) loads that one.
+fn model_file(dir: &Path) -> PathBuf {
+    let u8_weights = dir.join("model-u8.onnx");
+    if !cpu_has_vnni() && u8_weights.is_file() {
+        u8_weights
+    } else {
+        dir.join("model.onnx")
+    }
+}
+
+fn cpu_has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The model of `configured` (or the installed one), loaded once per
 /// process; `None` when there is none (logged once).
 pub fn shared(configured: Option<&Path>) -> Option<Arc<Embedder>> {
@@ -140,7 +167,7 @@ impl Embedder {
     /// Loads `model.onnx` and `tokenizer.json` from `dir`, and ONNX Runtime
     /// from `ORT_DYLIB_PATH` or the venv.
     pub fn load(dir: &Path) -> Result<Self> {
-        let model = dir.join("model.onnx");
+        let model = model_file(dir);
         if !model.is_file() {
             bail!("{} is missing: run scripts/setup", model.display());
         }
