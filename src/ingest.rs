@@ -1,8 +1,11 @@
-//! Parsing contact files (NDJSON or CSV) into validated rows and per-line
-//! errors. Used by `POST /v1/contacts/bulk` and by imports.
+//! Parsing contact and company files (NDJSON or CSV) into validated rows
+//! and per-line errors. Used by `POST /v1/contacts/bulk`,
+//! `POST /v1/companies/bulk` and by imports.
 
-use schema::ContactFields;
+use schema::company::ValidCompany;
 use schema::contact::ValidContact;
+use schema::{CompanyFields, ContactFields};
+use serde::de::DeserializeOwned;
 
 use crate::api::extract::parse_json;
 use crate::error::{Code, Error, Result};
@@ -26,7 +29,7 @@ pub fn parse(format: Format, body: &[u8]) -> Result<Parsed> {
 }
 
 /// Lines read into fields, not validated (see [`validate`]).
-pub fn read(format: Format, body: &[u8]) -> Result<Fields> {
+pub fn read<T: BulkRecord>(format: Format, body: &[u8]) -> Result<Fields<T>> {
     match format {
         Format::Ndjson => Ok(read_ndjson(body)),
         Format::Csv => read_csv(body),
@@ -40,7 +43,134 @@ pub fn parse_ndjson(body: &[u8]) -> Parsed {
 }
 
 /// Read, not yet validated, lines with their numbers, and the bad ones.
-pub type Fields = (Vec<(u64, ContactFields)>, Vec<LineError>);
+pub type Fields<T = ContactFields> = (Vec<(u64, T)>, Vec<LineError>);
+
+/// A kind of record a bulk file holds: its CSV columns, and how a cell
+/// fills it. NDJSON lines are its JSON form.
+pub trait BulkRecord: DeserializeOwned + Default {
+    /// The columns a CSV may have besides `custom.KEY`. List columns
+    /// separate values with `;`.
+    const CSV_COLUMNS: &'static [&'static str];
+    /// Sets `column` (one of [`Self::CSV_COLUMNS`]) from a non-empty cell.
+    fn set(&mut self, column: &str, value: &str) -> Result<()>;
+    /// Sets the `custom` object from the `custom.KEY` columns.
+    fn set_custom(&mut self, custom: serde_json::Value);
+}
+
+fn list(v: &str) -> impl Iterator<Item = String> + '_ {
+    v.split(';').map(str::to_owned)
+}
+
+impl BulkRecord for ContactFields {
+    const CSV_COLUMNS: &'static [&'static str] = &[
+        "external_id",
+        "first_name",
+        "last_name",
+        "emails",
+        "email",
+        "phones",
+        "phone",
+        "title",
+        "company_id",
+        "company_external_id",
+        "company_name",
+        "company",
+        "city",
+        "region",
+        "country",
+        "lifecycle_stage",
+        "owner_id",
+        "tags",
+        "notes",
+        "custom",
+        // what an export carries and an import leaves to the server
+        "id",
+        "created_at",
+        "updated_at",
+    ];
+
+    fn set(&mut self, column: &str, v: &str) -> Result<()> {
+        let s = Some(v.to_owned());
+        match column {
+            "external_id" => self.external_id = s,
+            "custom" => self.custom = Some(custom_json(v)?),
+            "first_name" => self.first_name = s,
+            "last_name" => self.last_name = s,
+            "emails" | "email" => self.emails.extend(list(v)),
+            "phones" | "phone" => self.phones.extend(list(v)),
+            "title" => self.title = s,
+            "company_id" => {
+                self.company_id = Some(uuid::Uuid::parse_str(v.trim()).map_err(|_| {
+                    Error::user(
+                        Code::InvalidValue,
+                        format!("`company_id` `{v}` is not a UUID"),
+                    )
+                })?);
+            }
+            "company_external_id" => self.company_external_id = s,
+            "company_name" | "company" => self.company_name = s,
+            "city" => self.city = s,
+            "region" => self.region = s,
+            "country" => self.country = s,
+            "lifecycle_stage" => self.lifecycle_stage = s,
+            "owner_id" => self.owner_id = s,
+            "tags" => self.tags.extend(list(v)),
+            "notes" => self.notes = s,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn set_custom(&mut self, custom: serde_json::Value) {
+        self.custom = Some(custom);
+    }
+}
+
+/// A `custom` cell: one JSON object.
+fn custom_json(v: &str) -> Result<serde_json::Value> {
+    match serde_json::from_str(v) {
+        Ok(o @ serde_json::Value::Object(_)) => Ok(o),
+        _ => Err(Error::user(
+            Code::InvalidValue,
+            "`custom` must be a JSON object, e.g. {\"source\": \"fair\"}; or use custom.KEY columns",
+        )),
+    }
+}
+
+impl BulkRecord for CompanyFields {
+    const CSV_COLUMNS: &'static [&'static str] = &[
+        "external_id",
+        "name",
+        "domain",
+        "industry",
+        "city",
+        "region",
+        "country",
+        "tags",
+        "notes",
+    ];
+
+    fn set(&mut self, column: &str, v: &str) -> Result<()> {
+        let s = Some(v.to_owned());
+        match column {
+            "external_id" => self.external_id = s,
+            "name" => self.name = s,
+            "domain" => self.domain = s,
+            "industry" => self.industry = s,
+            "city" => self.city = s,
+            "region" => self.region = s,
+            "country" => self.country = s,
+            "tags" => self.tags.extend(list(v)),
+            "notes" => self.notes = s,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn set_custom(&mut self, custom: serde_json::Value) {
+        self.custom = Some(custom);
+    }
+}
 
 /// Validates read lines on every core, grouped by country: the phone
 /// library keeps 100 compiled patterns behind one lock, and lines of mixed
@@ -68,7 +198,7 @@ pub fn validate(fields: Vec<(u64, ContactFields)>, mut bad: Vec<LineError>) -> P
 }
 
 /// NDJSON lines read into fields, not validated.
-pub fn read_ndjson(body: &[u8]) -> Fields {
+pub fn read_ndjson<T: BulkRecord>(body: &[u8]) -> Fields<T> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
@@ -77,7 +207,7 @@ pub fn read_ndjson(body: &[u8]) -> Fields {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match parse_json::<ContactFields>(line) {
+        match parse_json::<T>(line) {
             Ok(c) => good.push((n, c)),
             Err(e) => bad.push(LineError::new(n, &e)),
         }
@@ -85,27 +215,22 @@ pub fn read_ndjson(body: &[u8]) -> Fields {
     (good, bad)
 }
 
-/// The columns a CSV may have. List columns (`emails`, `phones`, `tags`)
-/// separate values with `;`; `custom.KEY` columns fill `custom`.
-pub const CSV_COLUMNS: &[&str] = &[
-    "external_id",
-    "first_name",
-    "last_name",
-    "emails",
-    "email",
-    "phones",
-    "phone",
-    "title",
-    "company_id",
-    "company_external_id",
-    "city",
-    "region",
-    "country",
-    "lifecycle_stage",
-    "owner_id",
-    "tags",
-    "notes",
-];
+/// Company lines, read and validated.
+pub fn parse_companies(format: Format, body: &[u8]) -> Result<CompaniesParsed> {
+    let (fields, mut bad) = read::<CompanyFields>(format, body)?;
+    let mut good = Vec::with_capacity(fields.len());
+    for (n, f) in fields {
+        match f.validate() {
+            Ok(c) => good.push((n, c)),
+            Err(e) => bad.push(LineError::new(n, &Error::from(e))),
+        }
+    }
+    bad.sort_by_key(|b| b.line);
+    Ok((good, bad))
+}
+
+/// Parsed company lines: the good ones with their line numbers, and the bad.
+pub type CompaniesParsed = (Vec<(u64, ValidCompany)>, Vec<LineError>);
 
 /// A CSV with a header row. An unknown column fails the whole request (every
 /// line would be wrong the same way); a bad line fails alone.
@@ -114,8 +239,9 @@ pub fn parse_csv(body: &[u8]) -> Result<Parsed> {
     Ok(validate(fields, bad))
 }
 
-/// CSV records read into fields, not validated.
-pub fn read_csv(body: &[u8]) -> Result<Fields> {
+/// CSV records read into fields, not validated. An unknown column fails
+/// the whole request (every line would be wrong the same way).
+pub fn read_csv<T: BulkRecord>(body: &[u8]) -> Result<Fields<T>> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(body);
     let headers = reader
         .headers()
@@ -128,12 +254,14 @@ pub fn read_csv(body: &[u8]) -> Result<Fields> {
         .clone();
     for h in &headers {
         let h = h.trim();
-        if !(CSV_COLUMNS.contains(&h) || h.strip_prefix("custom.").is_some_and(|k| !k.is_empty())) {
+        if !(T::CSV_COLUMNS.contains(&h)
+            || h.strip_prefix("custom.").is_some_and(|k| !k.is_empty()))
+        {
             return Err(Error::user(
                 Code::UnknownField,
                 format!(
                     "unknown CSV column `{h}`; known columns: {}, custom.KEY",
-                    CSV_COLUMNS.join(", ")
+                    T::CSV_COLUMNS.join(", ")
                 ),
             ));
         }
@@ -186,10 +314,9 @@ pub fn read_csv(body: &[u8]) -> Result<Fields> {
     Ok((good, bad))
 }
 
-fn csv_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<ContactFields> {
-    let mut f = ContactFields::default();
+fn csv_record<T: BulkRecord>(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result<T> {
+    let mut f = T::default();
     let mut custom = serde_json::Map::new();
-    let list = |v: &str| -> Vec<String> { v.split(';').map(str::to_owned).collect() };
     for (h, v) in headers.iter().zip(record.iter()) {
         if v.contains('\0') {
             return Err(Error::user(
@@ -200,39 +327,15 @@ fn csv_record(headers: &csv::StringRecord, record: &csv::StringRecord) -> Result
         if v.trim().is_empty() {
             continue;
         }
-        let s = Some(v.to_owned());
-        match h.trim() {
-            "external_id" => f.external_id = s,
-            "first_name" => f.first_name = s,
-            "last_name" => f.last_name = s,
-            "emails" | "email" => f.emails.extend(list(v)),
-            "phones" | "phone" => f.phones.extend(list(v)),
-            "title" => f.title = s,
-            "company_id" => {
-                f.company_id = Some(uuid::Uuid::parse_str(v.trim()).map_err(|_| {
-                    Error::user(
-                        Code::InvalidValue,
-                        format!("`company_id` `{v}` is not a UUID"),
-                    )
-                })?)
+        match h.trim().strip_prefix("custom.") {
+            Some(key) => {
+                custom.insert(key.to_owned(), serde_json::Value::String(v.to_owned()));
             }
-            "company_external_id" => f.company_external_id = s,
-            "city" => f.city = s,
-            "region" => f.region = s,
-            "country" => f.country = s,
-            "lifecycle_stage" => f.lifecycle_stage = s,
-            "owner_id" => f.owner_id = s,
-            "tags" => f.tags.extend(list(v)),
-            "notes" => f.notes = s,
-            other => {
-                if let Some(key) = other.strip_prefix("custom.") {
-                    custom.insert(key.to_owned(), serde_json::Value::String(v.to_owned()));
-                }
-            }
+            None => f.set(h.trim(), v)?,
         }
     }
     if !custom.is_empty() {
-        f.custom = Some(serde_json::Value::Object(custom));
+        f.set_custom(serde_json::Value::Object(custom));
     }
     Ok(f)
 }

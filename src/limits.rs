@@ -88,7 +88,7 @@ impl Class {
         if matches!(route, "/healthz" | "/readyz" | "/metrics") {
             return None;
         }
-        if route.ends_with("/bulk") {
+        if route.ends_with("/bulk") || route.ends_with("/export") {
             return Some(Class::Bulk);
         }
         if route.starts_with("/v1/memories") || route.ends_with("/context") {

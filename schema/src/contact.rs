@@ -28,6 +28,11 @@ pub struct ContactFields {
     /// Alternative to `company_id`: the company's `external_id` in this tenant.
     #[serde(default, skip_serializing)]
     pub company_external_id: Option<String>,
+    /// Alternative to `company_id`: the company's name in this tenant (case
+    /// and surrounding spaces aside), created when the tenant has none by
+    /// that name — what CRM exports carry.
+    #[serde(default, skip_serializing)]
+    pub company_name: Option<String>,
     #[serde(default)]
     pub city: Option<String>,
     #[serde(default)]
@@ -67,6 +72,7 @@ pub struct ValidContact {
     pub title: Option<String>,
     pub company_id: Option<Uuid>,
     pub company_external_id: Option<String>,
+    pub company_name: Option<String>,
     pub city: Option<String>,
     pub region: Option<String>,
     pub country: Option<String>,
@@ -93,6 +99,7 @@ impl ContactFields {
             title: text("title", self.title, MAX_SHORT)?,
             company_id: self.company_id,
             company_external_id: text("company_external_id", self.company_external_id, MAX_SHORT)?,
+            company_name: text("company_name", self.company_name, MAX_SHORT)?,
             city: text("city", self.city, MAX_SHORT)?,
             region: text("region", self.region, MAX_SHORT)?,
             country,
@@ -102,10 +109,19 @@ impl ContactFields {
             notes: text("notes", self.notes, MAX_LONG)?,
             custom: validate::object("custom", self.custom)?,
         };
-        if contact.company_id.is_some() && contact.company_external_id.is_some() {
+        let company_refs = [
+            contact.company_id.is_some(),
+            contact.company_external_id.is_some(),
+            contact.company_name.is_some(),
+        ];
+        if company_refs.iter().filter(|given| **given).count() > 1 {
             return Err(FieldError::new(
-                "company_external_id",
-                "cannot be given together with `company_id`; send one of them",
+                if contact.company_external_id.is_some() {
+                    "company_external_id"
+                } else {
+                    "company_name"
+                },
+                "names the company a second time; send one of `company_id`, `company_external_id` or `company_name`",
             ));
         }
         if contact.first_name.is_none()
@@ -183,6 +199,7 @@ impl Contact {
             title: self.title.clone(),
             company_id: self.company_id,
             company_external_id: None,
+            company_name: None,
             city: self.city.clone(),
             region: self.region.clone(),
             country: self.country.clone(),

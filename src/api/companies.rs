@@ -20,6 +20,37 @@ pub fn router() -> Router<AppState> {
         .route("/v1/companies/{id}", get(read).patch(update).delete(remove))
 }
 
+/// The bulk route, with its own (larger) body limit.
+pub fn bulk_router() -> Router<AppState> {
+    Router::new().route("/v1/companies/bulk", post(bulk))
+}
+
+/// NDJSON or CSV companies, upserted by `external_id`; bad lines reported.
+async fn bulk(
+    State(st): State<AppState>,
+    WriteKey(p): WriteKey,
+    params: Result<
+        axum::extract::Query<super::contacts::BulkParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
+    req: axum::extract::Request,
+) -> Result<impl IntoResponse> {
+    let (format, body) = super::contacts::bulk_body(&st, params, req, "company").await?;
+    let (good, bad) =
+        tokio::task::spawn_blocking(move || crate::ingest::parse_companies(format, &body))
+            .await
+            .map_err(anyhow::Error::from)??;
+    let outcome = companies::bulk_upsert(&st.pool, p.tenant_id, good, bad).await?;
+    tracing::info!(
+        tenant = %p.tenant_id,
+        inserted = outcome.inserted,
+        updated = outcome.updated,
+        failed = outcome.failed.len(),
+        "company bulk load"
+    );
+    Ok(axum::Json(outcome))
+}
+
 async fn create(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,

@@ -77,7 +77,7 @@ async fn remove(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BulkParams {
+pub(super) struct BulkParams {
     /// `ndjson` or `csv`; else taken from Content-Type (NDJSON by default).
     format: Option<String>,
 }
@@ -114,12 +114,13 @@ fn bulk_format(params: &BulkParams, content_type: Option<&str>) -> Result<Format
     }
 }
 
-async fn bulk(
-    State(st): State<AppState>,
-    WriteKey(p): WriteKey,
+/// A bulk request's format and body (not empty).
+pub(super) async fn bulk_body(
+    st: &AppState,
     params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
     req: Request,
-) -> Result<impl IntoResponse> {
+    one: &str,
+) -> Result<(Format, Bytes)> {
     let Query(params) = params.map_err(|e| Error::user(Code::InvalidQuery, e.body_text()))?;
     let content_type = req
         .headers()
@@ -127,13 +128,23 @@ async fn bulk(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let format = bulk_format(&params, content_type.as_deref())?;
-    let body: Bytes = body_bytes(req, &st).await?;
+    let body: Bytes = body_bytes(req, st).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::user(
             Code::InvalidBody,
-            "the body is empty; send one contact per line",
+            format!("the body is empty; send one {one} per line"),
         ));
     }
+    Ok((format, body))
+}
+
+async fn bulk(
+    State(st): State<AppState>,
+    WriteKey(p): WriteKey,
+    params: Result<Query<BulkParams>, axum::extract::rejection::QueryRejection>,
+    req: Request,
+) -> Result<impl IntoResponse> {
+    let (format, body) = bulk_body(&st, params, req, "contact").await?;
     let (good, bad) = tokio::task::spawn_blocking(move || ingest::parse(format, &body))
         .await
         .map_err(anyhow::Error::from)??;

@@ -4,9 +4,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod batch;
 pub mod companies;
 pub mod contacts;
 pub mod cpu;
+pub mod export;
 pub mod extract;
 pub mod health;
 pub mod http;
@@ -126,6 +128,7 @@ pub fn app(state: AppState) -> Router {
     // bulk loads stream large bodies: ten times as long
     let bulk = Router::new()
         .merge(contacts::bulk_router())
+        .merge(companies::bulk_router())
         .merge(memories::bulk_router())
         .layer(DefaultBodyLimit::max(bulk_limit))
         .route_layer(limited(timeout * 10));
@@ -140,7 +143,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(limited(timeout));
     let cors = http::cors(&state.cfg.cors_origins);
     let compression = http::compression(state.cfg.compress_min_bytes);
-    Router::new()
+    let routes = Router::new()
         .merge(bulk)
         .merge(rest)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -148,17 +151,21 @@ pub fn app(state: AppState) -> Router {
             limit::rate_limit,
         ))
         .route_layer(axum::middleware::from_fn(track_metrics))
-        .fallback(|| async {
-            error_response(Code::RouteNotFound, "no such route; check the method and path against the API reference (API.md)")
-        })
-        .method_not_allowed_fallback(|| async {
-            error_response(Code::MethodNotAllowed, "this route does not take this HTTP method")
-        })
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("a handler panicked");
-            error_response(Code::Internal, "an internal error occurred; it has been logged")
-        }))
+        .layer(catch_panic())
+        .with_state(state.clone());
+    // a batch runs its parts through `routes`, each as if sent alone
+    let batch = batch::router(routes.clone())
+        .route_layer(axum::middleware::from_fn(track_metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    Router::new()
+        .merge(batch)
+        .fallback_service(routes)
+        .layer(catch_panic())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {
@@ -176,7 +183,33 @@ pub fn app(state: AppState) -> Router {
         .layer(compression)
         .layer(tower::util::option_layer(cors))
         .layer(axum::middleware::from_fn(http::request_id))
-        .with_state(state)
+}
+
+async fn route_not_found() -> axum::response::Response {
+    error_response(
+        Code::RouteNotFound,
+        "no such route; check the method and path against the API reference (API.md)",
+    )
+}
+
+async fn method_not_allowed() -> axum::response::Response {
+    error_response(
+        Code::MethodNotAllowed,
+        "this route does not take this HTTP method",
+    )
+}
+
+/// A panicking handler answers 500 and is logged; the process goes on.
+fn catch_panic()
+-> CatchPanicLayer<impl tower_http::catch_panic::ResponseForPanic<ResponseBody = axum::body::Body>>
+{
+    CatchPanicLayer::custom(|_| {
+        tracing::error!("a handler panicked");
+        error_response(
+            Code::Internal,
+            "an internal error occurred; it has been logged",
+        )
+    })
 }
 
 /// A 201 with `Location`: where the created resource is read (or revoked).

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/v1/contacts/autocomplete", get(autocomplete))
         .route("/v1/contacts/stats", get(stats))
+        .route("/v1/contacts/export", get(super::export::export))
 }
 
 /// `sort` as one string or a list of one.
@@ -148,7 +149,7 @@ const MAX_WAIT_MS: u64 = 30_000;
 
 /// The index, once it has applied `min_lsn` (503 `index_behind` after
 /// `wait_ms`), and the position it serves at.
-async fn ready_index(
+pub(super) async fn ready_index(
     st: &AppState,
     min_lsn: Option<&str>,
     wait_ms: Option<u64>,
@@ -175,7 +176,7 @@ async fn ready_index(
 }
 
 /// Runs CPU work off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> search::Result<T> + Send + 'static,
 ) -> Result<T> {
     Ok(super::cpu::run(f).await.map_err(anyhow::Error::from)??)

@@ -415,6 +415,7 @@ impl Contacts {
             title: title.map(str::to_owned),
             company_id: None,
             company_external_id: company.map(|c| c.id.clone()),
+            company_name: None,
             city: Some(city.name.to_owned()),
             region: (!city.region.is_empty()).then(|| city.region.to_owned()),
             country: Some(loc.code.to_owned()),

@@ -8,6 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::contacts::{BulkOutcome, LineError, dedupe_external_ids};
 use crate::db::write_position;
 use crate::error::Result;
 
@@ -94,4 +95,72 @@ pub async fn patch(
 /// Deletes the company; its contacts keep existing without it.
 pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Lsn> {
     SPEC.delete(pool, tenant, id).await
+}
+
+/// Rows per statement of a bulk load.
+const BULK_CHUNK: usize = 5_000;
+
+/// Upserts validated lines by `external_id` (lines without one are
+/// inserted) in one transaction, [`BULK_CHUNK`] rows a statement; the later
+/// of two lines with one `external_id` wins, as in contacts' bulk load.
+pub async fn bulk_upsert(
+    pool: &PgPool,
+    tenant: Uuid,
+    lines: Vec<(u64, ValidCompany)>,
+    failed: Vec<LineError>,
+) -> Result<BulkOutcome> {
+    let (lines, duplicates) = dedupe_external_ids(lines, |c| c.external_id.as_deref());
+    if lines.is_empty() {
+        return Ok(BulkOutcome {
+            inserted: 0,
+            updated: duplicates,
+            failed,
+            lsn: None,
+        });
+    }
+    let cols = WRITE_COLUMNS.join(", ");
+    let updates: Vec<String> = WRITE_COLUMNS
+        .iter()
+        .filter(|c| **c != "external_id")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    let sql = format!(
+        "WITH up AS (
+            INSERT INTO companies (tenant_id, {cols})
+            SELECT $1, {cols} FROM jsonb_to_recordset($2) AS x(
+                external_id text, name text, domain text, industry text, city text,
+                region text, country text, tags text[], notes text, custom jsonb)
+            ON CONFLICT (tenant_id, external_id) DO UPDATE SET {}
+            RETURNING (xmax = 0) AS inserted)
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
+        updates.join(", ")
+    );
+    let (mut inserted, mut updated) = (0u64, duplicates);
+    let mut tx = pool.begin().await?;
+    for chunk in lines.chunks(BULK_CHUNK) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|(_, c)| {
+                serde_json::json!({
+                    "external_id": c.external_id, "name": c.name, "domain": c.domain,
+                    "industry": c.industry, "city": c.city, "region": c.region,
+                    "country": c.country, "tags": c.tags, "notes": c.notes, "custom": c.custom,
+                })
+            })
+            .collect();
+        let (i, u): (i64, i64) = sqlx::query_as(&sql)
+            .bind(tenant)
+            .bind(serde_json::Value::Array(rows))
+            .fetch_one(&mut *tx)
+            .await?;
+        inserted += i as u64;
+        updated += u as u64;
+    }
+    tx.commit().await?;
+    Ok(BulkOutcome {
+        inserted,
+        updated,
+        failed,
+        lsn: Some(write_position(pool).await?),
+    })
 }

@@ -47,7 +47,8 @@ pub fn from_row(row: &PgRow) -> Result<Contact, sqlx::Error> {
     })
 }
 
-/// Resolves `company_external_id` to the id of the tenant's company.
+/// Resolves `company_external_id` or `company_name` to the id of the
+/// tenant's company (a name with no company creates one).
 async fn resolve_company(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -68,7 +69,72 @@ async fn resolve_company(
             )
         })?);
     }
+    if let Some(name) = c.company_name.take() {
+        let ids = companies_by_name(conn, tenant, std::slice::from_ref(&name)).await?;
+        c.company_id = ids.get(&name_key(&name)).copied();
+    }
     Ok(())
+}
+
+/// How a company's name is matched: case and surrounding spaces aside
+/// (the expression of the index `companies_tenant_name`).
+fn name_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
+/// The tenant's company of each name (by [`name_key`]), creating those the
+/// tenant has none of. Several companies of one name: the oldest. Creation
+/// holds a lock of the tenant's names for the transaction, so two loads
+/// naming the same new company make it once.
+async fn companies_by_name(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    names: &[String],
+) -> Result<HashMap<String, Uuid>> {
+    let mut wanted: HashMap<String, &str> = HashMap::new();
+    for n in names {
+        wanted.entry(name_key(n)).or_insert_with(|| n.trim());
+    }
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('crmsearch.company_names:' || $1::text, 0))",
+    )
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?;
+    let keys: Vec<&str> = wanted.keys().map(String::as_str).collect();
+    let mut found: HashMap<String, Uuid> = sqlx::query_as::<_, (String, Uuid)>(
+        "SELECT DISTINCT ON (lower(btrim(name))) lower(btrim(name)), id FROM companies
+         WHERE tenant_id = $1 AND lower(btrim(name)) = ANY($2)
+         ORDER BY lower(btrim(name)), created_at, id",
+    )
+    .bind(tenant)
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(k, _)| !found.contains_key(*k))
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        let made: Vec<(String, Uuid)> = sqlx::query_as(
+            "INSERT INTO companies (tenant_id, name) SELECT $1, n FROM unnest($2::text[]) AS n
+             RETURNING lower(btrim(name)), id",
+        )
+        .bind(tenant)
+        .bind(&missing)
+        .fetch_all(&mut *tx)
+        .await?;
+        found.extend(made);
+    }
+    tx.commit().await?;
+    Ok(found)
 }
 
 fn bind_contact<'q>(
@@ -127,7 +193,7 @@ pub async fn patch(
     let mut tx = pool.begin().await?;
     let current = SPEC.fetch(&mut *tx, tenant, id, true).await?;
     let mut base = serde_json::to_value(current.fields()).map_err(anyhow::Error::from)?;
-    if patch.contains_key("company_external_id")
+    if (patch.contains_key("company_external_id") || patch.contains_key("company_name"))
         && let Some(map) = base.as_object_mut()
     {
         map.remove("company_id");
@@ -188,7 +254,7 @@ pub async fn bulk_upsert(
     mut failed: Vec<LineError>,
 ) -> Result<BulkOutcome> {
     let mut conn = pool.acquire().await?;
-    let (lines, duplicates) = dedupe_external_ids(lines);
+    let (lines, duplicates) = dedupe_external_ids(lines, |c| c.external_id.as_deref());
     let lines = resolve_companies(&mut conn, tenant, lines, &mut failed).await?;
     failed.sort_by_key(|f| f.line);
     if lines.is_empty() {
@@ -275,17 +341,20 @@ pub async fn bulk_upsert(
 }
 
 /// Keeps the last line of each `external_id`; returns how many were dropped.
-fn dedupe_external_ids(lines: Vec<(u64, ValidContact)>) -> (Vec<(u64, ValidContact)>, u64) {
+pub(super) fn dedupe_external_ids<T>(
+    lines: Vec<(u64, T)>,
+    external_id: impl Fn(&T) -> Option<&str>,
+) -> (Vec<(u64, T)>, u64) {
     let mut last: HashMap<&str, usize> = HashMap::new();
     for (i, (_, c)) in lines.iter().enumerate() {
-        if let Some(ext) = c.external_id.as_deref() {
+        if let Some(ext) = external_id(c) {
             last.insert(ext, i);
         }
     }
     let keep: Vec<bool> = lines
         .iter()
         .enumerate()
-        .map(|(i, (_, c))| c.external_id.as_deref().is_none_or(|ext| last[ext] == i))
+        .map(|(i, (_, c))| external_id(c).is_none_or(|ext| last[ext] == i))
         .collect();
     let dropped = keep.iter().filter(|k| !**k).count() as u64;
     let kept = lines
@@ -297,7 +366,8 @@ fn dedupe_external_ids(lines: Vec<(u64, ValidContact)>) -> (Vec<(u64, ValidConta
 }
 
 /// Checks `company_id`s and resolves `company_external_id`s against the
-/// tenant's companies in two queries; lines naming none are reported.
+/// tenant's companies in two queries (lines naming none are reported), and
+/// `company_name`s in two more (creating the companies the tenant lacks).
 async fn resolve_companies(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -335,6 +405,11 @@ async fn resolve_companies(
         .into_iter()
         .collect()
     };
+    let names: Vec<String> = lines
+        .iter()
+        .filter_map(|(_, c)| c.company_name.clone())
+        .collect();
+    let by_name = companies_by_name(conn, tenant, &names).await?;
     let mut out = Vec::with_capacity(lines.len());
     for (line, mut c) in lines {
         if let Some(id) = c.company_id
@@ -359,6 +434,9 @@ async fn resolve_companies(
                     continue;
                 }
             }
+        }
+        if let Some(name) = c.company_name.take() {
+            c.company_id = by_name.get(&name_key(&name)).copied();
         }
         out.push((line, c));
     }

@@ -255,8 +255,9 @@ async fn company_name_follows_the_company() {
         )
         .await;
     assert_eq!(by_ext["company_id"], co_id.as_str());
-    // a client cannot write company_name
-    let sneaky = t
+    // company_name names a company (made when the tenant has none by that
+    // name): the contact's name is always its company's, never its own
+    let (s, named) = t
         .call(
             Method::POST,
             "/v1/contacts",
@@ -264,7 +265,25 @@ async fn company_name_follows_the_company() {
             Some(json!({"last_name": "C", "company_name": "Evil"})),
         )
         .await;
-    assert_error(&sneaky, StatusCode::BAD_REQUEST, "unknown_field");
+    assert_eq!(s, StatusCode::CREATED, "{named}");
+    let (_, evil) = t
+        .call(
+            Method::GET,
+            &format!("/v1/companies/{}", named["company_id"].as_str().unwrap()),
+            Some(w),
+            None,
+        )
+        .await;
+    assert_eq!(evil["name"], "Evil");
+    let both = t
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(w),
+            Some(json!({"last_name": "D", "company_name": "Acme AB", "company_id": co_id})),
+        )
+        .await;
+    assert_error(&both, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
 
     // rename: every contact carries the new name
     let (s, r) = t

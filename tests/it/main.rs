@@ -19,3 +19,4 @@ mod ops;
 mod redis;
 mod search;
 mod shared_cache;
+mod surface;
