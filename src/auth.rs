@@ -28,6 +28,7 @@ use crate::error::{Code, Error, Result};
     Serialize,
     Deserialize,
     clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -7,36 +7,56 @@ use axum::response::{IntoResponse, Response};
 use schema::FieldError;
 use serde::Serialize;
 
-/// Every error code the API can answer with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Code {
-    MalformedJson,
-    InvalidBody,
-    UnknownField,
-    MissingField,
-    InvalidValue,
-    InvalidId,
-    InvalidQuery,
-    InvalidFilter,
-    InvalidFacet,
-    InvalidSort,
-    InvalidCursor,
-    InvalidEncoding,
-    EmbeddingModelMissing,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    MissingApiKey,
-    InvalidApiKey,
-    Forbidden,
-    NotFound,
-    RouteNotFound,
-    MethodNotAllowed,
-    Conflict,
-    RateLimited,
-    IndexBehind,
-    Unavailable,
-    Internal,
+/// Defines [`Code`], its wire names and [`Code::ALL`] from one list.
+macro_rules! codes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every error code the API can answer with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in declaration order (the OpenAPI document lists them).
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    MalformedJson => "malformed_json",
+    InvalidBody => "invalid_body",
+    UnknownField => "unknown_field",
+    MissingField => "missing_field",
+    InvalidValue => "invalid_value",
+    InvalidFilter => "invalid_filter",
+    InvalidFacet => "invalid_facet",
+    InvalidSort => "invalid_sort",
+    InvalidCursor => "invalid_cursor",
+    InvalidId => "invalid_id",
+    InvalidQuery => "invalid_query",
+    InvalidEncoding => "invalid_encoding",
+    EmbeddingModelMissing => "embedding_model_missing",
+    UnsupportedMediaType => "unsupported_media_type",
+    PayloadTooLarge => "payload_too_large",
+    MissingApiKey => "missing_api_key",
+    InvalidApiKey => "invalid_api_key",
+    Forbidden => "forbidden",
+    NotFound => "not_found",
+    RouteNotFound => "route_not_found",
+    MethodNotAllowed => "method_not_allowed",
+    Conflict => "conflict",
+    RateLimited => "rate_limited",
+    IndexBehind => "index_behind",
+    Unavailable => "unavailable",
+    Internal => "internal",
 }
 
 impl Code {
@@ -66,37 +86,6 @@ impl Code {
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::IndexBehind | Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::MalformedJson => "malformed_json",
-            Code::InvalidBody => "invalid_body",
-            Code::UnknownField => "unknown_field",
-            Code::MissingField => "missing_field",
-            Code::InvalidValue => "invalid_value",
-            Code::InvalidFilter => "invalid_filter",
-            Code::InvalidFacet => "invalid_facet",
-            Code::InvalidSort => "invalid_sort",
-            Code::InvalidCursor => "invalid_cursor",
-            Code::InvalidId => "invalid_id",
-            Code::InvalidQuery => "invalid_query",
-            Code::InvalidEncoding => "invalid_encoding",
-            Code::EmbeddingModelMissing => "embedding_model_missing",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::MissingApiKey => "missing_api_key",
-            Code::InvalidApiKey => "invalid_api_key",
-            Code::Forbidden => "forbidden",
-            Code::NotFound => "not_found",
-            Code::RouteNotFound => "route_not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::Conflict => "conflict",
-            Code::RateLimited => "rate_limited",
-            Code::IndexBehind => "index_behind",
-            Code::Unavailable => "unavailable",
-            Code::Internal => "internal",
         }
     }
 }

@@ -9,11 +9,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     pub id: Uuid,
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// `running`, `done` or `failed`.
+    #[schema(value_type = String)]
     pub state: &'static str,
     pub done: u64,
     pub total: u64,
@@ -21,6 +23,7 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     /// What a finished job produced (a reindex: the new generation).
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
 }
 

@@ -30,7 +30,18 @@ use serde::{Deserialize, Serialize};
 use crate::redis_conn::Redis;
 
 /// A tenant's tier: which budgets its requests draw on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     Free,
@@ -85,7 +96,7 @@ impl Class {
     /// health checks and metrics, which are never limited.
     pub fn of(method: &axum::http::Method, route: &str) -> Option<Class> {
         use axum::http::Method;
-        if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+        if matches!(route, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") {
             return None;
         }
         if route.ends_with("/bulk") || route.ends_with("/export") {

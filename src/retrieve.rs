@@ -29,7 +29,7 @@ use crate::search::{must_filter, scope_clauses, term_filter};
 const RRF_K: f64 = 60.0;
 pub const MAX_TOP_K: usize = 100;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -38,7 +38,7 @@ pub enum Mode {
     Keyword,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weights {
     pub recency: f64,
@@ -55,7 +55,7 @@ impl Default for Weights {
 }
 
 /// What an agent asks for (the body of `POST /v1/memories/search`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryQuery {
     #[serde(default)]
@@ -207,7 +207,7 @@ impl MemoryQuery {
 }
 
 /// How a memory's score was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Scores {
     /// Cosine similarity to the query, when the memory was a vector candidate.
     pub semantic: Option<f32>,
@@ -220,7 +220,7 @@ pub struct Scores {
     pub importance: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Retrieved {
     pub id: Uuid,
     pub content: String,

@@ -8,7 +8,7 @@ use crate::contact::null_as_default;
 use crate::validate::{self, FieldError, MAX_LONG, MAX_SHORT};
 
 /// The writable fields of a company.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompanyFields {
     #[serde(default)]
@@ -93,7 +93,7 @@ pub const COMPANY_COLUMNS: &[&str] = &[
 ];
 
 /// A stored company.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Company {
     pub id: Uuid,
     pub external_id: Option<String>,

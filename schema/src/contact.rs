@@ -8,7 +8,7 @@ use crate::validate::{self, FieldError, MAX_LONG, MAX_SHORT};
 
 /// The writable fields of a contact, as a client sends them (create, bulk
 /// line, or the merged document of a PATCH). Unknown fields are refused.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactFields {
     #[serde(default)]
@@ -163,7 +163,7 @@ pub const CONTACT_COLUMNS: &[&str] = &[
 ];
 
 /// A stored contact, as every read returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     pub id: Uuid,
     pub external_id: Option<String>,

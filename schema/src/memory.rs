@@ -9,7 +9,7 @@ use crate::validate::{self, FieldError, MAX_LONG, MAX_SHORT};
 /// The dimension of every embedding (all-MiniLM-L6-v2).
 pub const EMBEDDING_DIM: usize = 384;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MemoryKind {
     Fact,
@@ -40,7 +40,7 @@ impl MemoryKind {
 }
 
 /// A memory as a client sends it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryFields {
     pub agent_id: String,
@@ -133,7 +133,7 @@ pub const MEMORY_COLUMNS: &[&str] = &[
 ];
 
 /// A stored memory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Memory {
     pub id: Uuid,
     pub agent_id: String,

@@ -1,11 +1,12 @@
 //! `GET /v1/admin/status`, `POST /v1/admin/verify`, `POST /v1/admin/reindex`,
 //! `GET /v1/admin/jobs/{id}`.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use indexer::Status;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -13,20 +14,30 @@ use super::auth::{AdminKey, Caller};
 use crate::auth::Role;
 use crate::error::{Code, Error, Result};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/status", get(status))
-        .route("/v1/admin/verify", post(verify))
-        .route("/v1/admin/reindex", post(reindex))
-        .route("/v1/admin/jobs/{id}", get(job))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(verify))
+        .routes(routes!(reindex))
+        .routes(routes!(job))
 }
 
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct JobStarted {
+    job_id: Uuid,
+}
+
+/// The index's positions, lag, pipeline state and document counts.
+#[utoipa::path(get, path = "/v1/admin/status", tag = "operations",
+    responses((status = 200, description = "per index: documents, applied LSN, lag in bytes and milliseconds, the pipeline's state", body = Object)))]
 async fn status(State(st): State<AppState>, _: AdminKey) -> Result<axum::Json<Status>> {
     Ok(axum::Json(st.indexer()?.status().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct VerifyParams {
     #[serde(default)]
     repair: bool,
@@ -37,6 +48,8 @@ struct VerifyParams {
 
 /// Compares Postgres with the index: a tenant admin key its own tenant, the
 /// master key any tenant or all of them.
+#[utoipa::path(post, path = "/v1/admin/verify", tag = "operations", params(VerifyParams),
+    responses((status = 200, description = "what differs between Postgres and the index (and what was repaired)", body = Object)))]
 async fn verify(
     State(st): State<AppState>,
     caller: Caller,
@@ -64,8 +77,9 @@ async fn verify(
     Ok(axum::Json(report))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReindexParams {
     /// One tenant (the others are carried over); default: every tenant.
     #[serde(default)]
@@ -76,6 +90,8 @@ struct ReindexParams {
 /// key, of one tenant with the master key and `tenant`, or of its own tenant
 /// with a tenant admin key. The current index serves until the new one is
 /// complete.
+#[utoipa::path(post, path = "/v1/admin/reindex", tag = "operations", params(ReindexParams),
+    responses((status = 202, description = "started; follow it at /v1/admin/jobs/{id}", body = JobStarted)))]
 async fn reindex(
     State(st): State<AppState>,
     caller: Caller,
@@ -121,6 +137,10 @@ async fn reindex(
     ))
 }
 
+/// A job's progress (jobs are forgotten at a restart).
+#[utoipa::path(get, path = "/v1/admin/jobs/{id}", tag = "operations",
+    params(("id" = Uuid, Path, description = "the job's id")),
+    responses((status = 200, description = "the job", body = crate::jobs::Job)))]
 async fn job(
     State(st): State<AppState>,
     caller: Caller,

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -17,6 +18,9 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower::ServiceExt;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::Json;
@@ -27,13 +31,13 @@ use crate::error::{Code, Error, Result};
 /// Sub-requests per batch, at most.
 pub const MAX_REQUESTS: usize = 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     pub requests: Vec<SubRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubRequest {
     /// GET, POST, PATCH or DELETE.
@@ -42,28 +46,47 @@ pub struct SubRequest {
     pub path: String,
     /// The JSON body, for POST and PATCH.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub body: Option<Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubResponse {
     pub status: u16,
     /// The answer's JSON (or its text, for an answer that is not JSON).
+    #[schema(value_type = Object)]
     pub body: Value,
 }
 
-/// The batch route over `inner`, the router every sub-request goes through
-/// (with its rate limits, metrics and time limits; not the outer layers:
-/// compression and CORS apply to the batch's own answer).
-pub fn router(inner: Router) -> Router<AppState> {
-    Router::new().route(
-        "/v1/batch",
-        axum::routing::post(
-            move |_caller: Principal, parts: Parts, Json(batch): Json<Batch>| {
-                run(inner.clone(), parts, batch)
-            },
-        ),
-    )
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct BatchAnswer {
+    /// In the order of `requests`.
+    results: Vec<SubResponse>,
+}
+
+/// The router every part of a batch goes through.
+#[derive(Clone)]
+pub struct Inner(pub Router);
+
+/// The batch route; its parts go through the router of the [`Inner`]
+/// extension (with its rate limits, metrics and time limits; not the outer
+/// layers: compression and CORS apply to the batch's own answer).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(batch))
+}
+
+/// Runs up to 20 requests at once, in parallel, each as if sent alone
+/// under the caller's key; each answer has its own status.
+#[utoipa::path(post, path = "/v1/batch", tag = "batch", request_body = Batch,
+    responses((status = 200, description = "one result per request, in order", body = BatchAnswer)))]
+async fn batch(
+    _caller: Principal,
+    Extension(Inner(inner)): Extension<Inner>,
+    parts: Parts,
+    Json(batch): Json<Batch>,
+) -> Result<impl IntoResponse> {
+    run(inner, parts, batch).await
 }
 
 /// What a sub-request may be, checked before any runs: a bad one refuses

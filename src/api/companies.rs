@@ -1,11 +1,12 @@
 //! Company writes and reads: `/v1/companies`, `/v1/companies/{id}`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use schema::{Company, CompanyFields};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{SearchKey, WriteKey};
@@ -14,18 +15,41 @@ use super::extract::{Id, Json};
 use crate::error::Result;
 use crate::store::companies;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/companies", post(create))
-        .route("/v1/companies/{id}", get(read).patch(update).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(read, update, remove))
 }
 
 /// The bulk route, with its own (larger) body limit.
-pub fn bulk_router() -> Router<AppState> {
-    Router::new().route("/v1/companies/bulk", post(bulk))
+pub fn bulk_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(bulk))
 }
 
-/// NDJSON or CSV companies, upserted by `external_id`; bad lines reported.
+/// A written company and the position to pass back as `min_lsn`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built by `Written`")]
+pub struct WrittenCompany {
+    #[schema(inline)]
+    #[serde(flatten)]
+    company: Company,
+    lsn: String,
+}
+
+/// A JSON merge patch of a company's fields (RFC 7396).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code, reason = "describes a request body read as a JSON object")]
+pub struct CompanyPatch(serde_json::Map<String, serde_json::Value>);
+
+/// Upserts companies by `external_id` from NDJSON or CSV; bad lines are
+/// reported, the rest load.
+#[utoipa::path(post, path = "/v1/companies/bulk", tag = "companies",
+    params(super::contacts::BulkParams),
+    request_body(description = "NDJSON (`application/x-ndjson`) or CSV (`text/csv`)",
+        content((String = "application/x-ndjson"), (String = "text/csv"))),
+    responses((status = 200, description = "what loaded and which lines failed",
+        body = crate::store::contacts::BulkOutcome)))]
 async fn bulk(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,
@@ -51,6 +75,10 @@ async fn bulk(
     Ok(axum::Json(outcome))
 }
 
+/// Creates a company.
+#[utoipa::path(post, path = "/v1/companies", tag = "companies", request_body = CompanyFields,
+    responses((status = 201, description = "created; `lsn` for read-your-writes", body = WrittenCompany,
+        headers(("Location" = String, description = "the company's path")))))]
 async fn create(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,
@@ -63,6 +91,10 @@ async fn create(
     ))
 }
 
+/// A company of the key's tenant.
+#[utoipa::path(get, path = "/v1/companies/{id}", tag = "companies",
+    params(("id" = Uuid, Path, description = "the company's id")),
+    responses((status = 200, description = "the company", body = Company)))]
 async fn read(
     State(st): State<AppState>,
     SearchKey(p): SearchKey,
@@ -71,6 +103,10 @@ async fn read(
     Ok(axum::Json(companies::get(&st.pool, p.tenant_id, id).await?))
 }
 
+/// Changes a company by JSON merge patch; its contacts carry a new name.
+#[utoipa::path(patch, path = "/v1/companies/{id}", tag = "companies", request_body = CompanyPatch,
+    params(("id" = Uuid, Path, description = "the company's id")),
+    responses((status = 200, description = "the company as changed", body = WrittenCompany)))]
 async fn update(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,
@@ -81,6 +117,10 @@ async fn update(
     Ok(axum::Json(Written { record, lsn }))
 }
 
+/// Deletes a company; its contacts stay, without it.
+#[utoipa::path(delete, path = "/v1/companies/{id}", tag = "companies",
+    params(("id" = Uuid, Path, description = "the company's id")),
+    responses((status = 200, description = "deleted", body = super::openapi::Deleted)))]
 async fn remove(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,

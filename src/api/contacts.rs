@@ -1,14 +1,17 @@
 //! Contact writes and reads: `/v1/contacts`, `/v1/contacts/{id}`, `/v1/contacts/bulk`.
 
+use crate::store::contacts::BulkOutcome;
+use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Router, body::Bytes};
 use indexer::Lsn;
 use schema::{Contact, ContactFields};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{SearchKey, WriteKey};
@@ -17,16 +20,34 @@ use crate::error::{Code, Error, Result};
 use crate::ingest::{self, Format};
 use crate::store::contacts;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/contacts", post(create))
-        .route("/v1/contacts/{id}", get(read).patch(update).delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(read, update, remove))
 }
 
 /// The bulk route, with its own (larger) body limit.
-pub fn bulk_router() -> Router<AppState> {
-    Router::new().route("/v1/contacts/bulk", post(bulk))
+pub fn bulk_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(bulk))
 }
+
+/// A written contact and the position to pass back as `min_lsn`.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built by `Written`")]
+pub struct WrittenContact {
+    #[schema(inline)]
+    #[serde(flatten)]
+    contact: Contact,
+    lsn: String,
+}
+
+/// A JSON merge patch of a contact's fields (RFC 7396): fields given are
+/// set, `null` clears one; `company_name` or `company_external_id` name the
+/// company instead of `company_id`.
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code, reason = "describes a request body read as a JSON object")]
+pub struct ContactPatch(serde_json::Map<String, serde_json::Value>);
 
 /// A written record and the position to pass back as `min_lsn`.
 #[derive(Serialize)]
@@ -36,6 +57,10 @@ pub struct Written<T> {
     pub lsn: Lsn,
 }
 
+/// Creates a contact.
+#[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = ContactFields,
+    responses((status = 201, description = "created; `lsn` for read-your-writes", body = WrittenContact,
+        headers(("Location" = String, description = "the contact's path")))))]
 async fn create(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,
@@ -48,6 +73,10 @@ async fn create(
     ))
 }
 
+/// A contact of the key's tenant.
+#[utoipa::path(get, path = "/v1/contacts/{id}", tag = "contacts",
+    params(("id" = Uuid, Path, description = "the contact's id")),
+    responses((status = 200, description = "the contact", body = Contact)))]
 async fn read(
     State(st): State<AppState>,
     SearchKey(p): SearchKey,
@@ -56,6 +85,10 @@ async fn read(
     Ok(axum::Json(contacts::get(&st.pool, p.tenant_id, id).await?))
 }
 
+/// Changes a contact by JSON merge patch.
+#[utoipa::path(patch, path = "/v1/contacts/{id}", tag = "contacts", request_body = ContactPatch,
+    params(("id" = Uuid, Path, description = "the contact's id")),
+    responses((status = 200, description = "the contact as changed", body = WrittenContact)))]
 async fn update(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,
@@ -66,6 +99,10 @@ async fn update(
     Ok(axum::Json(Written { record, lsn }))
 }
 
+/// Deletes a contact.
+#[utoipa::path(delete, path = "/v1/contacts/{id}", tag = "contacts",
+    params(("id" = Uuid, Path, description = "the contact's id")),
+    responses((status = 200, description = "deleted", body = super::openapi::Deleted)))]
 async fn remove(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,
@@ -75,8 +112,9 @@ async fn remove(
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct BulkParams {
     /// `ndjson` or `csv`; else taken from Content-Type (NDJSON by default).
     format: Option<String>,
@@ -138,6 +176,12 @@ pub(super) async fn bulk_body(
     Ok((format, body))
 }
 
+/// Upserts contacts by `external_id` from NDJSON (one contact a line) or
+/// CSV with a header row; bad lines are reported, the rest load.
+#[utoipa::path(post, path = "/v1/contacts/bulk", tag = "contacts", params(BulkParams),
+    request_body(description = "NDJSON (`application/x-ndjson`) or CSV (`text/csv`)",
+        content((String = "application/x-ndjson"), (String = "text/csv"))),
+    responses((status = 200, description = "what loaded and which lines failed", body = BulkOutcome)))]
 async fn bulk(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,

@@ -49,8 +49,9 @@ pub const CSV_COLUMNS: &[&str] = &[
     "updated_at",
 ];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `ndjson` (default) or `csv`.
     format: Option<String>,
@@ -69,6 +70,11 @@ enum Format {
     Csv,
 }
 
+/// Streams every contact the search's `q` and `filter` find, oldest first,
+/// as NDJSON or CSV (the columns the bulk import reads).
+#[utoipa::path(get, path = "/v1/contacts/export", tag = "contacts", params(ExportParams),
+    responses((status = 200, description = "the contacts, streamed",
+        content((String = "application/x-ndjson"), (String = "text/csv")))))]
 pub async fn export(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,

@@ -2,27 +2,35 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use super::openapi::{Health, Readiness};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
-/// Prometheus text format.
+/// The process's metrics in Prometheus' text format: latency histograms per
+/// route and status, CDC lag, commit durations, cache hits per layer, limiter
+/// decisions, Redis health.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics() -> impl IntoResponse {
     crate::telemetry::metrics().render()
 }
 
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "alive", body = Health)))]
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
@@ -31,6 +39,11 @@ async fn healthz() -> impl IntoResponse {
 /// should: its pipeline runs (no stage failing or restarting), the stream
 /// is connected, the index is within `ready_max_lag_bytes` of the server's
 /// WAL position and not stalled behind it. Every 503 carries `Retry-After`.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "ready to serve", body = Readiness),
+        (status = 503, description = "not ready: `reason` says why", body = Readiness,
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 async fn readyz(State(st): State<AppState>) -> Response {
     let not_ready = |reason: &str, extra: serde_json::Value| {
         let mut body = json!({"status": "not_ready", "reason": reason});

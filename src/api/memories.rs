@@ -4,15 +4,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use indexer::Lsn;
 use schema::{Memory, MemoryFields};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -24,12 +25,59 @@ use crate::error::{Code, Error, Result};
 use crate::retrieve::{self, MemoryQuery, Retrieval};
 use crate::store::{self, memories};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/memories", post(create))
-        .route("/v1/memories/search", post(search))
-        .route("/v1/memories/{id}", get(read).delete(remove))
-        .route("/v1/contacts/{id}/context", get(context))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(search))
+        .routes(routes!(read, remove))
+        .routes(routes!(context))
+}
+
+/// A written memory: the memory, the commit position, and the memory it
+/// was merged into when it was a near-duplicate of one (then 200, not 201).
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct WrittenMemory {
+    #[schema(inline)]
+    #[serde(flatten)]
+    memory: Memory,
+    lsn: String,
+    deduplicated_into: Option<Uuid>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct BulkMemoriesAnswer {
+    written: usize,
+    /// `{"index", "id", "deduplicated_into"}` per memory written.
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<Value>,
+    /// `{"index", "error"}` per memory refused.
+    #[schema(value_type = Vec<Object>)]
+    failed: Vec<Value>,
+    lsn: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct MemorySearchAnswer {
+    memories: Vec<retrieve::Retrieved>,
+    tokens_used: usize,
+    /// `index`, or `postgres` (a strong read the index could not serve yet).
+    source: String,
+    took_ms: f64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct ContextAnswer {
+    contact: schema::Contact,
+    company: Option<schema::Company>,
+    memories: Vec<retrieve::Retrieved>,
+    tokens_used: usize,
+    /// The card and the memories as one block for an LLM prompt.
+    prompt: String,
+    took_ms: f64,
 }
 
 /// The agent a request acts for: the key's own when it is bound to one
@@ -59,8 +107,8 @@ fn visible(p: &Principal, m: &Memory) -> Result<()> {
 }
 
 /// The bulk route, with the larger body limit of bulk requests.
-pub fn bulk_router() -> Router<AppState> {
-    Router::new().route("/v1/memories/bulk", post(bulk))
+pub fn bulk_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(bulk))
 }
 
 /// Runs the model off the async workers; the same text asked at once is
@@ -80,6 +128,14 @@ async fn embed(st: &AppState, embedder: &Arc<Embedder>, text: String) -> Result<
         .map_err(|e| Error::shared(&e))
 }
 
+/// Writes a memory; without `embedding` the built-in model embeds
+/// `content`. A near-duplicate of the same agent and subject updates that
+/// memory instead (200 and `deduplicated_into`).
+#[utoipa::path(post, path = "/v1/memories", tag = "memories", request_body = MemoryFields,
+    responses(
+        (status = 201, description = "written", body = WrittenMemory,
+            headers(("Location" = String, description = "the memory's path"))),
+        (status = 200, description = "merged into a near-duplicate", body = WrittenMemory)))]
 async fn create(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
@@ -122,15 +178,19 @@ async fn create(
 /// Most memories in one bulk request.
 pub const MAX_BULK: usize = 1_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkMemories {
+    /// 1 to 1,000 memories, each as `POST /v1/memories` takes it.
+    #[schema(value_type = Vec<MemoryFields>)]
     memories: Vec<Value>,
 }
 
 /// Many memories at once: each validated on its own (a bad one is reported
 /// with its index, the rest are written), the missing embeddings computed
 /// in batches on the rayon pool, then written one by one with dedup.
+#[utoipa::path(post, path = "/v1/memories/bulk", tag = "memories", request_body = BulkMemories,
+    responses((status = 200, description = "what was written and what was refused", body = BulkMemoriesAnswer)))]
 async fn bulk(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
@@ -210,6 +270,10 @@ async fn bulk(
     })))
 }
 
+/// A memory (another agent's is not found to a key bound to one agent).
+#[utoipa::path(get, path = "/v1/memories/{id}", tag = "memories",
+    params(("id" = Uuid, Path, description = "the memory's id")),
+    responses((status = 200, description = "the memory", body = Memory)))]
 async fn read(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
@@ -220,6 +284,10 @@ async fn read(
     Ok(axum::Json(m))
 }
 
+/// Forgets a memory.
+#[utoipa::path(delete, path = "/v1/memories/{id}", tag = "memories",
+    params(("id" = Uuid, Path, description = "the memory's id")),
+    responses((status = 200, description = "deleted", body = super::openapi::Deleted)))]
 async fn remove(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
@@ -287,6 +355,10 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
     .map_err(|e| Error::Internal(e.into()))
 }
 
+/// Memories by meaning, keyword or both, ranked with recency and
+/// importance, diversified, packed into a token budget.
+#[utoipa::path(post, path = "/v1/memories/search", tag = "memories", request_body = MemoryQuery,
+    responses((status = 200, description = "the memories, best first", body = MemorySearchAnswer)))]
 async fn search(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,
@@ -303,8 +375,9 @@ async fn search(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ContextParams {
     #[serde(default)]
     agent_id: Option<String>,
@@ -319,6 +392,9 @@ struct ContextParams {
 /// The contact card, its company, and its most relevant memories (about
 /// the contact: `subject_id` = its id), packed into the token budget with
 /// the card counted first; as JSON and as a prompt block.
+#[utoipa::path(get, path = "/v1/contacts/{id}/context", tag = "memories",
+    params(("id" = Uuid, Path, description = "the contact's id"), ContextParams),
+    responses((status = 200, description = "the card, its company and memories", body = ContextAnswer)))]
 async fn context(
     State(st): State<AppState>,
     AgentKey(p): AgentKey,

@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod limit;
 pub mod memories;
+pub mod openapi;
 pub mod search;
 pub mod tenants;
 
@@ -28,6 +29,7 @@ use sqlx::PgPool;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::error::{Code, error_response};
@@ -126,13 +128,15 @@ pub fn app(state: AppState) -> Router {
     let limited =
         |t: Duration| axum::middleware::from_fn(move |req, next| http::time_limit(t, req, next));
     // bulk loads stream large bodies: ten times as long
-    let bulk = Router::new()
+    let (bulk, mut api) = OpenApiRouter::new()
         .merge(contacts::bulk_router())
         .merge(companies::bulk_router())
         .merge(memories::bulk_router())
+        .split_for_parts();
+    let bulk = bulk
         .layer(DefaultBodyLimit::max(bulk_limit))
         .route_layer(limited(timeout * 10));
-    let rest = Router::new()
+    let (rest, rest_api) = OpenApiRouter::new()
         .merge(health::router())
         .merge(tenants::router())
         .merge(contacts::router())
@@ -140,12 +144,21 @@ pub fn app(state: AppState) -> Router {
         .merge(memories::router())
         .merge(search::router())
         .merge(admin::router())
-        .route_layer(limited(timeout));
+        .split_for_parts();
+    let rest = rest.route_layer(limited(timeout));
+    let (batch, batch_api) = batch::router().split_for_parts();
+    api.merge(rest_api);
+    api.merge(batch_api);
+    let doc = openapi::document(api);
     let cors = http::cors(&state.cfg.cors_origins);
     let compression = http::compression(state.cfg.compress_min_bytes);
     let routes = Router::new()
         .merge(bulk)
         .merge(rest)
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || openapi::serve(doc)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit::rate_limit,
@@ -157,9 +170,10 @@ pub fn app(state: AppState) -> Router {
         .layer(catch_panic())
         .with_state(state.clone());
     // a batch runs its parts through `routes`, each as if sent alone
-    let batch = batch::router(routes.clone())
+    let batch = batch
         .route_layer(axum::middleware::from_fn(track_metrics))
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(batch::Inner(routes.clone())))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     Router::new()

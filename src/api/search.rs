@@ -7,15 +7,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use indexer::{IndexStore, Indexer, Lsn};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::SearchKey;
@@ -24,20 +25,78 @@ use crate::cache;
 use crate::error::{Code, Error, Result};
 use crate::search::{self, Request, Scope};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/contacts/search", get(contacts_get).post(contacts_post))
-        .route(
-            "/v1/companies/search",
-            get(companies_get).post(companies_post),
-        )
-        .route("/v1/contacts/autocomplete", get(autocomplete))
-        .route("/v1/contacts/stats", get(stats))
-        .route("/v1/contacts/export", get(super::export::export))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(contacts_get, contacts_post))
+        .routes(routes!(companies_get, companies_post))
+        .routes(routes!(autocomplete))
+        .routes(routes!(stats))
+        .routes(routes!(super::export::export))
+}
+
+/// One facet value and how many documents have it.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct FacetCount {
+    value: String,
+    count: u64,
+}
+
+/// One hit: its id, score, the record (`contact` or `company`, as `GET`
+/// returns it) and, when asked, the highlighted fields.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct HitAnswer {
+    id: String,
+    score: f32,
+    #[schema(value_type = Option<Object>)]
+    contact: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    company: Option<Value>,
+    /// Field → its text with `<em>` around what matched.
+    #[schema(value_type = Option<Object>)]
+    highlights: Option<Value>,
+}
+
+/// A window of the results, the exact total, facet counts, and a cursor.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct SearchAnswer {
+    took_ms: f64,
+    /// The position the index served at.
+    index_lsn: String,
+    hits: Vec<HitAnswer>,
+    /// Exact, however many.
+    total: u64,
+    offset: u64,
+    limit: u64,
+    facets: BTreeMap<String, Vec<FacetCount>>,
+    next_cursor: Option<String>,
+    /// How a query that found nothing was widened, if it was.
+    #[schema(value_type = Option<Object>)]
+    fallback: Option<Value>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct AutocompleteAnswer {
+    took_ms: f64,
+    /// `{"text", "kind": "contact"|"company", "id", "highlight"}`, best first.
+    #[schema(value_type = Vec<Object>)]
+    suggestions: Vec<Value>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct StatsAnswer {
+    total: u64,
+    facets: BTreeMap<String, Vec<FacetCount>>,
+    took_ms: f64,
+    index_lsn: String,
 }
 
 /// `sort` as one string or a list of one.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum SortParam {
     One(String),
@@ -45,12 +104,14 @@ enum SortParam {
 }
 
 /// A search request body. Unknown fields are refused by name.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
     #[serde(default)]
     q: String,
+    /// Field → value(s) or range, e.g. `{"tags": ["vip"], "created_at": {"gte": "2025-01-01"}}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     filter: Option<Value>,
     #[serde(default)]
     facets: Vec<String>,
@@ -77,8 +138,9 @@ pub struct SearchBody {
 
 /// The same as query parameters: `facets` and `sort` comma-separated,
 /// `filter` as JSON.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     #[serde(default)]
     q: String,
@@ -306,6 +368,10 @@ fn answer(body: &[u8], front: Value) -> Response {
     ([(CONTENT_TYPE, "application/json")], out).into_response()
 }
 
+/// Contacts that match `q` (typo-tolerant, prefixes as you type) under
+/// `filter`, with facets, highlights, any window and an exact total.
+#[utoipa::path(get, path = "/v1/contacts/search", tag = "search", params(SearchParams),
+    responses((status = 200, description = "the results", body = SearchAnswer)))]
 async fn contacts_get(
     State(st): State<AppState>,
     key: SearchKey,
@@ -314,6 +380,9 @@ async fn contacts_get(
     run(st, key, Scope::Contacts, params(p)?.try_into()?).await
 }
 
+/// The same search with a JSON body.
+#[utoipa::path(post, path = "/v1/contacts/search", tag = "search", request_body = SearchBody,
+    responses((status = 200, description = "the results", body = SearchAnswer)))]
 async fn contacts_post(
     State(st): State<AppState>,
     key: SearchKey,
@@ -322,6 +391,9 @@ async fn contacts_post(
     run(st, key, Scope::Contacts, b).await
 }
 
+/// Companies, searched as contacts are.
+#[utoipa::path(get, path = "/v1/companies/search", tag = "search", params(SearchParams),
+    responses((status = 200, description = "the results", body = SearchAnswer)))]
 async fn companies_get(
     State(st): State<AppState>,
     key: SearchKey,
@@ -330,6 +402,9 @@ async fn companies_get(
     run(st, key, Scope::Companies, params(p)?.try_into()?).await
 }
 
+/// The same search with a JSON body.
+#[utoipa::path(post, path = "/v1/companies/search", tag = "search", request_body = SearchBody,
+    responses((status = 200, description = "the results", body = SearchAnswer)))]
 async fn companies_post(
     State(st): State<AppState>,
     key: SearchKey,
@@ -338,8 +413,9 @@ async fn companies_post(
     run(st, key, Scope::Companies, b).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AutocompleteParams {
     #[serde(default)]
     q: String,
@@ -348,6 +424,9 @@ pub struct AutocompleteParams {
     wait_ms: Option<u64>,
 }
 
+/// Contact and company names completing `q`, for a search box.
+#[utoipa::path(get, path = "/v1/contacts/autocomplete", tag = "search", params(AutocompleteParams),
+    responses((status = 200, description = "suggestions, best first", body = AutocompleteAnswer)))]
 async fn autocomplete(
     State(st): State<AppState>,
     key: SearchKey,
@@ -371,14 +450,18 @@ async fn autocomplete(
     Ok(answer(&body, json!({ "took_ms": took(started) })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
     size: Option<usize>,
     min_lsn: Option<String>,
     wait_ms: Option<u64>,
 }
 
+/// Whole-tenant facet counts, for a dashboard.
+#[utoipa::path(get, path = "/v1/contacts/stats", tag = "search", params(StatsParams),
+    responses((status = 200, description = "counts per facet", body = StatsAnswer)))]
 async fn stats(
     State(st): State<AppState>,
     key: SearchKey,

@@ -2,10 +2,12 @@
 //! `DELETE /v1/keys/{prefix}`.
 
 use axum::extract::{Path, State};
-use axum::routing::{delete, get, post};
-use axum::{Router, response::IntoResponse};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
@@ -16,15 +18,57 @@ use crate::auth::{self, Role};
 use crate::error::{Code, Error, Result};
 use crate::limits::Tier;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants", post(create_tenant))
-        .route("/v1/tenants/{id}", get(read_tenant).patch(update_tenant))
-        .route("/v1/keys", post(create_key))
-        .route("/v1/keys/{prefix}", delete(revoke_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant))
+        .routes(routes!(read_tenant, update_tenant))
+        .routes(routes!(create_key))
+        .routes(routes!(revoke_key))
 }
 
-#[derive(Deserialize)]
+/// A new tenant and its first admin key.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct NewTenantAnswer {
+    id: Uuid,
+    name: String,
+    tier: Tier,
+    #[schema(value_type = Object, example = json!({"admin": "ck_..."}))]
+    keys: serde_json::Value,
+}
+
+/// A tenant: its name, tier and the budgets of the tier.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct TenantAnswer {
+    id: Uuid,
+    name: String,
+    tier: Tier,
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// Per second and burst, for the tenant and for each key, per class.
+    #[schema(value_type = Option<Object>)]
+    rate_limits: Option<serde_json::Value>,
+}
+
+/// A new key: shown once, stored hashed.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct NewKeyAnswer {
+    key: String,
+    prefix: String,
+    role: Role,
+    tenant_id: Uuid,
+    agent_id: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "describes an answer built as JSON")]
+struct Revoked {
+    prefix: String,
+    revoked: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     name: String,
@@ -33,6 +77,10 @@ struct NewTenant {
     tier: Option<Tier>,
 }
 
+/// Creates a tenant (the master key).
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NewTenant,
+    responses((status = 201, description = "created; `Location` names it", body = NewTenantAnswer,
+        headers(("Location" = String, description = "the tenant's path")))))]
 async fn create_tenant(
     State(st): State<AppState>,
     _: Master,
@@ -71,6 +119,10 @@ fn may_manage(caller: &Caller, id: Uuid) -> Result<()> {
     }
 }
 
+/// A tenant (its admin or the master key).
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = Uuid, Path, description = "the tenant's id")),
+    responses((status = 200, description = "the tenant", body = TenantAnswer)))]
 async fn read_tenant(
     State(st): State<AppState>,
     caller: Caller,
@@ -84,7 +136,7 @@ async fn read_tenant(
     Ok(axum::Json(tenant_json(&st, id, row)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TenantChange {
     #[serde(default)]
@@ -95,6 +147,9 @@ struct TenantChange {
 
 /// Renames a tenant (its admin or the master key) or changes its tier (the
 /// master key only).
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants", request_body = TenantChange,
+    params(("id" = Uuid, Path, description = "the tenant's id")),
+    responses((status = 200, description = "the tenant as changed", body = TenantAnswer)))]
 async fn update_tenant(
     State(st): State<AppState>,
     caller: Caller,
@@ -130,7 +185,7 @@ async fn update_tenant(
     Ok(axum::Json(tenant))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
     role: Role,
@@ -142,6 +197,10 @@ struct NewKey {
     agent_id: Option<String>,
 }
 
+/// Creates a key (the tenant's admin, or the master key naming the tenant).
+#[utoipa::path(post, path = "/v1/keys", tag = "tenants", request_body = NewKey,
+    responses((status = 201, description = "created; the key is shown only now", body = NewKeyAnswer,
+        headers(("Location" = String, description = "the key's path, to revoke it")))))]
 async fn create_key(
     State(st): State<AppState>,
     caller: Caller,
@@ -173,6 +232,10 @@ async fn create_key(
     ))
 }
 
+/// Revokes a key by its public prefix (the tenant's admin).
+#[utoipa::path(delete, path = "/v1/keys/{prefix}", tag = "tenants",
+    params(("prefix" = String, Path, description = "the key's public prefix")),
+    responses((status = 200, description = "revoked; it fails at once", body = Revoked)))]
 async fn revoke_key(
     State(st): State<AppState>,
     AdminKey(p): AdminKey,

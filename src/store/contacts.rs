@@ -213,9 +213,10 @@ pub async fn delete(pool: &PgPool, tenant: Uuid, id: Uuid) -> Result<Lsn> {
 }
 
 /// One line of a bulk load that could not be loaded.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct LineError {
     pub line: u64,
+    #[schema(value_type = String)]
     pub code: &'static str,
     pub error: String,
 }
@@ -234,11 +235,14 @@ impl LineError {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// What a bulk load did: rows inserted and updated, the lines that failed,
+/// and the commit position (none when nothing was written).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BulkOutcome {
     pub inserted: u64,
     pub updated: u64,
     pub failed: Vec<LineError>,
+    #[schema(value_type = Option<String>)]
     pub lsn: Option<Lsn>,
 }
 

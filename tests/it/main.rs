@@ -15,6 +15,7 @@ mod embedded;
 mod http;
 mod limits;
 mod memories;
+mod openapi;
 mod ops;
 mod redis;
 mod search;
