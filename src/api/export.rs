@@ -138,10 +138,15 @@ pub async fn export(
         req,
         tenant,
     };
-    let stream = futures_util::stream::unfold(state, move |mut page| {
-        let store = indexer.store.clone();
-        async move { page.next(&store, format).await.map(|b| (b, page)) }
-    });
+    // fused: a reader may poll past the end (the compression layer does),
+    // which an unfold must not see
+    let stream = futures_util::StreamExt::fuse(futures_util::stream::unfold(
+        state,
+        move |mut page| {
+            let store = indexer.store.clone();
+            async move { page.next(&store, format).await.map(|b| (b, page)) }
+        },
+    ));
     let name = match format {
         Format::Ndjson => "contacts.ndjson",
         Format::Csv => "contacts.csv",
