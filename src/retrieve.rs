@@ -41,7 +41,9 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Weights {
+    #[schema(minimum = 0, maximum = 10)]
     pub recency: f64,
+    #[schema(minimum = 0, maximum = 10)]
     pub importance: f64,
 }
 
@@ -59,8 +61,11 @@ impl Default for Weights {
 #[serde(deny_unknown_fields)]
 pub struct MemoryQuery {
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub query: Option<String>,
+    /// The query's vector instead of `query`: 384 finite numbers.
     #[serde(default)]
+    #[schema(min_items = 384, max_items = 384)]
     pub embedding: Option<Vec<f32>>,
     #[serde(default)]
     pub agent_id: Option<String>,
@@ -75,22 +80,27 @@ pub struct MemoryQuery {
     #[serde(default)]
     pub until: Option<DateTime<Utc>>,
     #[serde(default = "default_top_k")]
+    #[schema(minimum = 1, maximum = 100)]
     pub top_k: usize,
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
     pub weights: Weights,
     #[serde(default = "default_half_life")]
+    #[schema(exclusive_minimum = 0)]
     pub half_life_days: f64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub diversity: f64,
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub token_budget: Option<usize>,
     /// Read at least this position (the `lsn` of a write): wait up to
     /// `wait_ms` for the index, then answer from Postgres.
     #[serde(default)]
     pub min_lsn: Option<String>,
     #[serde(default)]
+    #[schema(maximum = 10000)]
     pub wait_ms: Option<u64>,
 }
 

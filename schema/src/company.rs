@@ -13,7 +13,9 @@ use crate::validate::{self, FieldError, MAX_LONG, MAX_SHORT};
 pub struct CompanyFields {
     #[serde(default)]
     pub external_id: Option<String>,
+    /// Required when creating.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
     pub name: Option<String>,
     #[serde(default)]
     pub domain: Option<String>,

@@ -43,16 +43,21 @@ impl MemoryKind {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryFields {
+    #[schema(min_length = 1, max_length = 512)]
     pub agent_id: String,
     #[serde(default)]
     pub subject_id: Option<String>,
     #[serde(default)]
     pub session_id: Option<String>,
     pub kind: MemoryKind,
+    #[schema(min_length = 1, max_length = 65536)]
     pub content: String,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
     pub importance: Option<f32>,
+    /// 384 finite numbers, not all zero; without it the model embeds `content`.
     #[serde(default)]
+    #[schema(min_items = 384, max_items = 384)]
     pub embedding: Option<Vec<f32>>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,

@@ -34,6 +34,7 @@ pub const MAX_REQUESTS: usize = 20;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
+    #[schema(max_items = 20)]
     pub requests: Vec<SubRequest>,
 }
 
@@ -41,8 +42,11 @@ pub struct Batch {
 #[serde(deny_unknown_fields)]
 pub struct SubRequest {
     /// GET, POST, PATCH or DELETE.
+    #[schema(pattern = "^(GET|POST|PATCH|DELETE|get|post|patch|delete)$")]
     pub method: String,
-    /// A path under `/v1/`, with its query string if any.
+    /// A path under `/v1/`, with its query string if any (not a bulk load
+    /// or a batch).
+    #[schema(pattern = "^/v1/[A-Za-z0-9/_.~%?&=,:+-]*$")]
     pub path: String,
     /// The JSON body, for POST and PATCH.
     #[serde(default)]

@@ -117,6 +117,8 @@ async fn remove(
 #[into_params(parameter_in = Query)]
 pub(super) struct BulkParams {
     /// `ndjson` or `csv`; else taken from Content-Type (NDJSON by default).
+    #[serde(default, deserialize_with = "super::search::empty_as_none")]
+    #[param(pattern = "^(ndjson|jsonl|csv)$")]
     format: Option<String>,
 }
 

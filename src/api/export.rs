@@ -54,12 +54,16 @@ pub const CSV_COLUMNS: &[&str] = &[
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `ndjson` (default) or `csv`.
+    #[serde(default, deserialize_with = "super::search::empty_as_none")]
+    #[param(pattern = "^(ndjson|jsonl|csv)$")]
     format: Option<String>,
     #[serde(default)]
     q: String,
     /// The search filter, as JSON.
+    #[serde(default, deserialize_with = "super::search::empty_as_none")]
     filter: Option<String>,
     typo_tolerance: Option<bool>,
+    #[serde(default, deserialize_with = "super::search::empty_as_none")]
     min_lsn: Option<String>,
     wait_ms: Option<u64>,
 }
@@ -140,13 +144,11 @@ pub async fn export(
     };
     // fused: a reader may poll past the end (the compression layer does),
     // which an unfold must not see
-    let stream = futures_util::StreamExt::fuse(futures_util::stream::unfold(
-        state,
-        move |mut page| {
+    let stream =
+        futures_util::StreamExt::fuse(futures_util::stream::unfold(state, move |mut page| {
             let store = indexer.store.clone();
             async move { page.next(&store, format).await.map(|b| (b, page)) }
-        },
-    ));
+        }));
     let name = match format {
         Format::Ndjson => "contacts.ndjson",
         Format::Csv => "contacts.csv",

@@ -182,7 +182,7 @@ pub const MAX_BULK: usize = 1_000;
 #[serde(deny_unknown_fields)]
 struct BulkMemories {
     /// 1 to 1,000 memories, each as `POST /v1/memories` takes it.
-    #[schema(value_type = Vec<MemoryFields>)]
+    #[schema(value_type = Vec<MemoryFields>, min_items = 1, max_items = 1000)]
     memories: Vec<Value>,
 }
 
@@ -384,6 +384,7 @@ struct ContextParams {
     #[serde(default)]
     q: Option<String>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100000)]
     token_budget: Option<usize>,
     #[serde(default)]
     top_k: Option<usize>,

@@ -116,12 +116,14 @@ pub struct SearchBody {
     #[serde(default)]
     facets: Vec<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     facet_size: Option<usize>,
     #[serde(default)]
     sort: Option<SortParam>,
     #[serde(default)]
     offset: Option<usize>,
     #[serde(default)]
+    #[schema(maximum = 1000)]
     limit: Option<usize>,
     #[serde(default)]
     cursor: Option<String>,
@@ -144,17 +146,33 @@ pub struct SearchBody {
 pub struct SearchParams {
     #[serde(default)]
     q: String,
+    /// The filter as JSON, e.g. `{"tags":["vip"]}`.
+    #[serde(default, deserialize_with = "empty_as_none")]
     filter: Option<String>,
+    /// Comma-separated facet fields.
     facets: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     facet_size: Option<usize>,
+    /// `_relevance` or `field:asc|desc`.
+    #[serde(default, deserialize_with = "empty_as_none")]
     sort: Option<String>,
     offset: Option<usize>,
+    #[param(maximum = 1000)]
     limit: Option<usize>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     cursor: Option<String>,
     highlight: Option<bool>,
     typo_tolerance: Option<bool>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     min_lsn: Option<String>,
     wait_ms: Option<u64>,
+}
+
+/// An empty query parameter (`?filter=`) is one not given, as a form sends it.
+pub(super) fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(de)?.filter(|s| !s.trim().is_empty()))
 }
 
 pub(super) type Params<T> = std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>;
@@ -419,7 +437,9 @@ async fn companies_post(
 pub struct AutocompleteParams {
     #[serde(default)]
     q: String,
+    #[param(minimum = 1, maximum = 50)]
     limit: Option<usize>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     min_lsn: Option<String>,
     wait_ms: Option<u64>,
 }
@@ -454,7 +474,9 @@ async fn autocomplete(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StatsParams {
+    #[param(minimum = 1, maximum = 100)]
     size: Option<usize>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     min_lsn: Option<String>,
     wait_ms: Option<u64>,
 }
