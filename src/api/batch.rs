@@ -198,20 +198,27 @@ async fn run(inner: Router, parts: Parts, batch: Batch) -> Result<impl IntoRespo
                 req.extensions_mut().insert(peer);
             }
             let inner = inner.clone();
-            tokio::spawn(async move {
-                let resp = match inner.oneshot(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                };
-                let status = resp.status().as_u16();
-                let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                    .await
-                    .map_err(|e| Error::Internal(anyhow::anyhow!("reading a batch answer: {e}")))?;
-                let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                });
-                Ok::<_, Error>(SubResponse { status, body })
-            })
+            // the part's log lines under the batch's request span
+            let span = tracing::info_span!("part", index = i, path = %r.path);
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let resp = match inner.oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    };
+                    let status = resp.status().as_u16();
+                    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                        .await
+                        .map_err(|e| {
+                            Error::Internal(anyhow::anyhow!("reading a batch answer: {e}"))
+                        })?;
+                    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                    });
+                    Ok::<_, Error>(SubResponse { status, body })
+                },
+                span,
+            ))
         })
         .collect();
     let mut results = Vec::with_capacity(tasks.len());

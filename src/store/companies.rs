@@ -118,22 +118,11 @@ pub async fn bulk_upsert(
             lsn: None,
         });
     }
-    let cols = WRITE_COLUMNS.join(", ");
-    let updates: Vec<String> = WRITE_COLUMNS
-        .iter()
-        .filter(|c| **c != "external_id")
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect();
-    let sql = format!(
-        "WITH up AS (
-            INSERT INTO companies (tenant_id, {cols})
-            SELECT $1, {cols} FROM jsonb_to_recordset($2) AS x(
-                external_id text, name text, domain text, industry text, city text,
-                region text, country text, tags text[], notes text, custom jsonb)
-            ON CONFLICT (tenant_id, external_id) DO UPDATE SET {}
-            RETURNING (xmax = 0) AS inserted)
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
-        updates.join(", ")
+    let sql = super::bulk_upsert_sql(
+        "companies",
+        &WRITE_COLUMNS,
+        "jsonb_to_recordset($2) AS x(external_id text, name text, domain text, industry text, \
+         city text, region text, country text, tags text[], notes text, custom jsonb)",
     );
     let (mut inserted, mut updated) = (0u64, duplicates);
     let mut tx = pool.begin().await?;

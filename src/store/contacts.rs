@@ -315,21 +315,7 @@ pub async fn bulk_upsert(
     }
     copy.finish().await?;
 
-    let cols = WRITE_COLUMNS.join(", ");
-    let updates: Vec<String> = WRITE_COLUMNS
-        .iter()
-        .filter(|c| **c != "external_id")
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect();
-    let sql = format!(
-        "WITH up AS (
-            INSERT INTO contacts (tenant_id, {cols})
-            SELECT $1, {cols} FROM contacts_stage ORDER BY ord
-            ON CONFLICT (tenant_id, external_id) DO UPDATE SET {}
-            RETURNING (xmax = 0) AS inserted)
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
-        updates.join(", ")
-    );
+    let sql = super::bulk_upsert_sql("contacts", &WRITE_COLUMNS, "contacts_stage ORDER BY ord");
     let (inserted, updated): (i64, i64) = sqlx::query_as(&sql)
         .bind(tenant)
         .fetch_one(&mut *tx)

@@ -103,6 +103,27 @@ impl<T> TableSpec<T> {
 /// timestamps.
 const SERVER_COLUMNS: &[&str] = &["id", "company_name", "created_at", "updated_at"];
 
+/// A bulk upsert of `table` by `external_id` from `source` (a FROM item
+/// with the `columns`), answering how many rows were inserted and updated.
+/// `$1` is the tenant.
+pub fn bulk_upsert_sql(table: &str, columns: &[&str], source: &str) -> String {
+    let cols = columns.join(", ");
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|c| **c != "external_id")
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect();
+    format!(
+        "WITH up AS (
+            INSERT INTO {table} (tenant_id, {cols})
+            SELECT $1, {cols} FROM {source}
+            ON CONFLICT (tenant_id, external_id) DO UPDATE SET {}
+            RETURNING (xmax = 0) AS inserted)
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up",
+        updates.join(", ")
+    )
+}
+
 /// The columns a write sets, in the record's column order (the order the
 /// store's `bind` functions bind them in).
 pub fn writable(columns: &'static [&'static str]) -> Vec<&'static str> {

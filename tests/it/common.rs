@@ -228,9 +228,20 @@ impl TestApp {
     pub async fn start_indexer(&mut self, icfg: indexer::IndexerConfig, cfg: Config) {
         // the router holds the previous indexer (and its index writer)
         self.router = app(state(&self.pool, cfg.clone()));
-        let ix = indexer::Indexer::start(icfg, self.pool.clone())
-            .await
-            .expect("start the indexer");
+        // the previous indexer of this process lets go of the index folder
+        // when its last reference drops, which a task of its still finishing
+        // can delay by moments
+        let started = std::time::Instant::now();
+        let ix = loop {
+            match indexer::Indexer::start(icfg.clone(), self.pool.clone()).await {
+                Err(indexer::Error::Locked(_))
+                    if started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => break other.expect("start the indexer"),
+            }
+        };
         let st = state(&self.pool, cfg).with_indexer(ix.clone());
         self.keys = st.keys.clone();
         self.router = app(st);
