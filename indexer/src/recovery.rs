@@ -26,6 +26,8 @@ use tantivy::directory::MmapDirectory;
 
 /// Files of ours that live in a generation's folder beside tantivy's.
 pub const FORMAT_FILE: &str = "crmsearch-format";
+/// The tenants' versions as of the durable commit ([`crate::store`]).
+pub const VERSIONS_FILE: &str = "crmsearch-versions";
 pub const VECTOR_DIR: &str = "vectors";
 /// The previous vector dump while a new one is renamed into place.
 pub const VECTOR_DIR_OLD: &str = "vectors.old";
@@ -65,6 +67,7 @@ pub fn clean_to_durable(dir: &Path) -> crate::Result<Cleaned> {
         let keep = living.contains(&name)
             || name == Path::new(META)
             || name == Path::new(FORMAT_FILE)
+            || name == Path::new(VERSIONS_FILE)
             || name == Path::new(VECTOR_DIR);
         if keep {
             continue;
@@ -214,8 +217,10 @@ mod tests {
 
     /// Two processes that hold the same documents of a tenant, whatever
     /// their commits, give it the same version position (a cache shared
-    /// between them keys by it); a process that cannot know (opened at a
-    /// later durable commit) gives a later one, never an equal one.
+    /// between them keys by it), and so does the same process reopened at
+    /// its durable commit (the versions are saved beside it); a process
+    /// that cannot know (no saved versions of that commit) gives a later
+    /// one, never an equal one.
     #[test]
     fn version_positions_are_shared_by_processes_showing_the_same_documents() {
         let (r1, r2) = (temp_root(), temp_root());
@@ -248,7 +253,21 @@ mod tests {
         s1.commit(Lsn(40), true).unwrap();
         assert_eq!(s1.version(Uuid::new_v4()).position(), 40);
         drop((s1, s2));
-        // opened again at its durable commit: what came before is unknown
+        // opened again at its durable commit: the versions it held then (a
+        // restarted process keys its tenants as the one before it did)
+        let s2 = IndexStore::open(&r2).unwrap();
+        assert_eq!(s2.version(tenant).position(), 20);
+        assert_eq!(s2.version(Uuid::new_v4()).position(), 0);
+        drop(s2);
+        // without them (or with ones of another commit): what came before
+        // the durable commit is unknown
+        let saved = r2.join("gen-1").join(VERSIONS_FILE);
+        let text = std::fs::read_to_string(&saved).unwrap();
+        std::fs::write(&saved, text.replacen("lsn 30", "lsn 29", 1)).unwrap();
+        let s2 = IndexStore::open(&r2).unwrap();
+        assert_eq!(s2.version(tenant).position(), 30);
+        drop(s2);
+        std::fs::remove_file(&saved).unwrap();
         let s2 = IndexStore::open(&r2).unwrap();
         assert_eq!(s2.version(tenant).position(), 30);
         drop(s2);
@@ -333,7 +352,7 @@ mod tests {
             .map(|e| PathBuf::from(e.unwrap().file_name()))
             .collect();
         let mut want = durable.clone();
-        want.extend([META, MANAGED, FORMAT_FILE].map(PathBuf::from));
+        want.extend([META, MANAGED, FORMAT_FILE, VERSIONS_FILE].map(PathBuf::from));
         assert_eq!(left, want, "exactly what the durable commit names");
         let managed: HashSet<PathBuf> =
             serde_json::from_slice(&std::fs::read(dir.join(MANAGED)).unwrap()).unwrap();

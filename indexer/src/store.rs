@@ -65,7 +65,10 @@ pub struct Generation {
 /// tenant's documents. A change whose tenant the stream does not say (a
 /// delete carries only its id, a TRUNCATE none) counts for every tenant, and
 /// so does the position the index was opened at (what changed before it is
-/// unknown here). Positions are the same in every process following the same
+/// unknown here) — unless its durable commit saved the versions it held
+/// (`crmsearch-versions` beside it, written after each durable commit and
+/// taken back at open when it names that commit), so that a restarted
+/// process keys its tenants as before. Positions are the same in every process following the same
 /// Postgres, so two processes whose versions of a tenant are equal show it
 /// the same documents: a cache shared between them (Redis) keys by it.
 #[derive(Default)]
@@ -119,6 +122,68 @@ impl Version {
 impl Versions {
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The versions once the changes applied so far are committed at
+    /// `lsn`, as text (`lsn`, `any`, then a tenant and its position a
+    /// line). Taken under the writer's lock before a durable commit, it
+    /// describes exactly what that commit holds.
+    fn snapshot_at(&self, lsn: Lsn) -> String {
+        use std::fmt::Write;
+        let pending = self.pending();
+        let at = |change: u64| if change == 0 { lsn.0 } else { change };
+        let mut tenants = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (t, change) in &pending.tenants {
+            let v = tenants.entry(*t).or_default();
+            *v = (*v).max(at(*change));
+        }
+        let any = pending
+            .any
+            .map_or(0, at)
+            .max(self.any.load(Ordering::Acquire));
+        let mut out = format!("lsn {}\nany {any}\n", lsn.0);
+        for (t, v) in tenants {
+            let _ = writeln!(out, "{t} {v}");
+        }
+        out
+    }
+
+    /// Takes the versions of `text` (a [`Self::snapshot_at`]) when it was
+    /// taken at `lsn` and these versions are new (a first open): a process
+    /// that reopens the index then names its tenants' documents as the one
+    /// before it did, so what that one left in a shared cache still serves.
+    fn restore(&self, text: &str, lsn: Lsn) -> bool {
+        let mut lines = text.lines();
+        let field = |line: Option<&str>, name: &str| -> Option<u64> {
+            line?.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()
+        };
+        if field(lines.next(), "lsn") != Some(lsn.0) {
+            return false;
+        }
+        let Some(any) = field(lines.next(), "any") else {
+            return false;
+        };
+        let mut tenants = HashMap::new();
+        for line in lines {
+            let Some((t, v)) = line.split_once(' ') else {
+                return false;
+            };
+            let (Ok(t), Ok(v)) = (t.parse::<Uuid>(), v.parse::<u64>()) else {
+                return false;
+            };
+            tenants.insert(t, v);
+        }
+        let mut map = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if !map.is_empty() || self.any.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        *map = tenants;
+        self.any.store(any, Ordering::Release);
+        true
     }
 
     /// Called after the reader shows the commit at `lsn`: a search that
@@ -219,9 +284,14 @@ impl Generation {
             writer: Mutex::new(Some(writer)),
             versions,
         };
-        // what changed before the position it opens at is unknown here
+        // what changed before the position it opens at is unknown here,
+        // unless the durable commit left the versions it held
         let opened_at = g.committed_lsn()?.unwrap_or_default();
-        g.versions.any.fetch_max(opened_at.0, Ordering::AcqRel);
+        let saved = std::fs::read_to_string(path.join(crate::recovery::VERSIONS_FILE));
+        let restored = saved.is_ok_and(|text| g.versions.restore(&text, opened_at));
+        if !restored {
+            g.versions.any.fetch_max(opened_at.0, Ordering::AcqRel);
+        }
         Ok(g)
     }
 
@@ -240,6 +310,13 @@ impl Generation {
             any: v.any.load(Ordering::Acquire),
             tenant: t,
         }
+    }
+
+    fn save_versions(&self, text: &str) -> std::io::Result<()> {
+        let path = self.path.join(crate::recovery::VERSIONS_FILE);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// Where this generation dumps its vector collections.
@@ -382,6 +459,9 @@ impl Generation {
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("no index writer"))?;
         let payload = lsn.to_string();
+        // the versions this commit holds (no change is applied while the
+        // writer's lock is held)
+        let versions = (durable && publish).then(|| self.versions.snapshot_at(lsn));
         let mut run = || -> tantivy::Result<u64> {
             let mut prepared = w.prepare_commit()?;
             prepared.set_payload(&payload);
@@ -393,6 +473,14 @@ impl Generation {
             run()
         }?;
         drop(guard);
+        if let Some(text) = versions {
+            // after the commit is durable: a file naming a commit the disk
+            // does not hold is ignored at open (its `lsn` differs), and one
+            // not written costs a restart its cache keys, nothing else
+            if let Err(e) = self.save_versions(&text) {
+                tracing::warn!(error = %e, "cannot save the tenants' versions beside the commit");
+            }
+        }
         self.reader.reload()?;
         if publish {
             self.versions.committed(lsn);
