@@ -132,22 +132,20 @@ impl Versions {
         use std::fmt::Write;
         let pending = self.pending();
         let at = |change: u64| if change == 0 { lsn.0 } else { change };
-        let mut tenants = self
-            .tenants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (t, change) in &pending.tenants {
-            let v = tenants.entry(*t).or_default();
-            *v = (*v).max(at(*change));
-        }
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
         let any = pending
             .any
             .map_or(0, at)
             .max(self.any.load(Ordering::Acquire));
         let mut out = format!("lsn {}\nany {any}\n", lsn.0);
-        for (t, v) in tenants {
+        for (t, v) in tenants.iter() {
+            let v = pending.tenants.get(t).map_or(*v, |c| (*v).max(at(*c)));
             let _ = writeln!(out, "{t} {v}");
+        }
+        for (t, c) in &pending.tenants {
+            if !tenants.contains_key(t) {
+                let _ = writeln!(out, "{t} {}", at(*c));
+            }
         }
         out
     }

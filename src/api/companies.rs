@@ -26,16 +26,6 @@ pub fn bulk_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(bulk))
 }
 
-/// A written company and the position to pass back as `min_lsn`.
-#[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer built by `Written`")]
-pub struct WrittenCompany {
-    #[schema(inline)]
-    #[serde(flatten)]
-    company: Company,
-    lsn: String,
-}
-
 /// A JSON merge patch of a company's fields (RFC 7396).
 #[derive(ToSchema)]
 #[schema(value_type = Object)]
@@ -77,7 +67,7 @@ async fn bulk(
 
 /// Creates a company.
 #[utoipa::path(post, path = "/v1/companies", tag = "companies", request_body = CompanyFields,
-    responses((status = 201, description = "created; `lsn` for read-your-writes", body = WrittenCompany,
+    responses((status = 201, description = "created; `lsn` for read-your-writes", body = Written<Company>,
         headers(("Location" = String, description = "the company's path")))))]
 async fn create(
     State(st): State<AppState>,
@@ -106,7 +96,7 @@ async fn read(
 /// Changes a company by JSON merge patch; its contacts carry a new name.
 #[utoipa::path(patch, path = "/v1/companies/{id}", tag = "companies", request_body = CompanyPatch,
     params(("id" = Uuid, Path, description = "the company's id")),
-    responses((status = 200, description = "the company as changed", body = WrittenCompany)))]
+    responses((status = 200, description = "the company as changed", body = Written<Company>)))]
 async fn update(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,

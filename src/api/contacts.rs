@@ -31,16 +31,6 @@ pub fn bulk_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(bulk))
 }
 
-/// A written contact and the position to pass back as `min_lsn`.
-#[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer built by `Written`")]
-pub struct WrittenContact {
-    #[schema(inline)]
-    #[serde(flatten)]
-    contact: Contact,
-    lsn: String,
-}
-
 /// A JSON merge patch of a contact's fields (RFC 7396): fields given are
 /// set, `null` clears one; `company_name` or `company_external_id` name the
 /// company instead of `company_id`.
@@ -50,16 +40,17 @@ pub struct WrittenContact {
 pub struct ContactPatch(serde_json::Map<String, serde_json::Value>);
 
 /// A written record and the position to pass back as `min_lsn`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Written<T> {
     #[serde(flatten)]
     pub record: T,
+    #[schema(value_type = String)]
     pub lsn: Lsn,
 }
 
 /// Creates a contact.
 #[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = ContactFields,
-    responses((status = 201, description = "created; `lsn` for read-your-writes", body = WrittenContact,
+    responses((status = 201, description = "created; `lsn` for read-your-writes", body = Written<Contact>,
         headers(("Location" = String, description = "the contact's path")))))]
 async fn create(
     State(st): State<AppState>,
@@ -88,7 +79,7 @@ async fn read(
 /// Changes a contact by JSON merge patch.
 #[utoipa::path(patch, path = "/v1/contacts/{id}", tag = "contacts", request_body = ContactPatch,
     params(("id" = Uuid, Path, description = "the contact's id")),
-    responses((status = 200, description = "the contact as changed", body = WrittenContact)))]
+    responses((status = 200, description = "the contact as changed", body = Written<Contact>)))]
 async fn update(
     State(st): State<AppState>,
     WriteKey(p): WriteKey,

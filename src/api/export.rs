@@ -20,6 +20,7 @@ use super::AppState;
 use super::auth::WriteKey;
 use super::search::{Params, params};
 use crate::error::{Code, Error, Result};
+use crate::ingest::Format;
 use crate::search::{self, Request, Scope};
 
 /// Contacts per page read from the index.
@@ -68,12 +69,6 @@ pub struct ExportParams {
     wait_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Format {
-    Ndjson,
-    Csv,
-}
-
 /// Streams every contact the search's `q` and `filter` find, oldest first,
 /// as NDJSON or CSV (the columns the bulk import reads).
 #[utoipa::path(get, path = "/v1/contacts/export", tag = "contacts", params(ExportParams),
@@ -95,16 +90,8 @@ pub async fn export(
             ));
         }
     };
-    let filter = match &q.filter {
-        Some(f) => {
-            let value: Value = serde_json::from_str(f).map_err(|e| {
-                Error::user(
-                    Code::InvalidFilter,
-                    format!("`filter` must be a JSON object ({e})"),
-                )
-            })?;
-            search::parse_filter(&value)?
-        }
+    let filter = match q.filter.as_deref().map(super::search::filter_param) {
+        Some(value) => search::parse_filter(&value?)?,
         None => Vec::new(),
     };
     let req = Request {

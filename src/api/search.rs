@@ -34,14 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(super::export::export))
 }
 
-/// One facet value and how many documents have it.
-#[derive(ToSchema)]
-#[allow(dead_code, reason = "describes an answer built as JSON")]
-struct FacetCount {
-    value: String,
-    count: u64,
-}
-
 /// One hit: its id, score, the record (`contact` or `company`, as `GET`
 /// returns it) and, when asked, the highlighted fields.
 #[derive(ToSchema)]
@@ -70,7 +62,7 @@ struct SearchAnswer {
     total: u64,
     offset: u64,
     limit: u64,
-    facets: BTreeMap<String, Vec<FacetCount>>,
+    facets: BTreeMap<String, Vec<search::FacetValue>>,
     next_cursor: Option<String>,
     /// How a query that found nothing was widened, if it was.
     #[schema(value_type = Option<Object>)]
@@ -90,7 +82,7 @@ struct AutocompleteAnswer {
 #[allow(dead_code, reason = "describes an answer built as JSON")]
 struct StatsAnswer {
     total: u64,
-    facets: BTreeMap<String, Vec<FacetCount>>,
+    facets: BTreeMap<String, Vec<search::FacetValue>>,
     took_ms: f64,
     index_lsn: String,
 }
@@ -168,6 +160,16 @@ pub struct SearchParams {
     wait_ms: Option<u64>,
 }
 
+/// The `filter` query parameter: the filter as JSON.
+pub(super) fn filter_param(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| {
+        Error::user(
+            Code::InvalidFilter,
+            format!("`filter` must be a JSON object ({e})"),
+        )
+    })
+}
+
 /// An empty query parameter (`?filter=`) is one not given, as a form sends it.
 pub(super) fn empty_as_none<'de, D: serde::Deserializer<'de>>(
     de: D,
@@ -186,17 +188,7 @@ impl TryFrom<SearchParams> for SearchBody {
     type Error = Error;
 
     fn try_from(p: SearchParams) -> Result<Self> {
-        let filter = p
-            .filter
-            .map(|f| {
-                serde_json::from_str(&f).map_err(|e| {
-                    Error::user(
-                        Code::InvalidFilter,
-                        format!("`filter` must be a JSON object ({e})"),
-                    )
-                })
-            })
-            .transpose()?;
+        let filter = p.filter.as_deref().map(filter_param).transpose()?;
         let list = |s: Option<String>| -> Vec<String> {
             s.map(|s| {
                 s.split(',')

@@ -134,7 +134,8 @@ pub struct Hit {
     pub highlights: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One facet value and how many documents have it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FacetValue {
     pub value: String,
     pub count: u64,

@@ -70,7 +70,7 @@ async fn resolve_company(
         })?);
     }
     if let Some(name) = c.company_name.take() {
-        let ids = companies_by_name(conn, tenant, std::slice::from_ref(&name)).await?;
+        let ids = companies_by_name(conn, tenant, [name.as_str()]).await?;
         c.company_id = ids.get(&name_key(&name)).copied();
     }
     Ok(())
@@ -86,10 +86,10 @@ fn name_key(name: &str) -> String {
 /// tenant has none of. Several companies of one name: the oldest. Creation
 /// holds a lock of the tenant's names for the transaction, so two loads
 /// naming the same new company make it once.
-async fn companies_by_name(
+async fn companies_by_name<'a>(
     conn: &mut PgConnection,
     tenant: Uuid,
-    names: &[String],
+    names: impl IntoIterator<Item = &'a str>,
 ) -> Result<HashMap<String, Uuid>> {
     let mut wanted: HashMap<String, &str> = HashMap::new();
     for n in names {
@@ -395,11 +395,8 @@ async fn resolve_companies(
         .into_iter()
         .collect()
     };
-    let names: Vec<String> = lines
-        .iter()
-        .filter_map(|(_, c)| c.company_name.clone())
-        .collect();
-    let by_name = companies_by_name(conn, tenant, &names).await?;
+    let names = lines.iter().filter_map(|(_, c)| c.company_name.as_deref());
+    let by_name = companies_by_name(conn, tenant, names).await?;
     let mut out = Vec::with_capacity(lines.len());
     for (line, mut c) in lines {
         if let Some(id) = c.company_id
