@@ -162,6 +162,73 @@ pub fn to_map(table: Table, row: &PgRow) -> Result<TextMap, sqlx::Error> {
     Ok(map)
 }
 
+/// What a re-read of a row found, from a snapshot taken now.
+#[derive(Debug)]
+pub enum Reread {
+    /// The snapshot does not see the transaction yet: read again shortly.
+    NotYetVisible,
+    /// The row as it is now (`None`: deleted since).
+    Row(Option<TextMap>),
+}
+
+/// The current row with this id, read by a snapshot that sees transaction
+/// `xid` (a 32-bit id from the stream). Postgres sends a transaction to
+/// logical replication once its commit is on disk, which can be a moment
+/// before other sessions see it (or long before, while it waits for a
+/// synchronous standby): reading right away could return the version before
+/// it, and nothing later would repair the document. The snapshot and the row
+/// come from one statement, so the answer holds for the row read.
+pub async fn read_row_seeing<'e, E: Executor<'e, Database = Postgres>>(
+    executor: E,
+    table: Table,
+    id: Uuid,
+    xid: u32,
+) -> Result<Reread, sqlx::Error> {
+    let sql = format!(
+        "SELECT r.*, pg_current_snapshot()::text FROM (VALUES (1)) AS one (x) \
+         LEFT JOIN ({} WHERE id = $1) AS r ON true",
+        table.select_text()
+    );
+    let row = sqlx::query(&sql).bind(id).fetch_one(executor).await?;
+    let snapshot: String = row.try_get(table.columns().len())?;
+    if !snapshot_sees(&snapshot, xid)
+        .ok_or_else(|| sqlx::Error::Protocol(format!("unreadable snapshot {snapshot:?}")))?
+    {
+        return Ok(Reread::NotYetVisible);
+    }
+    let map = to_map(table, &row)?;
+    Ok(Reread::Row(
+        map.get("id").is_some_and(Option::is_some).then_some(map),
+    ))
+}
+
+/// Whether a snapshot (`pg_current_snapshot()` as text, `xmin:xmax:xip,…`)
+/// sees the committed transaction `xid`, a 32-bit id of the last 2³¹
+/// transactions (a replication slot holds back wraparound, so a transaction
+/// the stream sends is one of them). `None`: not a snapshot.
+pub fn snapshot_sees(snapshot: &str, xid: u32) -> Option<bool> {
+    let mut parts = snapshot.splitn(3, ':');
+    let xmin: u64 = parts.next()?.parse().ok()?;
+    let xmax: u64 = parts.next()?.parse().ok()?;
+    let running = parts.next()?;
+    // the full id: counted back from xmax by the 32-bit distance
+    let behind = (xmax as u32).wrapping_sub(xid) as i32;
+    if behind <= 0 {
+        // at or after xmax: not started when the snapshot was taken
+        return Some(false);
+    }
+    let full = xmax.checked_sub(behind as u64)?;
+    if full < xmin {
+        return Some(true);
+    }
+    for r in running.split(',').filter(|r| !r.is_empty()) {
+        if r.parse::<u64>().ok()? == full {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
 /// The current row with this id, if it still exists.
 pub async fn read_row<'e, E: Executor<'e, Database = Postgres>>(
     executor: E,
@@ -171,4 +238,27 @@ pub async fn read_row<'e, E: Executor<'e, Database = Postgres>>(
     let sql = format!("{} WHERE id = $1", table.select_text());
     let row = sqlx::query(&sql).bind(id).fetch_optional(executor).await?;
     row.as_ref().map(|r| to_map(table, r)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_sees;
+
+    #[test]
+    fn a_snapshot_sees_what_finished_before_it_and_not_what_runs() {
+        assert_eq!(snapshot_sees("100:105:100,103", 99), Some(true));
+        assert_eq!(snapshot_sees("100:105:100,103", 100), Some(false));
+        assert_eq!(snapshot_sees("100:105:100,103", 101), Some(true));
+        assert_eq!(snapshot_sees("100:105:100,103", 103), Some(false));
+        assert_eq!(snapshot_sees("100:105:", 105), Some(false));
+        assert_eq!(snapshot_sees("100:105:", 106), Some(false));
+        // a 32-bit id from before the epoch turned
+        let epoch = 1u64 << 32;
+        let snap = format!("{}:{}:", epoch + 2, epoch + 5);
+        assert_eq!(snapshot_sees(&snap, u32::MAX), Some(true));
+        let snap = format!("{}:{}:{}", epoch - 3, epoch + 5, epoch - 1);
+        assert_eq!(snapshot_sees(&snap, u32::MAX), Some(false));
+        assert_eq!(snapshot_sees(&snap, u32::MAX - 1), Some(true));
+        assert_eq!(snapshot_sees("garbage", 1), None);
+    }
 }

@@ -298,12 +298,67 @@ async fn unchanged_toast_values_keep_their_value() {
     .await
     .unwrap();
     t.caught_up().await;
-    // an update that leaves notes alone: the stream sends it as "unchanged"
-    sqlx::query("UPDATE contacts SET title = 'Chief Toaster' WHERE id = $1")
-        .bind(id)
+    // an update that leaves notes alone: the stream sends it as "unchanged",
+    // and the indexer reads the row again. Its commit waits for a synchronous
+    // standby that never comes (see common::cluster): on disk and sent to
+    // the indexer, but not visible to other sessions until the wait ends
+    let mut session = t.pool.acquire().await.unwrap().detach();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut session)
+        .await
+        .unwrap();
+    sqlx::query("SET synchronous_commit = on")
+        .execute(&mut session)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let names: String = sqlx::query_scalar("SHOW synchronous_standby_names")
+            .fetch_one(&mut session)
+            .await
+            .unwrap();
+        if !names.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let update = tokio::spawn(async move {
+        sqlx::query("UPDATE contacts SET title = 'Chief Toaster' WHERE id = $1")
+            .bind(id)
+            .execute(&mut session)
+            .await
+            .unwrap();
+    });
+    let waiting = async || {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'",
+        )
+        .bind(pid)
+        .fetch_one(&t.pool)
+        .await
+        .unwrap()
+    };
+    for _ in 0..200 {
+        if waiting().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(waiting().await, "the commit waits for the standby");
+    // the commit is in the stream: the index either applies what it read
+    // (too early: the version before) or waits to see the transaction
+    let sent = t.wal_position().await;
+    let before = invisible_rereads();
+    for _ in 0..300 {
+        if t.ix().wait_for(sent, Duration::from_millis(100)).await || invisible_rereads() > before {
+            break;
+        }
+    }
+    sqlx::query("SELECT pg_cancel_backend($1)")
+        .bind(pid)
         .execute(&t.pool)
         .await
         .unwrap();
+    update.await.unwrap();
     assert_converged(&t, t.a.id).await;
     let doc = &indexed(&t, t.a.id)[&id];
     assert_eq!(doc.notes.as_deref(), Some(big.as_str()));
@@ -510,6 +565,15 @@ async fn status_reports_positions_and_counts() {
         "{text}"
     );
     t.stop().await;
+}
+
+fn invisible_rereads() -> f64 {
+    crmsearch::telemetry::metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with("crmsearch_cdc_invisible_rereads_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn cache_hits() -> f64 {

@@ -48,6 +48,16 @@ async fn cluster() -> &'static Cluster {
             let admin_url = pg.url("postgres");
             // a fresh template for this run, migrated once; old test databases go
             let admin = PgPool::connect(&admin_url).await.unwrap();
+            // a synchronous standby that never comes, waited for only by
+            // sessions that ask (synchronous_commit = on): a commit that is on
+            // disk, sent to replication, and not yet visible to others
+            for setting in [
+                "ALTER SYSTEM SET synchronous_commit = 'local'",
+                "ALTER SYSTEM SET synchronous_standby_names = 'crmsearch_tests_nobody'",
+                "SELECT pg_reload_conf()",
+            ] {
+                sqlx::query(setting).execute(&admin).await.unwrap();
+            }
             // slots of old test databases would block dropping them
             sqlx::query(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots

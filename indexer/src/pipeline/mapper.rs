@@ -38,6 +38,7 @@ pub(super) async fn run_mapper(
             },
             SourceMsg::Txn {
                 end_lsn,
+                xid,
                 commit_time,
                 changes,
             } => {
@@ -49,6 +50,7 @@ pub(super) async fn run_mapper(
                         change,
                         end_lsn.0 > progress.replay_guard.load(Ordering::Acquire),
                         end_lsn,
+                        xid,
                     )
                     .await
                     {
@@ -74,32 +76,23 @@ pub(super) async fn run_mapper(
 }
 
 /// `fresh_inserts`: an INSERT of this transaction cannot be in the index yet
-/// (see [`run_mapper`]); `lsn`: the transaction's commit position.
+/// (see [`run_mapper`]); `lsn`, `xid`: the transaction's commit position
+/// and id.
 async fn map_change(
     store: &IndexStore,
     pool: &PgPool,
     change: Change,
     fresh_inserts: bool,
     lsn: Lsn,
+    xid: u32,
 ) -> Result<Vec<Op>> {
     Ok(match change {
         Change::Upsert(table, tuple, _) if tuple.has_unchanged_toast() => {
             // the stream left out a large value that did not change: read
-            // the row as it is now (later changes replay on top of it)
+            // the row as it is now, by a snapshot that sees this transaction
+            // (later changes replay on top of it)
             let id = schema::pgtext::uuid(&tuple, "id").map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut backoff = Duration::from_millis(50);
-            // never skip the change: wait for Postgres as long as it takes
-            // (the stream is down meanwhile too)
-            let row = loop {
-                match rows::read_row(pool, table, id).await {
-                    Ok(row) => break row,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "re-reading a row failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            };
+            let row = reread(pool, table, id, xid).await;
             match row {
                 Some(row) => vec![table.upsert(&store.schema, &row, false, lsn)?],
                 None => vec![Op::Delete { id }],
@@ -114,6 +107,43 @@ async fn map_change(
             .map(|t| Op::DeleteAll(t.doc_type()))
             .collect(),
     })
+}
+
+/// The row as a snapshot that sees transaction `xid` holds it. Never skips
+/// the change: waits for Postgres as long as it takes (the stream waits
+/// meanwhile), and says so once a wait for the transaction to become
+/// visible lasts (a commit stuck waiting for a synchronous standby).
+async fn reread(
+    pool: &PgPool,
+    table: rows::Table,
+    id: uuid::Uuid,
+    xid: u32,
+) -> Option<rows::TextMap> {
+    let mut backoff = Duration::from_millis(1);
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match rows::read_row_seeing(pool, table, id, xid).await {
+            Ok(rows::Reread::Row(row)) => return row,
+            Ok(rows::Reread::NotYetVisible) => {
+                metrics::counter!("crmsearch_cdc_invisible_rereads_total").increment(1);
+                if !said && started.elapsed() > Duration::from_secs(5) {
+                    said = true;
+                    tracing::warn!(
+                        xid,
+                        table = table.name(),
+                        "a committed transaction is not visible to other sessions yet (a commit waiting for a synchronous standby?); the index waits for it"
+                    );
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading a row failed; retrying");
+                backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +165,7 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let txn = |lsn: u64, changes| SourceMsg::Txn {
             end_lsn: Lsn(lsn),
+            xid: 1,
             commit_time: None,
             changes,
         };

@@ -184,6 +184,10 @@ impl Progress {
 enum SourceMsg {
     Txn {
         end_lsn: Lsn,
+        /// The transaction's id: a re-read of one of its rows waits until a
+        /// snapshot sees it (its commit is sent once it is on disk, which can
+        /// be before other sessions see it).
+        xid: u32,
         commit_time: Option<DateTime<Utc>>,
         changes: Vec<Change>,
     },

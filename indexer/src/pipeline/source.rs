@@ -132,7 +132,7 @@ async fn stream_once(
     progress.set_error(None);
     tracing::info!(lsn = %start, "replication stream connected");
     let mut decoder = Decoder::default();
-    let mut txn: Option<Vec<Change>> = None;
+    let mut txn: Option<OpenTxn> = None;
     let mut ack = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -154,6 +154,13 @@ async fn stream_once(
     }
 }
 
+/// The transaction being received: its id (for re-reads that must see it)
+/// and its changes so far.
+struct OpenTxn {
+    xid: u32,
+    changes: Vec<Change>,
+}
+
 fn micros_to_time(pg_micros: i64) -> Option<DateTime<Utc>> {
     // Postgres counts from 2000-01-01
     DateTime::from_timestamp_micros(pg_micros + 946_684_800_000_000)
@@ -162,11 +169,14 @@ fn micros_to_time(pg_micros: i64) -> Option<DateTime<Utc>> {
 fn on_event(
     ev: ReplicationEvent,
     decoder: &mut Decoder,
-    txn: &mut Option<Vec<Change>>,
+    txn: &mut Option<OpenTxn>,
 ) -> Result<Option<SourceMsg>> {
     Ok(match ev {
-        ReplicationEvent::Begin { .. } => {
-            *txn = Some(Vec::new());
+        ReplicationEvent::Begin { xid, .. } => {
+            *txn = Some(OpenTxn {
+                xid,
+                changes: Vec::new(),
+            });
             None
         }
         ReplicationEvent::XLogData { data, .. } => {
@@ -198,7 +208,7 @@ fn on_event(
                 }
             };
             if let (Some(c), Some(t)) = (change, txn.as_mut()) {
-                t.push(c);
+                t.changes.push(c);
             }
             None
         }
@@ -206,11 +216,18 @@ fn on_event(
             end_lsn,
             commit_time_micros,
             ..
-        } => Some(SourceMsg::Txn {
-            end_lsn: Lsn(end_lsn.as_u64()),
-            commit_time: micros_to_time(commit_time_micros),
-            changes: txn.take().unwrap_or_default(),
-        }),
+        } => {
+            let OpenTxn { xid, changes } = txn.take().unwrap_or(OpenTxn {
+                xid: 0,
+                changes: Vec::new(),
+            });
+            Some(SourceMsg::Txn {
+                end_lsn: Lsn(end_lsn.as_u64()),
+                xid,
+                commit_time: micros_to_time(commit_time_micros),
+                changes,
+            })
+        }
         ReplicationEvent::KeepAlive { wal_end, .. } if txn.is_none() => {
             Some(SourceMsg::Progress(Lsn(wal_end.as_u64())))
         }
@@ -324,7 +341,10 @@ mod tests {
         );
         assert!(ev(heartbeat(160)).is_none());
         let Some(SourceMsg::Txn {
-            end_lsn, changes, ..
+            end_lsn,
+            xid,
+            changes,
+            ..
         }) = ev(ReplicationEvent::Commit {
             lsn: PgLsn::from_u64(200),
             end_lsn: PgLsn::from_u64(210),
@@ -333,7 +353,7 @@ mod tests {
         else {
             panic!("a transaction at its commit")
         };
-        assert_eq!(end_lsn, Lsn(210));
+        assert_eq!((end_lsn, xid), (Lsn(210), 1));
         assert!(matches!(
             changes[..],
             [Change::Upsert(Table::Contacts, _, true), Change::Delete(_)]
@@ -352,7 +372,13 @@ mod tests {
 
     #[test]
     fn a_delete_without_a_uuid_is_an_error_not_a_skip() {
-        let (mut d, mut txn) = (Decoder::default(), Some(Vec::new()));
+        let (mut d, mut txn) = (
+            Decoder::default(),
+            Some(OpenTxn {
+                xid: 1,
+                changes: Vec::new(),
+            }),
+        );
         on_event(xlog(relation()), &mut d, &mut txn).unwrap();
         assert!(on_event(xlog(row(b'D', "not-a-uuid")), &mut d, &mut txn).is_err());
     }
