@@ -96,7 +96,10 @@ impl Class {
     /// health checks and metrics, which are never limited.
     pub fn of(method: &axum::http::Method, route: &str) -> Option<Class> {
         use axum::http::Method;
-        if matches!(route, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") {
+        if matches!(route, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+            || route == "/"
+            || route.starts_with("/console/")
+        {
             return None;
         }
         if route.ends_with("/bulk") || route.ends_with("/export") {
@@ -105,7 +108,10 @@ impl Class {
         if route.starts_with("/v1/memories") || route.ends_with("/context") {
             return Some(Class::Memory);
         }
-        let read = method == Method::GET || method == Method::HEAD || route.ends_with("/search");
+        let read = method == Method::GET
+            || method == Method::HEAD
+            || route.ends_with("/search")
+            || route == "/multi-search";
         Some(if read { Class::Search } else { Class::Write })
     }
 }

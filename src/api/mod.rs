@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod batch;
 pub mod companies;
+pub mod console;
 pub mod contacts;
 pub mod cpu;
 pub mod export;
@@ -13,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod limit;
+pub mod meili;
 pub mod memories;
 pub mod openapi;
 pub mod search;
@@ -143,6 +145,7 @@ pub fn app(state: AppState) -> Router {
         .merge(companies::router())
         .merge(memories::router())
         .merge(search::router())
+        .merge(meili::router())
         .merge(admin::router())
         .split_for_parts();
     let rest = rest.route_layer(limited(timeout));
@@ -155,6 +158,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(bulk)
         .merge(rest)
+        .merge(console::router())
         .route(
             "/openapi.json",
             axum::routing::get(move || openapi::serve(doc)),
@@ -180,6 +184,7 @@ pub fn app(state: AppState) -> Router {
         .merge(batch)
         .fallback_service(routes)
         .layer(catch_panic())
+        .layer(axum::middleware::from_fn(meili::errors))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<_>| {

@@ -122,6 +122,10 @@ pub fn finish(api: &mut OpenApi) {
         "Error".into(),
         <ErrorBody as utoipa::PartialSchema>::schema(),
     );
+    components.schemas.insert(
+        "MeiliError".into(),
+        <super::meili::MeiliError as utoipa::PartialSchema>::schema(),
+    );
     let error = |description: &str, headers: &[(&str, &str)]| {
         let mut r = ResponseBuilder::new().description(description).content(
             "application/json",
@@ -192,18 +196,26 @@ pub fn finish(api: &mut OpenApi) {
             &mut item.delete,
         ];
         for op in ops.into_iter().flatten() {
-            let keyed = path.starts_with("/v1/");
+            let keyed = path.starts_with("/v1/") || super::meili::is_meili_path(path);
             if keyed && op.security.is_none() {
                 op.security = Some(vec![bearer.clone()]);
             }
+            let meili = super::meili::is_meili_path(path);
             for (status, response) in &shared {
-                if !keyed && matches!(*status, "401" | "403" | "429") {
+                if !keyed && !meili && matches!(*status, "401" | "403" | "429") {
                     continue;
+                }
+                let mut response = response.clone();
+                if meili && let RefOr::T(r) = &mut response {
+                    // Meilisearch's error shape on its routes
+                    for content in r.content.values_mut() {
+                        content.schema = Some(Ref::from_schema_name("MeiliError").into());
+                    }
                 }
                 op.responses
                     .responses
                     .entry((*status).to_owned())
-                    .or_insert_with(|| response.clone());
+                    .or_insert(response);
             }
         }
     }

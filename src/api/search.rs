@@ -254,7 +254,7 @@ pub(super) async fn blocking<T: Send + 'static>(
     Ok(super::cpu::run(f).await.map_err(anyhow::Error::from)??)
 }
 
-fn took(started: Instant) -> f64 {
+pub(super) fn took(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
@@ -291,11 +291,27 @@ async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Re
         typo_tolerance: body.typo_tolerance.unwrap_or(true),
     };
     let (indexer, index_lsn) = ready_index(&st, body.min_lsn.as_deref(), body.wait_ms).await?;
-    let tenant = key.0.tenant_id;
+    let body = search_cached(&st, &indexer, key.0.tenant_id, scope, req).await?;
+    Ok(answer(
+        &body,
+        json!({"took_ms": took(started), "index_lsn": index_lsn}),
+    ))
+}
+
+/// A search's answer (without its per-request fields) through the result
+/// cache: what `/v1/.../search` answers, and what the Meilisearch routes
+/// reshape.
+pub(super) async fn search_cached(
+    st: &AppState,
+    indexer: &Indexer,
+    tenant: uuid::Uuid,
+    scope: Scope,
+    req: Request,
+) -> Result<Bytes> {
     let (offset, limit) = (req.offset, req.limit);
     let store = indexer.store.clone();
-    let body = cached(
-        &st,
+    cached(
+        st,
         &indexer.store,
         tenant,
         cache::Query::Search(scope, req.clone()),
@@ -312,11 +328,7 @@ async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Re
             }))
         },
     )
-    .await?;
-    Ok(answer(
-        &body,
-        json!({"took_ms": took(started), "index_lsn": index_lsn}),
-    ))
+    .await
 }
 
 /// The answer to `query`: from the result cache while the tenant's documents

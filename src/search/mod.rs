@@ -238,7 +238,8 @@ pub fn parse_filter(value: &serde_json::Value) -> Result<Vec<(String, Condition)
     Ok(out)
 }
 
-fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+/// A date as YYYY-MM-DD (midnight UTC) or RFC 3339.
+pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Some(d.with_timezone(&Utc));
     }

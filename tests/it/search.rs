@@ -44,7 +44,7 @@ fn contacts() -> Vec<Value> {
 }
 
 /// A tenant `a` loaded with the data above (and one contact in tenant `b`).
-async fn loaded() -> TestApp {
+pub async fn loaded() -> TestApp {
     let t = TestApp::with_indexer().await;
     let w = t.a.key(Role::Write);
     for (ext, name, domain) in COMPANIES {
