@@ -33,7 +33,8 @@ export function toHighlightable(hit) {
     } else {
       raw = Array.isArray(hit[f]) ? hit[f].join(', ') : hit[f];
     }
-    out[f] = { value: escapeHtml(raw ?? '') };
+    // what the highlight helper takes: escaped, the placeholders as <mark>
+    out[f] = { value: escapeHtml(raw ?? '').split(PRE).join('<mark>').split(POST).join('</mark>') };
   }
   return { id: hit.id ?? hit.objectID, _highlightResult: out };
 }
