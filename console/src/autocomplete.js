@@ -134,7 +134,9 @@ export class Autocomplete {
     } else if (e.key === 'Enter' && !this.list.hidden && this.active >= 0) {
       e.preventDefault();
       this.pick(this.active);
-    } else if (e.key === 'Escape') {
+    } else if (e.key === 'Escape' && !this.list.hidden) {
+      // close the list only (a search input clears itself on Escape otherwise)
+      e.preventDefault();
       this.close();
     }
   }
