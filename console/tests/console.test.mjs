@@ -121,7 +121,7 @@ function percentile(xs, p) {
 
 test('the page is served at GET / and its assets under /console/', async () => {
   const html = await (await fetch(`${URL_}/`)).text();
-  assert.match(html, /\/console\/app\.js/);
+  assert.match(html, /\/console\/app\.js/, `GET / is not the console (a binary built before scripts/console_build? BROWSER_CONSOLE=dist tries console/dist): ${html.slice(0, 200)}`);
   assert.match(html, /\/console\/app\.css/);
   for (const asset of ['app.js', 'app.css']) {
     const res = await fetch(`${URL_}/console/${asset}`);
