@@ -5,7 +5,7 @@
 // (target/browser). Timings are printed and written, never asserted.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -14,6 +14,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const URL_ = process.env.CRMSEARCH_URL;
 const SEARCH_KEY = process.env.CRMSEARCH_SEARCH_KEY;
 const AGENT_KEY = process.env.CRMSEARCH_AGENT_KEY;
+const LIMITED_KEY = process.env.CRMSEARCH_LIMITED_KEY; // a free-tier tenant's key, rate limits on
 const OUT = process.env.BROWSER_OUT || join(here, '..', '..', 'target', 'browser');
 const TARGET_ROW = 400_000;
 const PLANTED = { first: 'Katarzyna', last: 'Szczebrzeszynska', misspelled: 'Szczebrzeszinska' };
@@ -36,7 +37,12 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await writeFile(join(OUT, 'timings.json'), JSON.stringify(timings, null, 2) + '\n');
+  // merged: scripts/browser_check runs this file twice (rate limits off, then on)
+  let earlier = {};
+  try {
+    earlier = JSON.parse(await readFile(join(OUT, 'timings.json'), 'utf8'));
+  } catch {}
+  await writeFile(join(OUT, 'timings.json'), JSON.stringify({ ...earlier, ...timings }, null, 2) + '\n');
   console.log(`timings: ${JSON.stringify(timings)}`);
 });
 
@@ -312,6 +318,56 @@ test('(d2) a 429 says when to retry, then retries (answer mocked in the browser)
   await page.unroute('**/multi-search');
   await waitRendered(page, '', 10_000);
   assert.equal(await page.isVisible('[data-testid=alert]'), false);
+  await page.context().close();
+});
+
+test('(d3) a real 429 from the server: the wait it names, then the results', { skip: !LIMITED_KEY && 'needs CRMSEARCH_LIMITED_KEY and rate limits on (scripts/browser_check runs it last)' }, async () => {
+  // Keep the free-tier key over its budget while the page loads.
+  let hammering = true;
+  let refused = 0;
+  let retryAfter = null;
+  const hammer = async () => {
+    while (hammering) {
+      const res = await fetch(`${URL_}/indexes/contacts/search`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${LIMITED_KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ q: '', limit: 1 }),
+      });
+      await res.arrayBuffer();
+      if (res.status === 429) {
+        refused++;
+        retryAfter = res.headers.get('retry-after');
+      }
+    }
+  };
+  const hammers = [hammer(), hammer(), hammer()];
+  const page = await newPage();
+  const seen = [];
+  page.on('response', (r) => {
+    if (r.url().endsWith('/multi-search')) seen.push({ status: r.status(), retryAfter: r.headers()['retry-after'] });
+  });
+  try {
+    await page.goto(`${URL_}/`);
+    await useKey(page, LIMITED_KEY);
+    await page.waitForSelector('[data-testid=alert]:not([hidden])', { timeout: 10_000 });
+  } finally {
+    hammering = false;
+    await Promise.all(hammers);
+  }
+  const text = await page.textContent('[data-testid=alert]');
+  await shot(page, 'd3-real-429');
+  const first429 = seen.find((s) => s.status === 429);
+  console.log(`  ${refused} requests refused while hammering (Retry-After ${retryAfter}); the page's answers: ${JSON.stringify(seen)}; alert: ${text}`);
+  assert.ok(first429, 'the page met a 429');
+  assert.ok(first429.retryAfter != null, 'the 429 carries Retry-After');
+  assert.match(text, /^Rate-limited: retry in \d+ s$/);
+  assert.ok(Number(text.match(/\d+/)[0]) <= Number(first429.retryAfter), `the wait shown (${text}) is the server's (${first429.retryAfter} s), counting down`);
+  assert.equal((await renderedRows(page)).length, 0, 'no rows while refused');
+  // after the wait the page retries by itself (this tenant has no contacts)
+  await page.waitForFunction(() => document.querySelector('[data-testid=stats]').dataset.total === '0', null, { timeout: 15_000 });
+  assert.equal(await page.isVisible('[data-testid=alert]'), false);
+  assert.match(await page.textContent('.vlist-empty'), /No contact matches/);
+  await shot(page, 'd3-after-retry');
   await page.context().close();
 });
 
