@@ -166,10 +166,7 @@ async fn run(inner: Router, parts: Parts, batch: Batch) -> Result<impl IntoRespo
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut headers = parts.headers.clone();
-    for h in &OWN_HEADERS {
-        headers.remove(h);
-    }
+    let headers = caller_headers(&parts);
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned();
     let tasks: Vec<_> = batch
         .requests
@@ -177,44 +174,20 @@ async fn run(inner: Router, parts: Parts, batch: Batch) -> Result<impl IntoRespo
         .zip(methods)
         .enumerate()
         .map(|(i, (r, method))| {
-            // as if the caller had sent it alone: its headers, its address
-            let mut req = Request::new(match &r.body {
-                Some(b) => Body::from(b.to_string()),
-                None => Body::empty(),
-            });
-            *req.method_mut() = method;
-            *req.uri_mut() = r.path.parse().unwrap_or_default();
-            *req.headers_mut() = headers.clone();
-            if r.body.is_some() {
-                req.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-            }
-            if let Ok(v) = HeaderValue::from_str(&format!("{id}.{i}")) {
-                req.headers_mut().insert(REQUEST_ID, v);
-            }
-            if let Some(peer) = peer {
-                req.extensions_mut().insert(peer);
-            }
+            let req = as_sent_alone(
+                &headers,
+                peer,
+                method,
+                &r.path,
+                r.body.as_ref(),
+                &format!("{id}.{i}"),
+            );
             let inner = inner.clone();
             // the part's log lines under the batch's request span
             let span = tracing::info_span!("part", index = i, path = %r.path);
             tokio::spawn(tracing::Instrument::instrument(
                 async move {
-                    let resp = match inner.oneshot(req).await {
-                        Ok(resp) => resp,
-                        Err(never) => match never {},
-                    };
-                    let status = resp.status().as_u16();
-                    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                        .await
-                        .map_err(|e| {
-                            Error::Internal(anyhow::anyhow!("reading a batch answer: {e}"))
-                        })?;
-                    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                    });
+                    let (status, body) = send_inner(inner, req).await?;
                     Ok::<_, Error>(SubResponse { status, body })
                 },
                 span,
@@ -229,4 +202,61 @@ async fn run(inner: Router, parts: Parts, batch: Batch) -> Result<impl IntoRespo
         results.push(r);
     }
     Ok(axum::Json(serde_json::json!({ "results": results })))
+}
+
+/// The caller's headers, less those that describe its own request (for
+/// requests made on its behalf).
+pub(super) fn caller_headers(parts: &Parts) -> axum::http::HeaderMap {
+    let mut headers = parts.headers.clone();
+    for h in &OWN_HEADERS {
+        headers.remove(h);
+    }
+    headers
+}
+
+/// A request to the API as if the caller had sent it alone: its headers
+/// (its key), its address, a JSON body.
+pub(super) fn as_sent_alone(
+    headers: &axum::http::HeaderMap,
+    peer: Option<ConnectInfo<SocketAddr>>,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    request_id: &str,
+) -> Request<Body> {
+    let mut req = Request::new(match body {
+        Some(b) => Body::from(b.to_string()),
+        None => Body::empty(),
+    });
+    *req.method_mut() = method;
+    *req.uri_mut() = path.parse().unwrap_or_default();
+    *req.headers_mut() = headers.clone();
+    if body.is_some() {
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        req.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Some(peer) = peer {
+        req.extensions_mut().insert(peer);
+    }
+    req
+}
+
+/// Runs a request through the API and gives its status and JSON answer.
+pub(super) async fn send_inner(inner: Router, req: Request<Body>) -> Result<(u16, Value)> {
+    let resp = match inner.oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("reading an answer: {e}")))?;
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, body))
 }

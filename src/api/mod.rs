@@ -14,6 +14,7 @@ pub mod extract;
 pub mod health;
 pub mod http;
 pub mod limit;
+pub mod mcp;
 pub mod meili;
 pub mod memories;
 pub mod openapi;
@@ -173,6 +174,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(catch_panic())
         .with_state(state.clone());
+    let state_for_mcp = state.clone();
     // a batch runs its parts through `routes`, each as if sent alone
     let batch = batch
         .route_layer(axum::middleware::from_fn(track_metrics))
@@ -180,8 +182,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(batch::Inner(routes.clone())))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
+    let mcp = mcp::service(state_for_mcp, routes.clone());
     Router::new()
         .merge(batch)
+        .merge(mcp)
         .fallback_service(routes)
         .layer(catch_panic())
         .layer(axum::middleware::from_fn(meili::errors))
