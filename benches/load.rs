@@ -750,6 +750,9 @@ async fn start_server(root: &Path, env: &[(&str, &str)]) -> anyhow::Result<(Serv
         .arg("--data-dir")
         .arg(root)
         .arg("serve")
+        // its own embedded Postgres and Redis, never the caller's shell's
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
         .env("CRMSEARCH_ADDR", &addr)
         // the engine's throughput: no budgets unless a run asks for them
         .env("CRMSEARCH_RATE_LIMITS", "off")

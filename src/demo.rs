@@ -76,8 +76,24 @@ pub async fn run(mut cfg: Config) -> Result<()> {
         for (role, key) in &keys {
             println!("  {:<13} {key}", format!("{} key", role.as_str()));
         }
-        let write = &keys[1].1;
-        println!("\ntry:\n  curl -s -H 'Authorization: Bearer {write}' -H 'Content-Type: application/json' -d '{{\"first_name\":\"Ada\",\"last_name\":\"Lovelace\"}}' {url}/v1/contacts");
+        let key_of = |r: Role| {
+            keys.iter()
+                .find(|(role, _)| *role == r)
+                .map_or("", |(_, k)| k.as_str())
+        };
+        println!("\nthe search console: open {url}/ and paste the search key");
+        println!(
+            "MCP for agents: {url}/mcp with the header `Authorization: Bearer {}`",
+            key_of(Role::Agent)
+        );
+        println!("\nfor the README's examples, in another terminal:");
+        println!(
+            "  export CRMSEARCH_URL={url} ADMIN_KEY={} WRITE_KEY={} AGENT_KEY={} SEARCH_KEY={}",
+            key_of(Role::Admin),
+            key_of(Role::Write),
+            key_of(Role::Agent),
+            key_of(Role::Search)
+        );
         println!("(keys are shown only now; each start mints new ones. Ctrl-C stops.)\n");
     })
     .await

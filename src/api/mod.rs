@@ -211,7 +211,7 @@ pub fn app(state: AppState) -> Router {
 async fn route_not_found() -> axum::response::Response {
     error_response(
         Code::RouteNotFound,
-        "no such route; check the method and path against the API reference (API.md)",
+        "no such route; check the method and path against the API reference (docs/API.md, or GET /openapi.json)",
     )
 }
 

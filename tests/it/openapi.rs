@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::TestApp;
 
-/// Every route of the API reference (API.md), as method and path.
+/// Every route of the API reference (docs/API.md), as method and path.
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -81,7 +81,7 @@ async fn the_document_describes_every_route_and_every_error_code() {
     assert_eq!(
         operations(&doc),
         want,
-        "the document and API.md name the same routes"
+        "the document and docs/API.md name the same routes"
     );
 
     // each one is served (the document is made from the routes, so the
