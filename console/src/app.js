@@ -168,7 +168,7 @@ search.addWidgets([
     cssClasses: { select: 'sort-select' },
   }),
   ...facetWidgets,
-  clearRefinements({ container: '#clear-refinements', templates: { resetLabel: 'Clear filters' } }),
+  clearRefinements({ container: '#clear-refinements', templates: { resetLabel: () => 'Clear filters' } /* a function: a string template is compiled with new Function, which the server's CSP forbids */ }),
   resultsWidget,
 ]);
 

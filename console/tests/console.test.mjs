@@ -64,6 +64,10 @@ async function newPage() {
   const page = await context.newPage();
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
+  // a Content-Security-Policy refusal is only a console message
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to/i.test(m.text())) page.errors.push(m.text());
+  });
   return page;
 }
 
@@ -81,6 +85,15 @@ function renderedRows(page) {
 
 /** Waits until the list shows complete rows for `q`. */
 async function waitRendered(page, q, timeout = 20_000) {
+  try {
+    await waitRenderedOrThrow(page, q, timeout);
+  } catch (e) {
+    const alert = await page.textContent('[data-testid=alert]').catch(() => '');
+    throw new Error(`no rows rendered for ${JSON.stringify(q)} (${e.message.split('\n')[0]}); alert: ${JSON.stringify(alert)}; page errors: ${JSON.stringify(page.errors)}`);
+  }
+}
+
+async function waitRenderedOrThrow(page, q, timeout) {
   await page.waitForFunction(
     (q) => {
       const el = document.querySelector('[data-testid=results]');

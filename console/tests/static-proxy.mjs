@@ -18,7 +18,13 @@ export function startProxy({ upstream, port = 0 }) {
     if (req.method === 'GET' && file !== null && /^(index\.html|app\.js|app\.css)$/.test(file)) {
       try {
         const body = await readFile(join(dist, file));
-        res.writeHead(200, { 'content-type': TYPES[file.slice(file.lastIndexOf('.'))], 'cache-control': 'no-store' });
+        const headers = { 'content-type': TYPES[file.slice(file.lastIndexOf('.'))], 'cache-control': 'no-store' };
+        // the page under the server's own Content-Security-Policy, as GET / of the binary has it
+        if (file === 'index.html') {
+          const csp = await fetch(upstream).then((r) => r.headers.get('content-security-policy'), () => null);
+          if (csp) headers['content-security-policy'] = csp;
+        }
+        res.writeHead(200, headers);
         res.end(body);
       } catch {
         res.writeHead(404).end('console/dist is not built: run scripts/console_build');
