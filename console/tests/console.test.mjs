@@ -23,7 +23,7 @@ if (!URL_ || !SEARCH_KEY) throw new Error('set CRMSEARCH_URL and CRMSEARCH_SEARC
 
 let browser;
 const timings = {};
-let shotNo = 0;
+let shotNo = Number(process.env.BROWSER_SHOT_FROM || 0); // screenshots numbered in the order taken
 
 before(async () => {
   await mkdir(OUT, { recursive: true });
