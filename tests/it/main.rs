@@ -14,6 +14,7 @@ mod crash;
 mod embedded;
 mod http;
 mod limits;
+mod mcp;
 mod meili;
 mod memories;
 mod openapi;
