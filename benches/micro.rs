@@ -161,7 +161,13 @@ fn main() -> anyhow::Result<()> {
         c.bench_function("query building: parse + plan a two-word fuzzy query", |b| {
             b.iter(|| {
                 let parsed = query::parse(next());
-                std::hint::black_box(query::build(&parsed, Scope::Contacts, f, Typos::Normal))
+                std::hint::black_box(query::build(
+                    &parsed,
+                    Scope::Contacts,
+                    f,
+                    Typos::Normal,
+                    &[],
+                ))
             })
         });
     }

@@ -155,6 +155,22 @@ pub fn email_tokens(email: &str) -> Vec<String> {
     out
 }
 
+/// The local parts of addresses, lowercased, each once (those longer than
+/// [`MAX_TOKEN_BYTES`] left out).
+pub fn email_locals<'a>(emails: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = emails
+        .filter_map(|e| {
+            e.trim()
+                .rsplit_once('@')
+                .map(|(local, _)| local.to_lowercase())
+        })
+        .filter(|l| !l.is_empty() && l.len() <= MAX_TOKEN_BYTES)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The tokenizer of name-like text fields (names, company, title, city,
 /// notes, tags): see [`index_tokens`].
 pub const FOLD_TOKENIZER: &str = "crm_fold";
@@ -459,6 +475,14 @@ mod tests {
         // no country code known: digits and their tails only
         let bare = phone_tokens("08-12345678", "0812345678");
         assert!(bare.contains(&"12345678".to_owned()) && !bare.iter().any(|x| x.len() < 4));
+    }
+
+    #[test]
+    fn email_local_parts() {
+        assert_eq!(
+            email_locals(["Anna.S@x.se", "anna.s@y.se", "b@z", "nope", "@x"].into_iter()),
+            ["anna.s", "b"]
+        );
     }
 
     #[test]

@@ -39,7 +39,9 @@ impl DocType {
 ///   `last_name`, `name` (a company's), `title`, `company_name`, `city`,
 ///   `notes`, `tags`;
 /// - `emails`, `phones`: pre-analysed tokens ([`analysis::email_tokens`],
-///   [`analysis::phone_tokens`]), one term each;
+///   [`analysis::phone_tokens`]), one term each; `email_locals`: each
+///   address's local part alone (where a typo is looked for: the domains
+///   and pieces in `emails` are shared by too many contacts);
 /// - facets and filters (raw values, fast): `lifecycle_stage`, `owner_id`,
 ///   `company_id`, `country`, `industry`, `f_city`, `f_company`, `f_tags`;
 /// - sort keys (folded, fast only): `s_first`, `s_last`, `s_company`, `s_name`;
@@ -55,6 +57,7 @@ pub struct Fields {
     pub last_name: Field,
     pub name: Field,
     pub emails: Field,
+    pub email_locals: Field,
     pub phones: Field,
     pub title: Field,
     pub company_name: Field,
@@ -199,6 +202,7 @@ impl IndexSchema {
         let importance = b.add_f64_field("importance", FAST);
         let expires_at = b.add_date_field("expires_at", date);
         let lsn = b.add_u64_field("lsn", FAST);
+        let email_locals = b.add_text_field("email_locals", STRING);
         let fields = Fields {
             id,
             id_key,
@@ -209,6 +213,7 @@ impl IndexSchema {
             last_name,
             name,
             emails,
+            email_locals,
             phones,
             title,
             company_name,
@@ -296,6 +301,9 @@ impl IndexSchema {
             doc.add_text(f.company_id, company.to_string());
         }
         add_emails(&mut doc, f.emails, c.emails.iter().map(String::as_str));
+        for local in analysis::email_locals(c.emails.iter().map(String::as_str)) {
+            doc.add_text(f.email_locals, local);
+        }
         let mut phone_tokens: Vec<String> = Vec::new();
         for (i, raw) in c.phones.iter().enumerate() {
             let normalized = c.phones_normalized.get(i).map_or("", String::as_str);

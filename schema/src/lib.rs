@@ -18,4 +18,4 @@ pub use validate::FieldError;
 
 /// Bumped whenever the index layout or an analyzer changes; an index written
 /// with another version is rebuilt.
-pub const INDEX_FORMAT_VERSION: u32 = 4;
+pub const INDEX_FORMAT_VERSION: u32 = 5;

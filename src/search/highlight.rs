@@ -255,6 +255,7 @@ mod tests {
             Scope::Contacts,
             &IndexSchema::new().fields,
             Typos::Normal,
+            &[],
         )
         .1
     }

@@ -458,6 +458,63 @@ fn resolve_filters(
     Ok(out)
 }
 
+/// For each word of `parsed`, whether it also matches as a prefix: a
+/// finished word of 3+ letters that none of the tenant's documents of the
+/// scope has whole in a name field (see [`query::Parsed::prefix_candidates`];
+/// `all`: whatever they have). Looked up in the tenant's own documents, so
+/// what other tenants hold never changes an answer.
+fn word_prefixes(
+    searcher: &Searcher,
+    f: &Fields,
+    tenant: Uuid,
+    scope: Scope,
+    parsed: &query::Parsed,
+    all: bool,
+) -> Result<Vec<bool>> {
+    let mut out = vec![false; parsed.words.len()];
+    let fields = scope.prefix_fields(f);
+    for (i, word) in parsed.prefix_candidates() {
+        out[i] = all || !matches_whole(searcher, f, tenant, scope, &fields, word)?;
+    }
+    Ok(out)
+}
+
+/// Whether a document of the tenant's scope has `word` (or its German
+/// spelling) whole in one of `fields`; stops at the first.
+fn matches_whole(
+    searcher: &Searcher,
+    f: &Fields,
+    tenant: Uuid,
+    scope: Scope,
+    fields: &[Field],
+    word: &str,
+) -> tantivy::Result<bool> {
+    let spellings: Vec<String> = std::iter::once(word.to_owned())
+        .chain(schema::analysis::german_alternative(word))
+        .collect();
+    let terms: Vec<Box<dyn Query>> = fields
+        .iter()
+        .flat_map(|&field| spellings.iter().map(move |w| term_filter(field, w)))
+        .collect();
+    let mut clauses = scope_clauses(f, tenant, scope.doc_type());
+    clauses.push((Occur::Must, Box::new(BooleanQuery::union(terms))));
+    let weight = BooleanQuery::new(clauses).weight(
+        tantivy::query::EnableScoring::disabled_from_searcher(searcher),
+    )?;
+    for seg in searcher.segment_readers() {
+        let mut docs = weight.scorer(seg, 1.0)?;
+        let alive = seg.alive_bitset();
+        let mut doc = docs.doc();
+        while doc != tantivy::TERMINATED {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                return Ok(true);
+            }
+            doc = docs.advance();
+        }
+    }
+    Ok(false)
+}
+
 /// Contacts or companies matching a request.
 pub fn search(
     store: &IndexStore,
@@ -513,10 +570,18 @@ pub fn search(
             Some(Fallback::AnyWord),
         ));
     }
+    let word_prefix = word_prefixes(&searcher, f, tenant, scope, &parsed, false)?;
+    let every_prefix = word_prefixes(&searcher, f, tenant, scope, &parsed, true)?;
     let (rows, total, matchers, shared, own, fallback) = 'attempts: {
         let mut last = None;
         for (i, (typos, occur, fallback)) in attempts.iter().copied().enumerate() {
-            let (words, matchers) = query::build(&parsed, scope, f, typos);
+            // widened: every finished word of 3+ letters also as a prefix
+            let prefixes = if typos == Typos::Relaxed {
+                &every_prefix
+            } else {
+                &word_prefix
+            };
+            let (words, matchers) = query::build(&parsed, scope, f, typos, prefixes);
             let query_without = |skip: Option<&str>| -> BooleanQuery {
                 let mut clauses = scope_clauses(f, tenant, scope.doc_type());
                 for (field, q) in &filters {
@@ -685,7 +750,8 @@ pub fn autocomplete(
     };
     let mut out: Vec<Suggestion> = Vec::new();
     for scope in [Scope::ContactNames, Scope::CompanyNames] {
-        let (words, matchers) = query::build(&parsed, scope, f, Typos::Normal);
+        let prefixes = word_prefixes(&searcher, f, tenant, scope, &parsed, false)?;
+        let (words, matchers) = query::build(&parsed, scope, f, Typos::Normal, &prefixes);
         let mut clauses = scope_clauses(f, tenant, scope.doc_type());
         clauses.extend(words.into_iter().map(|w| (Occur::Must, w)));
         let (rows, _) =

@@ -34,6 +34,9 @@ pub const MAX_QUERY_WORDS: usize = 10;
 const MIN_SECONDARY_PREFIX: usize = 3;
 /// Shortest digits word matched as a prefix of a phone number.
 const MIN_PHONE_PREFIX: usize = 3;
+/// Shortest finished word that matches as a prefix of a name when nothing
+/// matches it whole ("ann kowa").
+pub const MIN_WORD_PREFIX: usize = 3;
 
 /// A word of the query.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +56,33 @@ pub struct Parsed {
 impl Parsed {
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
+    }
+
+    /// The words that may match as a prefix once they are known to match
+    /// nothing whole: finished words (not the one being typed) of
+    /// [`MIN_WORD_PREFIX`]+ letters, not addresses or digits.
+    pub fn prefix_candidates(&self) -> impl Iterator<Item = (usize, &str)> {
+        let last = self.words.len().saturating_sub(1);
+        self.words
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, w)| match w {
+                Word::Text(t)
+                    if !(self.typing && i == last) && t.chars().count() >= MIN_WORD_PREFIX =>
+                {
+                    Some((i, t.as_str()))
+                }
+                Word::Text(_) | Word::Digits(_) | Word::Email(_) => None,
+            })
+    }
+
+    /// Whether word `i` is one letter beside other words: an initial.
+    fn is_initial(&self, i: usize) -> bool {
+        let typing = self.typing && i + 1 == self.words.len();
+        self.words.len() > 1
+            && !typing
+            && matches!(&self.words[i], Word::Text(t) if t.chars().count() == 1
+                && t.chars().all(char::is_alphabetic))
     }
 }
 
@@ -156,8 +186,10 @@ struct Target {
     field: Field,
     weight: f32,
     fuzzy: bool,
-    /// Prefixes of any length (names, emails, company); others from 3 letters.
+    /// Prefixes of any length (names, company); others from 3 letters.
     primary: bool,
+    /// A person's name: takes initials.
+    name: bool,
     nicknames: bool,
 }
 
@@ -188,17 +220,24 @@ impl Scope {
             weight,
             fuzzy,
             primary,
+            name: false,
             nicknames: false,
         };
         let first = Target {
             nicknames: true,
+            name: true,
             ..t(f.first_name, 10.0, true, true)
+        };
+        let last = Target {
+            name: true,
+            ..t(f.last_name, 10.0, true, true)
         };
         match self {
             Scope::Contacts => vec![
                 first,
-                t(f.last_name, 10.0, true, true),
+                last,
                 t(f.emails, 7.0, false, false),
+                t(f.email_locals, 7.0, true, false),
                 t(f.company_name, 6.0, true, true),
                 t(f.title, 4.0, false, false),
                 t(f.city, 4.0, false, false),
@@ -214,11 +253,22 @@ impl Scope {
             ],
             Scope::ContactNames => vec![
                 first,
-                t(f.last_name, 10.0, true, true),
+                last,
                 t(f.emails, 7.0, false, false),
+                t(f.email_locals, 7.0, true, false),
             ],
             Scope::CompanyNames => vec![t(f.name, 10.0, true, true)],
         }
+    }
+
+    /// The fields a finished word matches by prefix in (when it matches
+    /// nothing whole): names and company names.
+    pub fn prefix_fields(self, f: &Fields) -> Vec<Field> {
+        self.targets(f)
+            .iter()
+            .filter(|t| t.primary)
+            .map(|t| t.field)
+            .collect()
     }
 }
 
@@ -230,11 +280,16 @@ pub struct Matchers {
 }
 
 /// One clause per word (each must match), and what each word matches.
+///
+/// `word_prefix[i]`: finished word `i` matches nothing whole, so it also
+/// matches as the start of a name ([`kind::WORD_PREFIX`]); see
+/// [`Parsed::prefix_candidates`]. Missing entries count as `false`.
 pub fn build(
     parsed: &Parsed,
     scope: Scope,
     f: &Fields,
     typos: Typos,
+    word_prefix: &[bool],
 ) -> (Vec<Box<dyn Query>>, Matchers) {
     let targets = scope.targets(f);
     let last = parsed.words.len().saturating_sub(1);
@@ -251,6 +306,21 @@ pub fn build(
                 let email = matches!(word, Word::Email(_));
                 let len = text.chars().count();
                 let distance = distance(typos, len);
+                let initial = !email && parsed.is_initial(i);
+                let whole_prefix = !email && word_prefix.get(i).copied().unwrap_or(false);
+                // where a prefix of it may match, and how that scores
+                let (prefix_kind, prefix_in): (f32, &dyn Fn(&Target) -> bool) = if typing {
+                    // an address being typed matches by prefix however short
+                    (kind::PREFIX, &|t: &Target| {
+                        t.primary || email || len >= MIN_SECONDARY_PREFIX
+                    })
+                } else if initial {
+                    (kind::INITIAL, &|t: &Target| t.name)
+                } else if whole_prefix {
+                    (kind::WORD_PREFIX, &|t: &Target| t.primary)
+                } else {
+                    (kind::PREFIX, &|_: &Target| false)
+                };
                 let mut alternatives: Vec<(String, f32)> = Vec::new();
                 if !email && let Some(alt) = analysis::german_alternative(text) {
                     alternatives.push((alt, kind::EXACT));
@@ -258,7 +328,8 @@ pub fn build(
                 let word = Arc::new(WordMatch {
                     word: text.clone(),
                     alternatives,
-                    prefix: typing,
+                    prefix: typing || initial || whole_prefix,
+                    prefix_kind,
                     distance,
                 });
                 let nicknames = (!email).then(|| {
@@ -270,13 +341,25 @@ pub fn build(
                         ..(*word).clone()
                     })
                 });
-                let automaton = word.automaton();
+                // a word being typed is fuzzy by prefix in the fields that
+                // take prefixes; in an address's local part, whole (every
+                // longer address would match a fuzzy prefix)
+                let automaton = word.automaton(typing);
+                let whole = if typing {
+                    word.automaton(false)
+                } else {
+                    automaton.clone()
+                };
                 for t in &targets {
                     if email && t.field != f.emails {
                         continue;
                     }
-                    // an address being typed matches by prefix however short
-                    let short = !t.primary && !email && len < MIN_SECONDARY_PREFIX;
+                    let in_locals = t.field == f.email_locals;
+                    // local parts are there for their typos (the exact ones
+                    // match in `emails`)
+                    if in_locals && whole.is_none() {
+                        continue;
+                    }
                     let word = match (&nicknames, t.nicknames) {
                         (Some(n), true) => n.clone(),
                         (Some(_) | None, _) => word.clone(),
@@ -285,11 +368,16 @@ pub fn build(
                         field: t.field,
                         weight: t.weight,
                         word,
-                        // the email tokens are many: fuzzy only for a whole address
+                        // the email tokens are many: fuzzy only for a whole
+                        // address
                         fuzzy: t.fuzzy || email,
-                        prefix: !short,
+                        prefix: prefix_in(t) && !in_locals,
                         pieces: !email && t.field == f.emails,
-                        automaton: automaton.clone(),
+                        automaton: if in_locals {
+                            whole.clone()
+                        } else {
+                            automaton.clone()
+                        },
                     }));
                 }
                 matchers.words.push(nicknames.unwrap_or(word));
@@ -299,6 +387,7 @@ pub fn build(
                     word: digits.clone(),
                     alternatives: Vec::new(),
                     prefix: typing,
+                    prefix_kind: kind::PREFIX,
                     distance: 0,
                 });
                 per_field.push(Box::new(FieldMatch {

@@ -33,6 +33,7 @@ const STREAM_COMPANIES: u64 = 1;
 const STREAM_CONTACTS: u64 = 2;
 const STREAM_QUERIES: u64 = 3;
 const STREAM_EMAIL_PATTERNS: u64 = 4;
+const STREAM_MORE_QUERIES: u64 = 5;
 
 /// The random stream `stream` of `seed`.
 fn rng_for(seed: u64, stream: u64) -> StdRng {
@@ -716,7 +717,8 @@ pub const FIXTURE_SEED: u64 = 7;
 pub const FIXTURE_COMPANIES: usize = 150;
 /// Contacts in `fixtures/relevance/contacts.ndjson`.
 pub const FIXTURE_CONTACTS: usize = 2_000;
-/// Queries in `fixtures/relevance/queries.ndjson`.
+/// Queries of the first eight kinds in `fixtures/relevance/queries.ndjson`
+/// (the file holds 35 % more of the other four).
 pub const FIXTURE_QUERIES: usize = 500;
 
 /// The contents of `fixtures/relevance/{companies,contacts,queries}.ndjson`
@@ -1038,7 +1040,15 @@ mod tests {
         assert_eq!(by_country.len(), LOCALES.len());
         assert!(by_country.values().all(|&n| n >= 30), "{by_country:?}");
         assert_eq!(by_kind.get("typo1"), Some(&150));
-        assert_eq!(by_kind.values().sum::<usize>(), FIXTURE_QUERIES);
+        // the first eight kinds make FIXTURE_QUERIES, the last four 35 % more
+        assert_eq!(
+            by_kind.values().sum::<usize>(),
+            FIXTURE_QUERIES + FIXTURE_QUERIES * 35 / 100
+        );
+        for kind in ["initial", "prefixes", "email_typo"] {
+            assert_eq!(by_kind.get(kind), Some(&50), "{kind}");
+        }
+        assert_eq!(by_kind.get("nickname"), Some(&25));
     }
 
     /// `cargo test -p crmsearch --lib seed::tests::generation_speed -- --ignored --nocapture`

@@ -12,10 +12,11 @@ use schema::ContactFields;
 use schema::analysis::fold;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{STREAM_QUERIES, rng_for};
+use super::{STREAM_MORE_QUERIES, STREAM_QUERIES, rng_for};
 
-/// The kinds of query, in the order of [`SHARES`].
-pub const KINDS: [&str; 8] = [
+/// The kinds of query: the eight of [`SHARES`], then the four of
+/// [`MORE_SHARES`].
+pub const KINDS: [&str; 12] = [
     "typo1",
     "typo2",
     "accents",
@@ -24,10 +25,17 @@ pub const KINDS: [&str; 8] = [
     "partial",
     "phone",
     "email",
+    "initial",
+    "prefixes",
+    "email_typo",
+    "nickname",
 ];
 
-/// Percent of the queries of each kind.
+/// Percent of the `n` queries of each of the first eight kinds.
 const SHARES: [u32; 8] = [30, 10, 10, 5, 10, 15, 10, 10];
+/// Queries of the last four kinds, in percent of `n`, made after the others
+/// from a stream of their own (so the first `n` stay what they were).
+const MORE_SHARES: [u32; 4] = [10, 10, 10, 5];
 
 const TYPO1: usize = 0;
 const TYPO2: usize = 1;
@@ -37,6 +45,10 @@ const REORDERED: usize = 4;
 const PARTIAL: usize = 5;
 const PHONE: usize = 6;
 const EMAIL: usize = 7;
+const INITIAL: usize = 8;
+const PREFIXES: usize = 9;
+const EMAIL_TYPO: usize = 10;
+const NICKNAME: usize = 11;
 
 /// A query and its ground truth.
 ///
@@ -52,6 +64,13 @@ const EMAIL: usize = 7;
 /// - `phone`: one of the contact's numbers written differently (national
 ///   for international and back, digits only, or its last 6-8 digits).
 /// - `email`: a whole address, or its local part.
+/// - `initial`: the first name's initial, with a dot half the time, and the
+///   surname ("J Kowalski", "J. Kowalski").
+/// - `prefixes`: the first 3-5 letters of both names ("ann kowa"), each
+///   shorter than its name.
+/// - `email_typo`: an address's local part of 5+ letters with one edit.
+/// - `nickname`: a nickname of the first name (the table of
+///   [`schema::nicknames`]) and the surname ("Bob Smith").
 ///
 /// Name queries are lower-cased about one time in four.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -68,7 +87,15 @@ pub struct RelevanceQuery {
     ///   national significant number or trunk-prefixed national number end
     ///   with the typed digits;
     /// - `email`: every contact with that address (case-insensitive), or,
-    ///   for a local part, with an address of that local part.
+    ///   for a local part, with an address of that local part;
+    /// - `initial`: every contact with that folded surname and a first
+    ///   name starting with the initial;
+    /// - `prefixes`: every contact whose folded names start with the two
+    ///   prefixes;
+    /// - `email_typo`: every contact with an address of the local part
+    ///   before its typo;
+    /// - `nickname`: every contact with that folded surname whose first
+    ///   name is the target's, the nickname, or a name of the nickname.
     pub expect: Vec<String>,
 }
 
@@ -101,15 +128,40 @@ impl<'de> Deserialize<'de> for RelevanceQuery {
 /// Up to `n` distinct queries over `contacts` (fewer only when the list
 /// has too few candidates of a kind), in the shares typo1 30%, typo2 10%,
 /// accents 10%, translit 5%, reordered 10%, partial 15%, phone 10%, email
-/// 10%, shuffled. Contacts without an `external_id` are never expected.
+/// 10%, shuffled; then 35% of `n` more, shuffled: initial 10%, prefixes
+/// 10%, email_typo 10%, nickname 5%. Contacts without an `external_id` are
+/// never expected.
 pub fn relevance_queries(seed: u64, contacts: &[ContactFields], n: usize) -> Vec<RelevanceQuery> {
-    let mut rng = rng_for(seed, STREAM_QUERIES);
     let truth = Truth::new(contacts);
-    let quotas = quotas(n);
     let mut used: BTreeSet<String> = BTreeSet::new();
-    let mut out = Vec::with_capacity(n);
-    for (kind, &quota) in quotas.iter().enumerate() {
-        let candidates: Vec<usize> = (0..contacts.len())
+    let mut rng = rng_for(seed, STREAM_QUERIES);
+    let mut out = Vec::with_capacity(n + n * 35 / 100);
+    let first: Vec<(usize, usize)> = quotas(n).into_iter().enumerate().collect();
+    generate(&mut rng, &truth, &first, &mut used, &mut out);
+    out.shuffle(&mut rng);
+    let mut rng = rng_for(seed, STREAM_MORE_QUERIES);
+    let mut more = Vec::new();
+    let rest: Vec<(usize, usize)> = MORE_SHARES
+        .iter()
+        .enumerate()
+        .map(|(k, &share)| (INITIAL + k, n * share as usize / 100))
+        .collect();
+    generate(&mut rng, &truth, &rest, &mut used, &mut more);
+    more.shuffle(&mut rng);
+    out.extend(more);
+    out
+}
+
+/// `quota` queries of each `(kind, quota)`, none typed twice.
+fn generate(
+    rng: &mut StdRng,
+    truth: &Truth,
+    quotas: &[(usize, usize)],
+    used: &mut BTreeSet<String>,
+    out: &mut Vec<RelevanceQuery>,
+) {
+    for &(kind, quota) in quotas {
+        let candidates: Vec<usize> = (0..truth.contacts.len())
             .filter(|&i| truth.eligible(kind, i))
             .collect();
         if candidates.is_empty() {
@@ -124,7 +176,7 @@ pub fn relevance_queries(seed: u64, contacts: &[ContactFields], n: usize) -> Vec
             if targets.contains(&target) && targets.len() < candidates.len() {
                 continue;
             }
-            let Some((q, matches)) = truth.make(&mut rng, kind, target) else {
+            let Some((q, matches)) = truth.make(rng, kind, target) else {
                 continue;
             };
             let q = q.trim().to_owned();
@@ -141,8 +193,6 @@ pub fn relevance_queries(seed: u64, contacts: &[ContactFields], n: usize) -> Vec
             });
         }
     }
-    out.shuffle(&mut rng);
-    out
 }
 
 /// The number of queries of each kind: the shares of `n`, remainders to
@@ -264,6 +314,52 @@ impl<'a> Truth<'a> {
             .collect()
     }
 
+    /// Contacts with this surname and a first name starting with `initial`.
+    pub(super) fn initial(&self, initial: &str, last: &str) -> Vec<usize> {
+        let initial = fold(initial);
+        self.same_last(last)
+            .into_iter()
+            .filter(|&i| {
+                self.first[i]
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with(&initial))
+            })
+            .collect()
+    }
+
+    /// Contacts whose names start with these prefixes.
+    pub(super) fn prefixes(&self, first: &str, last: &str) -> Vec<usize> {
+        let (first, last) = (fold(first), fold(last));
+        let mut out: Vec<usize> = self
+            .by_last
+            .range(last.clone()..)
+            .take_while(|(l, _)| l.starts_with(&last))
+            .flat_map(|(_, v)| v.iter().copied())
+            .filter(|&i| {
+                self.first[i]
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with(&first))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Contacts with this surname whose first name is `first`, `nickname`,
+    /// or a name `nickname` stands for.
+    pub(super) fn nickname(&self, first: &str, nickname: &str, last: &str) -> Vec<usize> {
+        let (first, nickname) = (fold(first), fold(nickname));
+        let related = schema::nicknames::related(&nickname);
+        self.same_last(last)
+            .into_iter()
+            .filter(|&i| {
+                self.first[i]
+                    .as_deref()
+                    .is_some_and(|f| f == first || f == nickname || related.contains(&f))
+            })
+            .collect()
+    }
+
     /// Contacts with a number that ends with the digits of `typed`.
     pub(super) fn phone(&self, typed: &str) -> Vec<usize> {
         let digits = digits(typed);
@@ -322,7 +418,19 @@ impl<'a> Truth<'a> {
             REORDERED => names.is_some(),
             PARTIAL => names.is_some_and(|(_, l)| len(l) >= 4),
             PHONE => !self.phone_forms[i].is_empty(),
-            _ => !c.emails.is_empty(),
+            EMAIL => !c.emails.is_empty(),
+            INITIAL => {
+                names.is_some_and(|(f, _)| f.chars().next().is_some_and(char::is_alphabetic))
+            }
+            PREFIXES => names.is_some_and(|(f, l)| len(f) >= 4 && len(l) >= 4),
+            EMAIL_TYPO => c.emails.iter().any(|e| {
+                e.rsplit_once('@')
+                    .is_some_and(|(local, _)| local.chars().count() >= 5)
+            }),
+            NICKNAME => self.first[i]
+                .as_deref()
+                .is_some_and(|f| !schema::nicknames::related(f).is_empty()),
+            _ => false,
         }
     }
 
@@ -408,6 +516,51 @@ impl<'a> Truth<'a> {
                 };
                 let m = self.email(&q);
                 Some((q, m))
+            }
+            INITIAL => {
+                let (f, l) = self.names_of(i)?;
+                let initial: String = f.chars().take(1).collect();
+                let dot = if rng.random_range(0..2) == 0 { "." } else { "" };
+                Some((
+                    case(format!("{initial}{dot} {l}")),
+                    self.initial(&initial, l),
+                ))
+            }
+            PREFIXES => {
+                let (f, l) = self.names_of(i)?;
+                let cut = |rng: &mut StdRng, s: &str| -> Option<String> {
+                    let chars: Vec<char> = s.chars().collect();
+                    let k = rng.random_range(3..=5usize).min(chars.len() - 1);
+                    chars[..k]
+                        .iter()
+                        .all(|c| c.is_alphabetic())
+                        .then(|| chars[..k].iter().collect())
+                };
+                let (fp, lp) = (cut(rng, f)?, cut(rng, l)?);
+                Some((case(format!("{fp} {lp}")), self.prefixes(&fp, &lp)))
+            }
+            EMAIL_TYPO => {
+                let locals: Vec<&str> = c
+                    .emails
+                    .iter()
+                    .filter_map(|e| e.trim().rsplit_once('@').map(|(local, _)| local))
+                    .filter(|local| local.chars().count() >= 5)
+                    .collect();
+                let local = locals[rng.random_range(0..locals.len())].to_lowercase();
+                let q = typo(rng, &local, 1, &self.names)?;
+                // a typo that spells another address is not a typo
+                self.email(&q).is_empty().then(|| {
+                    let m = self.email(&local);
+                    (q, m)
+                })
+            }
+            NICKNAME => {
+                let (f, l) = self.names_of(i)?;
+                let related = schema::nicknames::related(self.first[i].as_deref()?);
+                let nick = related[rng.random_range(0..related.len())];
+                let mut chars = nick.chars();
+                let nick: String = chars.next()?.to_uppercase().chain(chars).collect();
+                Some((case(format!("{nick} {l}")), self.nickname(f, &nick, l)))
             }
             _ => None,
         }
