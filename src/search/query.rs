@@ -62,25 +62,27 @@ impl Parsed {
     /// nothing whole: finished words (not the one being typed) of
     /// [`MIN_WORD_PREFIX`]+ letters, not addresses or digits.
     pub fn prefix_candidates(&self) -> impl Iterator<Item = (usize, &str)> {
-        let last = self.words.len().saturating_sub(1);
         self.words
             .iter()
             .enumerate()
             .filter_map(move |(i, w)| match w {
-                Word::Text(t)
-                    if !(self.typing && i == last) && t.chars().count() >= MIN_WORD_PREFIX =>
-                {
+                Word::Text(t) if !self.typed_at(i) && t.chars().count() >= MIN_WORD_PREFIX => {
                     Some((i, t.as_str()))
                 }
                 Word::Text(_) | Word::Digits(_) | Word::Email(_) => None,
             })
     }
 
+    /// Whether word `i` is the one still being typed (the last, with no
+    /// space after it).
+    fn typed_at(&self, i: usize) -> bool {
+        self.typing && i + 1 == self.words.len()
+    }
+
     /// Whether word `i` is one letter beside other words: an initial.
     fn is_initial(&self, i: usize) -> bool {
-        let typing = self.typing && i + 1 == self.words.len();
         self.words.len() > 1
-            && !typing
+            && !self.typed_at(i)
             && matches!(&self.words[i], Word::Text(t) if t.chars().count() == 1
                 && t.chars().all(char::is_alphabetic))
     }
@@ -292,14 +294,13 @@ pub fn build(
     word_prefix: &[bool],
 ) -> (Vec<Box<dyn Query>>, Matchers) {
     let targets = scope.targets(f);
-    let last = parsed.words.len().saturating_sub(1);
     let mut clauses: Vec<Box<dyn Query>> = Vec::new();
     let mut matchers = Matchers {
         words: Vec::new(),
         digits: Vec::new(),
     };
     for (i, word) in parsed.words.iter().enumerate() {
-        let typing = parsed.typing && i == last;
+        let typing = parsed.typed_at(i);
         let mut per_field: Vec<Box<dyn Query>> = Vec::new();
         match word {
             Word::Text(text) | Word::Email(text) => {
