@@ -238,6 +238,7 @@ impl Config {
             node: self.node.clone(),
             durable_interval: std::time::Duration::from_millis(self.durable_interval_ms),
             durable_docs: 100_000,
+            compact_idle: indexer::COMPACT_IDLE,
         }
     }
 

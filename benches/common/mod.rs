@@ -86,6 +86,7 @@ pub fn indexer_config(root: &std::path::Path, url: &str) -> indexer::IndexerConf
         node: "bench".into(),
         durable_interval: std::time::Duration::from_secs(1),
         durable_docs: 100_000,
+        compact_idle: indexer::COMPACT_IDLE,
     }
 }
 

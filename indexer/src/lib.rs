@@ -5,6 +5,7 @@ pub mod directory;
 pub mod error;
 pub mod failpoint;
 pub mod lsn;
+pub mod merging;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod recovery;
@@ -16,5 +17,6 @@ pub mod wal;
 
 pub use error::{Error, Result};
 pub use lsn::Lsn;
+pub use merging::COMPACT_IDLE;
 pub use pipeline::{Indexer, IndexerConfig, Status};
 pub use store::IndexStore;

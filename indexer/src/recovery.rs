@@ -165,15 +165,28 @@ mod tests {
     /// durable segment), C added. The replay takes both transactions into
     /// one commit, whose opstamps (restarting from the durable commit's)
     /// give the delete file the same name: it must commit, durably too.
+    /// Contacts of [`durable_then_soft`] besides its three.
+    const OTHERS: u64 = 8;
+    /// The contacts visible after [`durable_then_soft`]: B, C and the others.
+    const VISIBLE: u64 = 2 + OTHERS;
+
     fn durable_then_soft(root: &Path) -> (IndexStore, [Uuid; 3]) {
         let store = IndexStore::open(root).unwrap();
         let ids = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+        // others beside them: the delete below leaves the segment under the
+        // share of deletes the merge policy rewrites (it would remove the
+        // delete file these tests follow)
+        let others =
+            (0..OTHERS).map(|i| contact(&store, Uuid::new_v4(), &format!("Other{i}"), true));
         store
             .apply(
-                vec![
+                [
                     contact(&store, ids[0], "Alpha", true),
                     contact(&store, ids[1], "Beta", true),
-                ],
+                ]
+                .into_iter()
+                .chain(others)
+                .collect(),
                 Lsn(10),
             )
             .unwrap();
@@ -212,7 +225,7 @@ mod tests {
         store
             .commit(Lsn(20), true)
             .expect("the replayed durable commit");
-        assert_eq!(store.count(DocType::Contact), 2);
+        assert_eq!(store.count(DocType::Contact), VISIBLE);
     }
 
     /// Two processes that hold the same documents of a tenant, whatever
@@ -299,7 +312,7 @@ mod tests {
         drop(store);
         let store = IndexStore::open(&image).unwrap();
         assert_eq!(store.committed_lsn().unwrap(), Some(Lsn(20)));
-        assert_eq!(store.count(DocType::Contact), 2);
+        assert_eq!(store.count(DocType::Contact), VISIBLE);
         for d in [root, image] {
             let _ = std::fs::remove_dir_all(d);
         }
@@ -395,12 +408,12 @@ mod tests {
     fn a_restart_in_process_reopens_from_the_durable_commit_and_serves_meanwhile() {
         let root = temp_root();
         let (store, ids) = durable_then_soft(&root);
-        assert_eq!(store.count(DocType::Contact), 2, "B and C visible");
+        assert_eq!(store.count(DocType::Contact), VISIBLE, "B and C visible");
         let durable = store.recover().unwrap();
         assert_eq!(durable, Some(Lsn(10)));
         assert_eq!(store.catching_up_to(), Some(Lsn(20)));
         // searches still see what they saw, not the older durable state
-        assert_eq!(store.count(DocType::Contact), 2);
+        assert_eq!(store.count(DocType::Contact), VISIBLE);
         // nothing may claim the serving position before the replay has it
         assert!(store.commit_visible(Lsn(20)).is_err());
         assert!(
@@ -422,7 +435,7 @@ mod tests {
             None,
             "caught up: the reopened generation serves"
         );
-        assert_eq!(store.count(DocType::Contact), 2);
+        assert_eq!(store.count(DocType::Contact), VISIBLE);
         store.commit(Lsn(20), true).unwrap();
         drop(store);
         let store = IndexStore::open(&root).unwrap();

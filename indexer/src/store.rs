@@ -353,6 +353,32 @@ impl Generation {
         self.reopen_writer(STREAM_THREADS, STREAM_HEAP)
     }
 
+    /// Whether merging every segment into one is worth it now (see
+    /// [`crate::merging`]).
+    pub fn compaction_due(&self) -> anyhow::Result<bool> {
+        Ok(crate::merging::worth_compacting(
+            &self.index.searchable_segment_metas()?,
+        ))
+    }
+
+    /// Merges every segment into one when [`Self::compaction_due`], and
+    /// waits for it without holding the writer: changes go on being applied
+    /// and committed meanwhile. Blocking. Whether it merged.
+    pub fn compact(&self) -> anyhow::Result<bool> {
+        let metas = self.index.searchable_segment_metas()?;
+        if !crate::merging::worth_compacting(&metas) {
+            return Ok(false);
+        }
+        let ids: Vec<_> = metas.iter().map(|m| m.id()).collect();
+        let merging = match self.writer().as_mut() {
+            Some(w) => w.merge(&ids),
+            None => return Ok(false),
+        };
+        merging.wait()?;
+        self.reader.reload()?;
+        Ok(true)
+    }
+
     /// The LSN of the last commit (durable at open; the last soft commit
     /// afterwards).
     pub fn committed_lsn(&self) -> anyhow::Result<Option<Lsn>> {
@@ -557,6 +583,10 @@ fn open_writer(
     let started = Instant::now();
     loop {
         match index.writer_with_num_threads(threads, heap) {
+            Ok(w) => {
+                w.set_merge_policy(crate::merging::streaming_policy());
+                return Ok(w);
+            }
             Err(tantivy::TantivyError::LockFailure(..))
                 if started.elapsed() < std::time::Duration::from_secs(10) =>
             {
@@ -845,6 +875,17 @@ impl IndexStore {
 
     pub fn merge_all(&self) -> anyhow::Result<()> {
         self.writing().merge_all()
+    }
+
+    /// Whether the serving generation would gain from a compaction (not
+    /// while a restarted pipeline catches up: that generation is replaced).
+    pub fn compaction_due(&self) -> bool {
+        self.catching_up_to().is_none() && self.current().compaction_due().unwrap_or(false)
+    }
+
+    /// See [`Generation::compact`].
+    pub fn compact(&self) -> anyhow::Result<bool> {
+        self.current().compact()
     }
 
     pub fn presync(&self) -> std::io::Result<usize> {

@@ -32,6 +32,8 @@ pub(super) async fn run_committer(sh: Arc<Shared>, mut rx: mpsc::Receiver<Batch>
     let mut docs_since_durable = 0usize;
     let mut last_durable = Instant::now();
     let mut last_commit_time = None;
+    let mut last_change = Instant::now();
+    let mut compaction: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let durable_due = last_durable + durable_interval;
         let first = tokio::select! {
@@ -65,6 +67,7 @@ pub(super) async fn run_committer(sh: Arc<Shared>, mut rx: mpsc::Receiver<Batch>
             apply(store, txns, applied, n).await?;
             uncommitted_ops += n;
             docs_since_durable += n;
+            last_change = Instant::now();
         }
         if let Some(t) = last_commit_time {
             progress.set_last_commit(t);
@@ -100,6 +103,33 @@ pub(super) async fn run_committer(sh: Arc<Shared>, mut rx: mpsc::Receiver<Batch>
         }
         if closed {
             return Ok(());
+        }
+        if n == 0
+            && last_change.elapsed() >= sh.cfg.compact_idle
+            && compaction.as_ref().is_none_or(|c| c.is_finished())
+            && store.compaction_due()
+        {
+            compaction = Some(tokio::task::spawn_blocking(compact(store.clone())));
+        }
+    }
+}
+
+/// Merges the index into one segment (see [`crate::merging`]) while the
+/// committer goes on. A failed merge is not an error of the index: the
+/// segments it would have replaced stay, and the next idle moment retries.
+fn compact(store: Arc<IndexStore>) -> impl FnOnce() {
+    move || {
+        let started = Instant::now();
+        let before = store.segments();
+        match store.compact() {
+            Ok(true) => tracing::info!(
+                segments = before,
+                secs = started.elapsed().as_secs_f64(),
+                "index compacted into one segment while idle"
+            ),
+            Ok(false) => {}
+            // e.g. a merge the policy started holds some of the segments
+            Err(e) => tracing::debug!(error = %e, "idle compaction did not run"),
         }
     }
 }
@@ -192,6 +222,36 @@ mod tests {
         committer.await.unwrap().unwrap();
         assert_eq!(sh.progress.durable(), Lsn(20), "the last commit is durable");
         assert_eq!(t.store.committed_lsn().unwrap(), Some(Lsn(20)));
+    }
+
+    #[tokio::test]
+    async fn merges_into_one_segment_once_writes_stop() {
+        let t = temp_store();
+        let sh = super::super::testing::shared_with(&t.store, Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel(8);
+        let committer = tokio::spawn(run_committer(sh.clone(), rx));
+        let mut visible = sh.progress.subscribe();
+        // one segment per commit, too few for the merge policy
+        for lsn in [10, 20] {
+            let op = upsert(&t.store, Uuid::new_v4(), "A");
+            tx.send(Batch {
+                ops: vec![op],
+                lsn: Lsn(lsn),
+                commit_time: None,
+            })
+            .await
+            .unwrap();
+            visible.wait_for(|v| *v >= Lsn(lsn)).await.unwrap();
+        }
+        assert_eq!(t.store.segments(), 2);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while t.store.segments() > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(t.store.segments(), 1, "compacted once idle");
+        assert_eq!(t.store.count(DocType::Contact), 2);
+        drop(tx);
+        committer.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -60,6 +60,9 @@ pub struct IndexerConfig {
     pub durable_interval: Duration,
     /// Durable commit after this many documents even before the interval.
     pub durable_docs: usize,
+    /// After this long without a change, merge the index into one segment
+    /// when worth it (see [`crate::merging`]).
+    pub compact_idle: Duration,
 }
 
 impl IndexerConfig {
@@ -486,6 +489,7 @@ pub(crate) mod testing {
                 node: "test".into(),
                 durable_interval,
                 durable_docs: 100_000,
+                compact_idle: durable_interval,
             },
             pool,
             store: store.clone(),
