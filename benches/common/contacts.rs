@@ -90,3 +90,73 @@ pub async fn fixture(n: usize) -> anyhow::Result<Fixture> {
         load_secs,
     })
 }
+
+/// The same contacts as a user gets them: an indexer following an empty
+/// database (`crmsearch_cdc`, beside the fixture's in the same Postgres),
+/// then the `n` contacts loaded through the bulk API's path (`POST
+/// /v1/contacts/bulk`, 50K per request) while it streams them in. Its idle
+/// compaction is off, so the index keeps the layout the load and the merge
+/// policy left (the worst a search meets, until the first idle moment
+/// compacts it). Cached in `root/index-cdc` like the fixture.
+pub struct CdcBuilt {
+    pub indexer: std::sync::Arc<indexer::Indexer>,
+    pub tenant: Uuid,
+    /// Seconds from the first bulk request to everything searchable; NaN
+    /// when cached.
+    pub load_secs: f64,
+}
+
+pub async fn cdc_built(fx: &Fixture, n: usize) -> anyhow::Result<CdcBuilt> {
+    use crmsearch::db;
+    const DB: &str = "crmsearch_cdc";
+    let marker = fx.root.join(format!("cdc-loaded-{n}"));
+    let admin = db::connect(&fx.pg.url("postgres"), 1).await?;
+    let mut cfg = super::indexer_config(&fx.root, &fx.pg.url(DB));
+    cfg.index_dir = fx.root.join("index-cdc");
+    cfg.node = "benchcdc".into();
+    cfg.compact_idle = std::time::Duration::from_secs(365 * 86_400);
+    if !marker.exists() {
+        sqlx::query(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
+        )
+        .bind(DB)
+        .execute(&admin)
+        .await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+            .execute(&admin)
+            .await?;
+        let _ = std::fs::remove_dir_all(&cfg.index_dir);
+    }
+    db::ensure_database(&fx.pg.url("postgres"), DB).await?;
+    let pool = db::connect(&cfg.database_url, 4).await?;
+    db::migrate(&pool).await?;
+    let indexer = indexer::Indexer::start(cfg, pool.clone()).await?;
+    let (tenant, load_secs) = if marker.exists() {
+        (std::fs::read_to_string(&marker)?.trim().parse()?, f64::NAN)
+    } else {
+        let (tenant, _) = crmsearch::auth::create_tenant(&pool, "bench-cdc")
+            .await
+            .map_err(crmsearch::cli::anyhow_of)?;
+        let t = Instant::now();
+        crmsearch::ops::seed::contacts(&pool, tenant, SEED, n, COMPANIES, true).await?;
+        indexer
+            .wait_for(
+                db::write_position(&pool).await?,
+                std::time::Duration::from_secs(1800),
+            )
+            .await;
+        std::fs::write(&marker, tenant.to_string())?;
+        (tenant, t.elapsed().as_secs_f64())
+    };
+    indexer
+        .wait_for(
+            db::write_position(&pool).await?,
+            std::time::Duration::from_secs(600),
+        )
+        .await;
+    Ok(CdcBuilt {
+        indexer,
+        tenant,
+        load_secs,
+    })
+}
