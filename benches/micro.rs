@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (fx, ix) = rt.block_on(async {
+    let (fx, ix, cdc) = rt.block_on(async {
         let fx = common::contacts::fixture(n).await?;
         let ix = Indexer::start(common::indexer_config(&fx.root, &fx.url), fx.pool.clone()).await?;
         ix.wait_for(
@@ -102,11 +102,17 @@ fn main() -> anyhow::Result<()> {
         )
         .await;
         std::fs::write(common::contacts::marker(&fx.root, n), fx.tenant.to_string())?;
-        anyhow::Ok((fx, ix))
+        // the index users get: the same contacts through the bulk API's
+        // path, as CDC and the merge policy left it (the search bench's)
+        let cdc = common::contacts::cdc_built(&fx, n).await?;
+        anyhow::Ok((fx, ix, cdc))
     })?;
     let store = ix.store.clone();
     let tenant = fx.tenant;
     let docs = store.searcher().num_docs();
+    let segments = store.searcher().segment_readers().len();
+    let cdc_store = cdc.indexer.store.clone();
+    let cdc_segments = cdc_store.searcher().segment_readers().len();
 
     // inputs drawn from the data
     let rel = crmsearch::seed::relevance_queries(common::contacts::SEED, &fx.contacts, 2_000);
@@ -171,83 +177,106 @@ fn main() -> anyhow::Result<()> {
             })
         });
     }
-    let run = |req: &Request| search::search(&store, tenant, Scope::Contacts, req).expect("search");
-    {
-        let mut next = cycle(&typo);
+    for (layout, store, tenant) in [
+        ("merged", &store, tenant),
+        ("CDC-built", &cdc_store, cdc.tenant),
+    ] {
+        let run =
+            |req: &Request| search::search(store, tenant, Scope::Contacts, req).expect("search");
+        {
+            let mut next = cycle(&typo);
+            c.bench_function(
+                &format!("{layout}: fuzzy: misspelled two-word name, 3 facets, exact total"),
+                |b| {
+                    b.iter(|| {
+                        run(&Request {
+                            q: next().clone(),
+                            facets: facets.clone(),
+                            highlight: true,
+                            ..Request::default()
+                        })
+                        .total
+                    })
+                },
+            );
+        }
+        {
+            let mut next = cycle(&typing);
+            c.bench_function(
+                &format!("{layout}: as-you-type: each keystroke of a name, exact total"),
+                |b| {
+                    b.iter(|| {
+                        run(&Request {
+                            q: next().clone(),
+                            highlight: true,
+                            ..Request::default()
+                        })
+                        .total
+                    })
+                },
+            );
+        }
+        {
+            let mut next = cycle(&prefixes);
+            c.bench_function(
+                &format!("{layout}: autocomplete: prefixes of 1–6 letters, 8 suggestions"),
+                |b| {
+                    b.iter(|| {
+                        search::autocomplete(store, tenant, next(), 8)
+                            .expect("autocomplete")
+                            .len()
+                    })
+                },
+            );
+        }
+        {
+            let mut next = cycle(&countries);
+            c.bench_function(
+                &format!("{layout}: facets: country filter, 3 disjunctive facets, 50 rows"),
+                |b| {
+                    b.iter(|| {
+                        let filter =
+                            search::parse_filter(&serde_json::json!({"country": [next()]}))
+                                .expect("filter");
+                        run(&Request {
+                            filter,
+                            facets: facets.clone(),
+                            limit: 50,
+                            ..Request::default()
+                        })
+                        .total
+                    })
+                },
+            );
+        }
         c.bench_function(
-            "fuzzy: misspelled two-word name, 3 facets, exact total",
+            &format!("{layout}: stats: 7 whole-tenant facets, top 20 each, computed"),
             |b| {
                 b.iter(|| {
-                    run(&Request {
-                        q: next().clone(),
-                        facets: facets.clone(),
-                        highlight: true,
-                        ..Request::default()
-                    })
-                    .total
+                    search::compute_stats(store, tenant, Scope::Contacts, 20)
+                        .expect("stats")
+                        .total
                 })
             },
         );
-    }
-    {
-        let mut next = cycle(&typing);
-        c.bench_function("as-you-type: each keystroke of a name, exact total", |b| {
-            b.iter(|| {
-                run(&Request {
-                    q: next().clone(),
-                    highlight: true,
-                    ..Request::default()
-                })
-                .total
-            })
-        });
-    }
-    {
-        let mut next = cycle(&prefixes);
-        c.bench_function(
-            "autocomplete: prefixes of 1–6 letters, 8 suggestions",
-            |b| {
-                b.iter(|| {
-                    search::autocomplete(&store, tenant, next(), 8)
-                        .expect("autocomplete")
+        {
+            let mut next = cycle(&offsets);
+            c.bench_function(
+                &format!("{layout}: deep window: 100 rows by last name at any offset"),
+                |b| {
+                    b.iter(|| {
+                        run(&Request {
+                            sort: Some("last_name:asc".into()),
+                            offset: *next(),
+                            limit: 100,
+                            ..Request::default()
+                        })
+                        .hits
                         .len()
-                })
-            },
-        );
-    }
-    {
-        let mut next = cycle(&countries);
-        c.bench_function(
-            "facets: country filter, 3 disjunctive facets, 50 rows",
-            |b| {
-                b.iter(|| {
-                    let filter = search::parse_filter(&serde_json::json!({"country": [next()]}))
-                        .expect("filter");
-                    run(&Request {
-                        filter,
-                        facets: facets.clone(),
-                        limit: 50,
-                        ..Request::default()
                     })
-                    .total
-                })
-            },
-        );
-    }
-    {
-        let mut next = cycle(&offsets);
-        c.bench_function("deep window: 100 rows by last name at any offset", |b| {
-            b.iter(|| {
-                run(&Request {
-                    sort: Some("last_name:asc".into()),
-                    offset: *next(),
-                    limit: 100,
-                    ..Request::default()
-                })
-                .hits
-                .len()
-            })
-        });
+                },
+            );
+        }
     }
 
     // vectors: the usearch graph (f16, as served) cached on disk, and the
@@ -306,6 +335,7 @@ fn main() -> anyhow::Result<()> {
     }
     c.final_summary();
     rt.block_on(ix.shutdown());
+    rt.block_on(cdc.indexer.shutdown());
     drop(fx);
 
     let mut r = Results::new(
@@ -316,8 +346,10 @@ fn main() -> anyhow::Result<()> {
     );
     let mut md = format!(
         "## Micro-benchmarks (`cargo bench --bench micro`, criterion)\n\n\
-         On the cached prebuilt contact index ({docs} documents, the search bench's) and a cached \
-         usearch graph (f16) of {nv} clustered vectors; each benchmark cycles through varied inputs \
+         On the search bench's cached contact indexes of {docs} documents: `merged`, its \
+         snapshot merged into {segments} segment(s), and `CDC-built`, the same contacts loaded \
+         through the bulk API's path and indexed by CDC as the merge policy left it \
+         ({cdc_segments} segments); and a cached usearch graph (f16) of {nv} clustered vectors; each benchmark cycles through varied inputs \
          drawn from the data, so a figure is a median over a mix, not one query. Median and \
          criterion's 95 % interval; {secs} s of measurement each.\n\n\
          | benchmark | median | 95 % interval |\n|---|---|---|\n"

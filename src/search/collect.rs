@@ -17,9 +17,13 @@
 
 use std::cmp::Ordering;
 
+use std::sync::Arc;
+
 use tantivy::columnar::{Cardinality, StrColumn};
 use tantivy::query::{EnableScoring, Query};
 use tantivy::{DocAddress, DocId, Score, Searcher};
+
+use super::ordinals::GlobalOrds;
 
 /// The order of a result list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +112,7 @@ pub struct FacetCounter {
     /// Per segment, a count per term ordinal.
     counts: Vec<Vec<u32>>,
     columns: Vec<Option<StrColumn>>,
+    ords: Arc<GlobalOrds>,
 }
 
 impl FacetCounter {
@@ -123,6 +128,7 @@ impl FacetCounter {
             field,
             counts,
             columns,
+            ords: GlobalOrds::of(searcher, field)?,
         })
     }
 
@@ -155,25 +161,37 @@ impl FacetCounter {
     }
 
     /// The `size` values with the most documents (ties by value), with
-    /// their exact counts.
+    /// their exact counts: the segments' counts added up by global ordinal,
+    /// and only the winners' values read.
     pub fn top(&self, size: usize) -> tantivy::Result<Vec<(String, u64)>> {
-        let mut merged: std::collections::HashMap<String, u64> = Default::default();
-        for (column, counts) in self.columns.iter().zip(&self.counts) {
-            let Some(column) = column else { continue };
-            let ords: Vec<u64> = (0..counts.len() as u64)
-                .filter(|o| counts[*o as usize] > 0)
-                .collect();
-            let mut i = 0;
-            column.dictionary().sorted_ords_to_term_cb(&ords, |term| {
-                let value = String::from_utf8_lossy(term).into_owned();
-                *merged.entry(value).or_default() += u64::from(counts[ords[i] as usize]);
-                i += 1;
-            })?;
+        let mut total = vec![0u64; self.ords.len()];
+        for (map, counts) in self.ords.per_segment.iter().zip(&self.counts) {
+            for (ord, &c) in counts.iter().enumerate() {
+                if c > 0 {
+                    total[map[ord] as usize] += u64::from(c);
+                }
+            }
         }
-        let mut values: Vec<(String, u64)> = merged.into_iter().collect();
-        values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        values.truncate(size);
-        Ok(values)
+        // global ordinals are in value order: ties by value are ties by ordinal
+        let mut best: Vec<(u64, u32)> = total
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(o, c)| (*c, o as u32))
+            .collect();
+        let by = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        if best.len() > size && size > 0 {
+            best.select_nth_unstable_by(size - 1, by);
+        }
+        best.truncate(size);
+        best.sort_unstable_by(by);
+        let mut buf = Vec::new();
+        best.into_iter()
+            .map(|(count, ord)| {
+                self.ords.value(ord, &mut buf)?;
+                Ok((String::from_utf8_lossy(&buf).into_owned(), count))
+            })
+            .collect()
     }
 }
 
@@ -307,7 +325,7 @@ pub fn gather(
                     vals.clear();
                     vals.resize(docs.len(), None);
                     column.ords().first_vals(docs, &mut vals);
-                    let seg_ranks = &ranks.per_segment[seg_ord];
+                    let seg_ranks = &ranks.ords.per_segment[seg_ord];
                     keys.extend(vals.iter().map(|v| {
                         v.map_or(MISSING, |ord| rank_key(seg_ranks[ord as usize], sort.desc))
                     }));
@@ -387,19 +405,12 @@ fn window_by(
     let (lo, hi) = if offset == 0 && end == n {
         (0, u64::MAX)
     } else {
-        let mut keys: Vec<u64> = Vec::with_capacity(n);
-        for m in &matches.segments {
-            keys.extend_from_slice(&m.keys);
-        }
-        let (_, lo, right) = keys.select_nth_unstable(offset);
-        let lo = *lo;
-        // the key at `end - 1` is in the part right of `offset`
+        let lo = key_at(matches, offset);
+        // the window's last key; past the end, everything after `lo`
         let hi = if end == n {
             u64::MAX
-        } else if end - 1 == offset {
-            lo
         } else {
-            *right.select_nth_unstable(end - 1 - offset - 1).1
+            key_at(matches, end - 1)
         };
         (lo, hi)
     };
@@ -425,6 +436,44 @@ fn window_by(
     rows.truncate(from + (end - offset));
     rows.drain(..from);
     rows
+}
+
+/// The key at `rank` (from 0) among every match's key, in linear time and
+/// without a copy of them all: a count of the keys by their top 16 bits
+/// (above the smallest key) finds the bucket holding the rank, and only
+/// that bucket is copied and selected in.
+fn key_at(matches: &Matches, rank: usize) -> u64 {
+    let keys = || matches.segments.iter().flat_map(|m| m.keys.iter().copied());
+    // keys of documents without the value sort last: out of the span
+    let (mut min, mut max, mut present) = (u64::MAX, 0, 0usize);
+    for k in keys().filter(|k| *k != MISSING) {
+        min = min.min(k);
+        max = max.max(k);
+        present += 1;
+    }
+    if rank >= present {
+        return MISSING;
+    }
+    let shift = (64 - (max - min).leading_zeros()).saturating_sub(16);
+    let bucket = |k: u64| ((k - min) >> shift) as usize;
+    let mut counts = vec![0u32; bucket(max) + 1];
+    for k in keys().filter(|k| *k != MISSING) {
+        counts[bucket(k)] += 1;
+    }
+    let mut before = 0;
+    let mut at = 0;
+    for (b, &c) in counts.iter().enumerate() {
+        let c = c as usize;
+        if before + c > rank {
+            at = b;
+            break;
+        }
+        before += c;
+    }
+    let mut inside: Vec<u64> = keys()
+        .filter(|k| *k != MISSING && bucket(*k) == at)
+        .collect();
+    *inside.select_nth_unstable(rank - before).1
 }
 
 /// The cursor key of a row: what [`AfterKey`] continues after it.
@@ -487,73 +536,17 @@ fn threshold(sort: &Sort, after: &AfterKey, tie: u64, ranks: Option<&Ranks>) -> 
     }
 }
 
-/// Per segment, the global rank of each term ordinal of a string column;
-/// and, for a cursor's value, its rank and whether it is in the index.
+/// The global ordinals of a string sort column and, for a cursor's value,
+/// its rank and whether it is in the index.
 struct Ranks {
-    per_segment: Vec<Vec<u32>>,
+    ords: Arc<GlobalOrds>,
     after: Option<(u32, bool)>,
 }
 
 fn text_ranks(searcher: &Searcher, field: &str, after: Option<&str>) -> tantivy::Result<Ranks> {
-    let columns: Vec<Option<StrColumn>> = searcher
-        .segment_readers()
-        .iter()
-        .map(|s| s.fast_fields().str(field))
-        .collect::<tantivy::Result<_>>()?;
-    let mut per_segment: Vec<Vec<u32>> = columns
-        .iter()
-        .map(|c| vec![0; c.as_ref().map_or(0, |c| c.num_terms())])
-        .collect();
-    let mut streams = Vec::new();
-    for (i, c) in columns.iter().enumerate() {
-        if let Some(c) = c {
-            let mut s = c.dictionary().stream()?;
-            if s.advance() {
-                streams.push((i, s));
-            }
-        }
-    }
-    let after = after.map(str::as_bytes);
-    let mut after_rank: Option<(u32, bool)> = after.map(|_| (0, false));
-    let mut rank: u32 = 0;
-    let mut prev: Vec<u8> = Vec::new();
-    let mut first = true;
-    while !streams.is_empty() {
-        // few segments: the smallest head by a linear scan
-        let mut min = 0;
-        for j in 1..streams.len() {
-            if streams[j].1.key() < streams[min].1.key() {
-                min = j;
-            }
-        }
-        let (seg, stream) = &mut streams[min];
-        let key = stream.key();
-        if !first && key != prev.as_slice() {
-            rank += 1;
-        }
-        if first || key != prev.as_slice() {
-            prev.clear();
-            prev.extend_from_slice(key);
-            if let (Some(a), Some(ar)) = (after, after_rank.as_mut())
-                && key <= a
-            {
-                *ar = if key == a {
-                    (rank, true)
-                } else {
-                    (rank + 1, false)
-                };
-            }
-        }
-        first = false;
-        per_segment[*seg][stream.term_ord() as usize] = rank;
-        if !stream.advance() {
-            streams.swap_remove(min);
-        }
-    }
-    Ok(Ranks {
-        per_segment,
-        after: after_rank,
-    })
+    let ords = GlobalOrds::of(searcher, field)?;
+    let after = after.map(|a| ords.position(a.as_bytes())).transpose()?;
+    Ok(Ranks { ords, after })
 }
 
 #[cfg(test)]
@@ -576,18 +569,22 @@ mod tests {
     fn windows_equal_a_full_sort() {
         // two segments, many equal keys, ties from the document number
         let tie = |seg: u32, doc: DocId| u64::from((doc * 31 + seg * 7) % 1000);
+        // segment 2: keys far apart (dates), and documents without one
+        let key = |seg: u32, i: u32| match seg {
+            2 if i % 5 == 0 => MISSING,
+            2 => date_key(i64::from(i % 37) << 40, false),
+            _ => u64::from((i * 7919 + seg) % 97),
+        };
         let matches = Matches {
-            segments: (0..2u32)
+            segments: (0..3u32)
                 .map(|seg| SegmentMatches {
                     seg,
                     docs: (0..500).collect(),
-                    keys: (0..500u32)
-                        .map(|i| u64::from((i * 7919 + seg) % 97))
-                        .collect(),
+                    keys: (0..500u32).map(|i| key(seg, i)).collect(),
                     scores: Vec::new(),
                 })
                 .collect(),
-            len: 1000,
+            len: 1500,
         };
         let mut full: Vec<Row> = matches
             .segments
@@ -611,6 +608,11 @@ mod tests {
             (999, 1),
             (500, 1),
             (1000, 5),
+            (1150, 100),
+            (1199, 2),
+            (1400, 200),
+            (1499, 1),
+            (1500, 5),
         ] {
             let w: Vec<(u32, u32)> = window_by(&matches, offset, limit, tie)
                 .iter()
@@ -625,5 +627,6 @@ mod tests {
             assert_eq!(w, want, "{offset} {limit}");
         }
         assert!(window_by(&matches, 5, 0, tie).is_empty());
+        assert_eq!(full.len(), 1500);
     }
 }

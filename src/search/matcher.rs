@@ -46,6 +46,11 @@ pub struct WordMatch {
     pub prefix_kind: f32,
     /// Edits allowed (0, 1 or 2).
     pub distance: u8,
+    /// Most terms the word expands to in one field by prefix or typos,
+    /// beside its own spelling and alternatives: the best kind of match
+    /// first, then the terms in most documents, counted over the whole
+    /// index (every segment keeps the same terms, whatever the layout).
+    pub max_expansions: usize,
 }
 
 impl WordMatch {
@@ -136,17 +141,16 @@ fn each_prefixed<A: tantivy_fst::Automaton>(
     mut stream: tantivy::termdict::TermStreamer<'_, A>,
     word: &[u8],
     prefix_kind: f32,
-    add: &mut impl FnMut(&tantivy::postings::TermInfo, f32) -> tantivy::Result<()>,
-) -> tantivy::Result<()> {
+    push: &mut impl FnMut(&[u8], tantivy::postings::TermInfo, f32),
+) {
     while stream.advance() {
         let score = if stream.key() == word {
             kind::EXACT
         } else {
             prefix_kind
         };
-        add(stream.value(), score)?;
+        push(stream.key(), stream.value().clone(), score);
     }
-    Ok(())
 }
 
 /// Terms starting with a prefix and holding none of `@ . _ - +` after it.
@@ -178,32 +182,27 @@ impl tantivy_fst::Automaton for PiecePrefix<'_> {
     }
 }
 
-impl Query for FieldMatch {
-    fn weight(&self, _scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
-        Ok(Box::new(self.clone()))
-    }
-}
-
-impl Weight for FieldMatch {
-    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+impl FieldMatch {
+    /// Every term of one segment's dictionary the word matches here, with
+    /// its kind score; `own`: whether it is the word itself or an
+    /// alternative (never capped).
+    fn segment_terms(
+        &self,
+        reader: &SegmentReader,
+        out: &mut Vec<Candidate>,
+    ) -> tantivy::Result<()> {
         let inverted = reader.inverted_index(self.field)?;
         let dict = inverted.terms();
-        let mut levels = Levels::new(reader.max_doc());
-        let mut add = |info: &tantivy::postings::TermInfo, score: f32| -> tantivy::Result<()> {
-            let mut postings =
-                inverted.read_block_postings_from_terminfo(info, IndexRecordOption::Basic)?;
-            loop {
-                let docs = postings.docs();
-                if docs.is_empty() {
-                    break;
-                }
-                levels.add(docs, score);
-                postings.advance();
-            }
-            Ok(())
-        };
         let w = &self.word;
         let prefix = w.prefix && self.prefix;
+        let mut push = |term: &[u8], info: tantivy::postings::TermInfo, score: f32| {
+            out.push(Candidate {
+                own: term == w.word.as_bytes(),
+                term: term.to_vec(),
+                info,
+                score,
+            });
+        };
         // the fuzzy pass finds the exact term too, and the prefixes when its
         // automaton is one of prefixes
         let mut exact_done = false;
@@ -216,7 +215,7 @@ impl Weight for FieldMatch {
                 // a prefix automaton in a field without prefixes: classify
                 // as a whole word, which drops what only a prefix matched
                 if let Some(score) = w.classify(term, by_prefix) {
-                    add(stream.value(), score)?;
+                    push(stream.key(), stream.value().clone(), score);
                 }
             }
             exact_done = true;
@@ -226,22 +225,139 @@ impl Weight for FieldMatch {
             let word = w.word.as_bytes();
             if self.pieces {
                 let stream = dict.search(PiecePrefix(word)).into_stream()?;
-                each_prefixed(stream, word, w.prefix_kind, &mut add)?;
+                each_prefixed(stream, word, w.prefix_kind, &mut push);
             } else {
                 let mut range = dict.range().ge(word);
                 if let Some(end) = prefix_end(word) {
                     range = range.lt(end);
                 }
-                each_prefixed(range.into_stream()?, word, w.prefix_kind, &mut add)?;
+                each_prefixed(range.into_stream()?, word, w.prefix_kind, &mut push);
             }
             exact_done = true;
         }
         if !exact_done && let Some(info) = dict.get(w.word.as_bytes())? {
-            add(&info, kind::EXACT)?;
+            push(w.word.as_bytes(), info, kind::EXACT);
         }
         for (alt, score) in &w.alternatives {
             if let Some(info) = dict.get(alt.as_bytes())? {
-                add(&info, *score)?;
+                out.push(Candidate {
+                    own: true,
+                    term: alt.as_bytes().to_vec(),
+                    info,
+                    score: *score,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A term a word matches in one segment.
+struct Candidate {
+    /// The word itself or one of its alternatives: never capped.
+    own: bool,
+    term: Vec<u8>,
+    info: tantivy::postings::TermInfo,
+    score: f32,
+}
+
+/// Keeps, of every segment's candidates, the word's own terms and the
+/// `max` best others over the whole index (kind score, then documents
+/// summed over the segments, then the term).
+fn cap_expansions(per_segment: &mut [Vec<Candidate>], max: usize) {
+    let others: usize = per_segment
+        .iter()
+        .map(|c| c.iter().filter(|c| !c.own).count())
+        .sum();
+    if others <= max {
+        return;
+    }
+    let mut merged: std::collections::HashMap<&[u8], (f32, u64)> = Default::default();
+    for c in per_segment.iter().flatten().filter(|c| !c.own) {
+        let e = merged.entry(c.term.as_slice()).or_insert((c.score, 0));
+        e.1 += u64::from(c.info.doc_freq);
+    }
+    if merged.len() <= max {
+        return;
+    }
+    let mut ranked: Vec<(&[u8], (f32, u64))> = merged.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| {
+        b.1.0
+            .total_cmp(&a.1.0)
+            .then(b.1.1.cmp(&a.1.1))
+            .then(a.0.cmp(b.0))
+    });
+    let kept: std::collections::HashSet<Vec<u8>> =
+        ranked[..max].iter().map(|(t, _)| t.to_vec()).collect();
+    for seg in per_segment.iter_mut() {
+        seg.retain(|c| c.own || kept.contains(&c.term));
+    }
+}
+
+impl Query for FieldMatch {
+    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        let searcher = scoring.searcher().ok_or_else(|| {
+            tantivy::TantivyError::InvalidArgument("a word query needs a searcher".into())
+        })?;
+        // the terms of every segment at once, so that the cap keeps the
+        // same terms everywhere
+        let readers = searcher.segment_readers();
+        let mut per_segment: Vec<Vec<Candidate>> = Vec::with_capacity(readers.len());
+        for reader in readers {
+            let mut terms = Vec::new();
+            self.segment_terms(reader, &mut terms)?;
+            per_segment.push(terms);
+        }
+        cap_expansions(&mut per_segment, self.word.max_expansions);
+        let terms = readers
+            .iter()
+            .zip(per_segment)
+            .map(|(r, c)| {
+                (
+                    r.segment_id(),
+                    c.into_iter().map(|c| (c.info, c.score)).collect(),
+                )
+            })
+            .collect();
+        Ok(Box::new(FieldWeight {
+            field: self.field,
+            weight: self.weight,
+            terms,
+        }))
+    }
+}
+
+/// A word in one field, its terms found: per segment, the term infos to
+/// read and the score of each.
+struct FieldWeight {
+    field: Field,
+    weight: f32,
+    terms: Vec<(
+        tantivy::index::SegmentId,
+        Vec<(tantivy::postings::TermInfo, f32)>,
+    )>,
+}
+
+impl Weight for FieldWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        let id = reader.segment_id();
+        let Some((_, terms)) = self.terms.iter().find(|(s, _)| *s == id) else {
+            return Ok(Box::new(tantivy::query::EmptyScorer));
+        };
+        let inverted = reader.inverted_index(self.field)?;
+        // dense from the start when the documents are known to be many
+        let docs: u64 = terms.iter().map(|(i, _)| u64::from(i.doc_freq)).sum();
+        let mut levels = Levels::new(reader.max_doc(), docs);
+        for (info, score) in terms {
+            let mut postings =
+                inverted.read_block_postings_from_terminfo(info, IndexRecordOption::Basic)?;
+            loop {
+                let docs = postings.docs();
+                if docs.is_empty() {
+                    break;
+                }
+                levels.add(docs, *score);
+                postings.advance();
             }
         }
         Ok(levels.scorer(self.weight * boost))
@@ -308,11 +424,20 @@ impl Dense {
 }
 
 impl Levels {
-    fn new(max_doc: u32) -> Self {
+    /// `expected`: how many (document, score) pairs will be added.
+    fn new(max_doc: u32, expected: u64) -> Self {
+        let dense = (expected * u64::from(DENSE_SHARE) > u64::from(max_doc)).then(|| Dense {
+            sets: Vec::new(),
+            any: BitSet::with_max_value(max_doc),
+        });
         Self {
             max_doc,
-            sparse: Vec::new(),
-            dense: None,
+            sparse: Vec::with_capacity(if dense.is_some() {
+                0
+            } else {
+                expected as usize
+            }),
+            dense,
         }
     }
 
@@ -426,5 +551,63 @@ impl Scorer for LevelScorer {
             .iter()
             .find(|(_, set)| set.contains(doc))
             .map_or(0.0, |(score, _)| score * self.weight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tantivy::collector::Count;
+    use tantivy::schema::{STRING, Schema};
+    use tantivy::{Index, IndexWriter, TantivyDocument};
+
+    /// A prefix of "ann" capped at 2 terms over two segments: anna is in 7
+    /// documents, anne in 5, anni in 3, annika in 2. Capped per segment,
+    /// the first would keep anne and anni (5 + 3) and the second anna and
+    /// annika (6 + 2); over the index, anna and anne everywhere.
+    #[test]
+    fn expansions_are_capped_by_documents_over_every_segment() {
+        let mut builder = Schema::builder();
+        let name = builder.add_text_field("name", STRING);
+        let index = Index::create_in_ram(builder.build());
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let segments: [&[(&str, usize)]; 2] = [
+            &[("anna", 1), ("anne", 5), ("anni", 3), ("bob", 4)],
+            &[("anna", 6), ("annika", 2), ("bob", 4)],
+        ];
+        for terms in segments {
+            for (term, n) in terms {
+                for _ in 0..*n {
+                    let mut doc = TantivyDocument::new();
+                    doc.add_text(name, term);
+                    writer.add_document(doc).unwrap();
+                }
+            }
+            writer.commit().unwrap();
+        }
+        let searcher = index.reader().unwrap().searcher();
+        assert_eq!(searcher.segment_readers().len(), 2);
+        let count = |max_expansions: usize| {
+            let query = FieldMatch {
+                field: name,
+                weight: 1.0,
+                word: Arc::new(WordMatch {
+                    word: "ann".into(),
+                    alternatives: Vec::new(),
+                    prefix: true,
+                    prefix_kind: kind::PREFIX,
+                    distance: 0,
+                    max_expansions,
+                }),
+                fuzzy: false,
+                prefix: true,
+                pieces: false,
+                automaton: None,
+            };
+            searcher.search(&query, &Count).unwrap()
+        };
+        assert_eq!(count(usize::MAX), 7 + 5 + 3 + 2);
+        assert_eq!(count(2), 7 + 5);
+        assert_eq!(count(1), 7);
     }
 }

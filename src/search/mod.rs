@@ -5,11 +5,14 @@
 //! - [`query`]: from `q` to words and one clause per word;
 //! - [`matcher`]: one word in one field, scored by the kind of match;
 //! - [`collect`]: every match in order, any window of it, facet counts;
+//! - [`ordinals`]: one number per value of a string fast field across
+//!   segments (sorts and facets merge by it);
 //! - [`highlight`]: the matched spans of a record.
 
 pub mod collect;
 pub mod highlight;
 pub mod matcher;
+pub mod ordinals;
 pub mod query;
 
 use std::collections::BTreeMap;
@@ -400,9 +403,69 @@ pub(crate) fn must_filter(q: Box<dyn Query>) -> (Occur, Box<dyn Query>) {
 /// A tenant's documents of one type.
 pub(crate) fn scope_clauses(f: &Fields, tenant: Uuid, t: DocType) -> Vec<(Occur, Box<dyn Query>)> {
     vec![
-        must_filter(term_filter(f.tenant_id, &tenant.to_string())),
-        must_filter(term_filter(f.doc_type, t.as_str())),
+        (
+            Occur::Must,
+            Box::new(ScopeFilter(Term::from_field_text(
+                f.tenant_id,
+                &tenant.to_string(),
+            ))),
+        ),
+        (
+            Occur::Must,
+            Box::new(ScopeFilter(Term::from_field_text(f.doc_type, t.as_str()))),
+        ),
     ]
+}
+
+/// The documents holding one term, scored 0 — or, in a segment where
+/// every document holds it (a tenant alone in its segments, a segment of
+/// contacts only), tantivy's match-all, which a conjunction drops instead
+/// of stepping through a posting list as long as the segment.
+#[derive(Debug, Clone)]
+struct ScopeFilter(Term);
+
+impl Query for ScopeFilter {
+    fn weight(
+        &self,
+        _: tantivy::query::EnableScoring<'_>,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl tantivy::query::Weight for ScopeFilter {
+    fn scorer(
+        &self,
+        reader: &tantivy::SegmentReader,
+        _boost: tantivy::Score,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Scorer>> {
+        use tantivy::query::{AllScorer, ConstScorer, EmptyScorer};
+        let inverted = reader.inverted_index(self.0.field())?;
+        Ok(match inverted.get_term_info(&self.0)? {
+            None => Box::new(EmptyScorer),
+            Some(info) if info.doc_freq == reader.max_doc() => {
+                Box::new(AllScorer::new(reader.max_doc()))
+            }
+            Some(info) => Box::new(ConstScorer::new(
+                inverted.read_postings_from_terminfo(&info, IndexRecordOption::Basic)?,
+                0.0,
+            )),
+        })
+    }
+
+    fn explain(
+        &self,
+        reader: &tantivy::SegmentReader,
+        doc: tantivy::DocId,
+    ) -> tantivy::Result<tantivy::query::Explanation> {
+        let mut scorer = self.scorer(reader, 1.0)?;
+        if scorer.seek(doc) != doc {
+            return Err(tantivy::TantivyError::InvalidArgument(format!(
+                "document {doc} does not match"
+            )));
+        }
+        Ok(tantivy::query::Explanation::new("ScopeFilter", 0.0))
+    }
 }
 
 /// Each filter as a query, with the index field it is on.
@@ -756,8 +819,13 @@ pub fn autocomplete(
         clauses.extend(words.into_iter().map(|w| (Occur::Must, w)));
         let (rows, _) =
             collect::gather(&searcher, &BooleanQuery::new(clauses), &sort, None, &mut [])?;
-        // repeated names take several rows: look a little further
+        // repeated names take several rows: look a little further, reading
+        // records only until the scope has its `limit` suggestions
+        let found_before = out.len();
         for row in &collect::window(&searcher, &rows, 0, limit * 4)? {
+            if out.len() - found_before >= limit {
+                break;
+            }
             let hit = hit(&searcher, f, scope, row, None)?;
             let v = hit.record.value();
             let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();

@@ -38,6 +38,16 @@ const MIN_PHONE_PREFIX: usize = 3;
 /// matches it whole ("ann kowa").
 pub const MIN_WORD_PREFIX: usize = 3;
 
+/// Most terms a word expands to in one field, by prefix or by typos, beside
+/// its own spelling and alternatives (the best kind of match first, then the
+/// terms in most documents, over the whole index): what bounds a query's
+/// cost whatever the index holds.
+pub const MAX_EXPANSIONS: usize = 64;
+/// The same for a word of one or two letters being typed, whose prefix
+/// takes in hundreds of names: the most common of them suggest themselves
+/// until a third letter narrows it.
+pub const MAX_SHORT_PREFIX_EXPANSIONS: usize = 16;
+
 /// A word of the query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Word {
@@ -332,6 +342,14 @@ pub fn build(
                     prefix: typing || initial || whole_prefix,
                     prefix_kind,
                     distance,
+                    max_expansions: if initial {
+                        // a letter's names, narrowed by the other words
+                        usize::MAX
+                    } else if typing && len <= 2 {
+                        MAX_SHORT_PREFIX_EXPANSIONS
+                    } else {
+                        MAX_EXPANSIONS
+                    },
                 });
                 let nicknames = (!email).then(|| {
                     Arc::new(WordMatch {
@@ -390,6 +408,8 @@ pub fn build(
                     prefix: typing,
                     prefix_kind: kind::PREFIX,
                     distance: 0,
+                    // numbers are one document each: a prefix of them all
+                    max_expansions: usize::MAX,
                 });
                 per_field.push(Box::new(FieldMatch {
                     field: f.phones,
