@@ -4,6 +4,11 @@
 
 use std::time::Instant;
 
+/// The server's allocator (`src/main.rs`), so that an engine call costs here
+/// what it costs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A numeric setting from the environment, or its default.
 pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -19,11 +19,10 @@ use std::cmp::Ordering;
 
 use std::sync::Arc;
 
-use tantivy::columnar::{Cardinality, StrColumn};
 use tantivy::query::{EnableScoring, Query};
 use tantivy::{DocAddress, DocId, Score, Searcher};
 
-use super::ordinals::GlobalOrds;
+use super::ordinals::{DocOrds, GlobalOrds};
 
 /// The order of a result list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,52 +110,31 @@ pub struct FacetCounter {
     pub field: &'static str,
     /// Per segment, a count per term ordinal.
     counts: Vec<Vec<u32>>,
-    columns: Vec<Option<StrColumn>>,
+    /// Per segment, each document's ordinals (none: no such column).
+    doc_ords: Vec<Option<Arc<DocOrds>>>,
     ords: Arc<GlobalOrds>,
 }
 
 impl FacetCounter {
     pub fn new(searcher: &Searcher, field: &'static str) -> tantivy::Result<Self> {
-        let mut columns = Vec::new();
+        let mut doc_ords = Vec::new();
         let mut counts = Vec::new();
         for seg in searcher.segment_readers() {
             let column = seg.fast_fields().str(field)?;
             counts.push(vec![0; column.as_ref().map_or(0, |c| c.num_terms())]);
-            columns.push(column);
+            doc_ords.push(column.map(|c| DocOrds::of(seg, &c, field)));
         }
         Ok(Self {
             field,
             counts,
-            columns,
+            doc_ords,
             ords: GlobalOrds::of(searcher, field)?,
         })
     }
 
     fn count(&mut self, seg: usize, docs: &[DocId]) {
-        let (Some(column), counts) = (&self.columns[seg], &mut self.counts[seg]) else {
-            return;
-        };
-        let ords = column.ords();
-        match ords.get_cardinality() {
-            Cardinality::Multivalued => {
-                for &doc in docs {
-                    for ord in ords.values_for_doc(doc) {
-                        counts[ord as usize] += 1;
-                    }
-                }
-            }
-            // one value at most: read them in blocks
-            Cardinality::Full | Cardinality::Optional => {
-                let mut vals = [None; 1024];
-                for block in docs.chunks(vals.len()) {
-                    let vals = &mut vals[..block.len()];
-                    vals.fill(None);
-                    ords.first_vals(block, vals);
-                    for ord in vals.iter().flatten() {
-                        counts[*ord as usize] += 1;
-                    }
-                }
-            }
+        if let Some(ords) = &self.doc_ords[seg] {
+            ords.count(docs, &mut self.counts[seg]);
         }
     }
 

@@ -645,6 +645,7 @@ pub fn search(
                 &word_prefix
             };
             let (words, matchers) = query::build(&parsed, scope, f, typos, prefixes);
+            let boosts = query::local_boosts(&parsed, scope, f, typos);
             let query_without = |skip: Option<&str>| -> BooleanQuery {
                 let mut clauses = scope_clauses(f, tenant, scope.doc_type());
                 for (field, q) in &filters {
@@ -655,6 +656,10 @@ pub fn search(
                 let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 for w in &words {
                     any.push((occur, w.box_clone()));
+                }
+                // ranks only: a document matches by its words
+                for b in &boosts {
+                    any.push((Occur::Should, b.box_clone()));
                 }
                 match occur {
                     Occur::Should if !any.is_empty() => {

@@ -154,3 +154,136 @@ impl GlobalOrds {
         Ok((lo as u32, found))
     }
 }
+
+/// Bytes of per-document ordinals kept across searches (see [`DocOrds`]).
+const DOC_ORDS_BUDGET: usize = 256 << 20;
+
+/// A string fast field of one segment as plain arrays: each document's
+/// ordinal (or none), two bytes a document when the segment has under
+/// 65,535 values, else four; a multi-valued field as offsets and ordinals —
+/// Lucene's field cache. Counting a facet
+/// then costs one load a document instead of a walk through the column's
+/// optional index and bit-packed values. Segments never change, so an
+/// array holds for the segment's life; the cache keeps the recently used
+/// ones within [`DOC_ORDS_BUDGET`].
+pub enum DocOrds {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+    /// A multi-valued field: document `d`'s ordinals are
+    /// `ords[starts[d]..starts[d + 1]]`.
+    Multi {
+        starts: Vec<u32>,
+        ords: Vec<u32>,
+    },
+}
+
+impl DocOrds {
+    const NONE16: u16 = u16::MAX;
+    const NONE32: u32 = u32::MAX;
+
+    /// Adds one to `counts[ordinal]` for each of `docs` that has a value.
+    pub fn count(&self, docs: &[tantivy::DocId], counts: &mut [u32]) {
+        match self {
+            DocOrds::Narrow(ords) => {
+                for &d in docs {
+                    let o = ords[d as usize];
+                    if o != Self::NONE16 {
+                        counts[o as usize] += 1;
+                    }
+                }
+            }
+            DocOrds::Wide(ords) => {
+                for &d in docs {
+                    let o = ords[d as usize];
+                    if o != Self::NONE32 {
+                        counts[o as usize] += 1;
+                    }
+                }
+            }
+            DocOrds::Multi { starts, ords } => {
+                for &d in docs {
+                    let d = d as usize;
+                    for &o in &ords[starts[d] as usize..starts[d + 1] as usize] {
+                        counts[o as usize] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            DocOrds::Narrow(v) => v.len() * 2,
+            DocOrds::Wide(v) => v.len() * 4,
+            DocOrds::Multi { starts, ords } => (starts.len() + ords.len()) * 4,
+        }
+    }
+
+    /// The arrays of `field` (its `column`) in `reader`'s segment, from
+    /// the cache or built.
+    pub fn of(reader: &tantivy::SegmentReader, column: &StrColumn, field: &str) -> Arc<DocOrds> {
+        use tantivy::columnar::Cardinality;
+        static CACHE: OnceLock<Mutex<DocOrdsCache>> = OnceLock::new();
+        let ords = column.ords();
+        let cache = CACHE.get_or_init(|| {
+            Mutex::new(DocOrdsCache {
+                entries: lru::LruCache::unbounded(),
+                bytes: 0,
+            })
+        });
+        let key = (reader.segment_id(), field.to_owned());
+        if let Some(hit) = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .get(&key)
+        {
+            return hit.clone();
+        }
+        let max_doc = reader.max_doc();
+        let docs: Vec<u32> = (0..max_doc).collect();
+        let mut vals = vec![None; docs.len()];
+        if ords.get_cardinality() != Cardinality::Multivalued {
+            ords.first_vals(&docs, &mut vals);
+        }
+        let built = Arc::new(if ords.get_cardinality() == Cardinality::Multivalued {
+            let mut starts = Vec::with_capacity(max_doc as usize + 1);
+            let mut all = Vec::new();
+            starts.push(0);
+            for doc in 0..max_doc {
+                all.extend(ords.values_for_doc(doc).map(|o| o as u32));
+                starts.push(all.len() as u32);
+            }
+            DocOrds::Multi { starts, ords: all }
+        } else if column.num_terms() < usize::from(Self::NONE16) {
+            DocOrds::Narrow(
+                vals.iter()
+                    .map(|v| v.map_or(Self::NONE16, |o| o as u16))
+                    .collect(),
+            )
+        } else {
+            DocOrds::Wide(
+                vals.iter()
+                    .map(|v| v.map_or(Self::NONE32, |o| o as u32))
+                    .collect(),
+            )
+        });
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.bytes += built.bytes();
+        if let Some(old) = c.entries.put(key, built.clone()) {
+            c.bytes -= old.bytes();
+        }
+        while c.bytes > DOC_ORDS_BUDGET {
+            match c.entries.pop_lru() {
+                Some((_, old)) => c.bytes -= old.bytes(),
+                None => break,
+            }
+        }
+        built
+    }
+}
+
+struct DocOrdsCache {
+    entries: lru::LruCache<(SegmentId, String), Arc<DocOrds>>,
+    bytes: usize,
+}

@@ -61,6 +61,10 @@ pub enum Word {
 pub struct Parsed {
     pub words: Vec<Word>,
     pub typing: bool,
+    /// Chunks that read as an address's local part ("anna.schmidt"): their
+    /// words match as usual, and the whole chunk, typos and all, ranks the
+    /// contact whose address it is first (see [`local_boosts`]).
+    pub locals: Vec<String>,
 }
 
 impl Parsed {
@@ -98,6 +102,28 @@ impl Parsed {
     }
 }
 
+/// Most chunks of a query taken as local parts.
+const MAX_LOCALS: usize = 2;
+/// Shortest local part looked up with typos.
+const MIN_LOCAL: usize = 5;
+
+/// `chunk` as an address's local part: 5+ characters, letters and digits
+/// joined by `. _ - +` (at least one of them inside), lower-cased.
+fn local_part(chunk: &str) -> Option<String> {
+    let local = chunk
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase();
+    let joined = local.contains(['.', '_', '-', '+']);
+    let plain = local
+        .chars()
+        .all(|c| c.is_alphanumeric() || ".-_+".contains(c));
+    (joined
+        && plain
+        && local.chars().count() >= MIN_LOCAL
+        && local.len() <= analysis::MAX_TOKEN_BYTES)
+        .then_some(local)
+}
+
 fn is_phone_chunk(chunk: &str) -> bool {
     chunk.chars().any(|c| c.is_ascii_digit())
         && chunk
@@ -120,6 +146,7 @@ pub fn parse(q: &str) -> Parsed {
         .collect();
     let typing = !q.ends_with(char::is_whitespace);
     let mut words: Vec<Word> = Vec::new();
+    let mut locals: Vec<String> = Vec::new();
     let mut digits = String::new();
     let push = |words: &mut Vec<Word>, w: Word| {
         if !words.contains(&w) {
@@ -143,6 +170,12 @@ pub fn parse(q: &str) -> Parsed {
             }
             continue;
         }
+        if let Some(local) = local_part(chunk)
+            && locals.len() < MAX_LOCALS
+            && !locals.contains(&local)
+        {
+            locals.push(local);
+        }
         for w in analysis::words(chunk) {
             if w.folded.len() <= analysis::MAX_TOKEN_BYTES {
                 push(&mut words, Word::Text(w.folded));
@@ -158,7 +191,11 @@ pub fn parse(q: &str) -> Parsed {
             .trim_end()
             .ends_with(|c: char| !c.is_alphanumeric() && c != '@');
     words.truncate(MAX_QUERY_WORDS);
-    Parsed { words, typing }
+    Parsed {
+        words,
+        typing,
+        locals,
+    }
 }
 
 /// How many typos a word may have.
@@ -444,6 +481,48 @@ pub fn build(
     (clauses, matchers)
 }
 
+/// Weight of a contact's address whose local part a chunk of the query
+/// spells (within typos by its length): above a name's fuzzy match, so the
+/// one whose address it is leads the others of the same name.
+const LOCAL_WEIGHT: f32 = 8.0;
+
+/// Optional clauses that rank up the contacts whose address has one of
+/// `parsed`'s local parts (typos by length, as names take them): every
+/// word must still match, these only order.
+pub fn local_boosts(
+    parsed: &Parsed,
+    scope: Scope,
+    f: &Fields,
+    typos: Typos,
+) -> Vec<Box<dyn Query>> {
+    if scope.doc_type() != DocType::Contact {
+        return Vec::new();
+    }
+    parsed
+        .locals
+        .iter()
+        .map(|local| {
+            let word = Arc::new(WordMatch {
+                word: local.clone(),
+                alternatives: Vec::new(),
+                prefix: false,
+                prefix_kind: kind::PREFIX,
+                distance: distance(typos, local.chars().count()),
+                max_expansions: MAX_EXPANSIONS,
+            });
+            Box::new(FieldMatch {
+                field: f.email_locals,
+                weight: LOCAL_WEIGHT,
+                automaton: word.automaton(false),
+                word,
+                fuzzy: true,
+                prefix: false,
+                pieces: false,
+            }) as Box<dyn Query>
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +559,8 @@ mod tests {
             ]
         );
         assert!(parse("jo").typing && !parse("jo ").typing && !parse("jo,").typing);
+        assert_eq!(parse("Anna.Schmdit, bob").locals, ["anna.schmdit"]);
+        assert!(parse("a.b anna schmidt o'brien").locals.is_empty());
         assert_eq!(words(&"a ".repeat(10_000)).len(), 1);
         // cut at MAX_QUERY_CHARS, possibly inside a word
         assert!(words(&"ab cd ef gh ".repeat(1000)).len() <= 5);

@@ -520,6 +520,43 @@ async fn facets_highlights_windows_cursors_and_isolation() {
     t.stop().await;
 }
 
+/// A chunk that reads as an address's local part ranks first the contact
+/// whose address it is, typos and all, among contacts its words match
+/// alike: three Anna Schmidts, each first for her own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_parts_rank_their_contact_first() {
+    let t = TestApp::with_indexer().await;
+    let w = t.a.key(Role::Write);
+    for (ext, email) in [
+        ("s1", "anna.schmidt@example.de"),
+        ("s2", "anna.s@example.de"),
+        ("s3", "schmidt-anna@example.de"),
+    ] {
+        let (s, v) = t
+            .call(
+                Method::POST,
+                "/v1/contacts",
+                Some(w),
+                Some(json!({"external_id": ext, "first_name": "Anna", "last_name": "Schmidt", "emails": [email]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    t.caught_up().await;
+    for (q, first) in [
+        ("anna.schmdit", "s1"),
+        ("anna.schmidt ", "s1"),
+        ("Anna.S ", "s2"),
+        ("schmidt-ana ", "s3"),
+        ("shcmidt-anna", "s3"),
+    ] {
+        let v = search(&t, json!({"q": q})).await;
+        let got = exts(&v);
+        assert_eq!(got.len(), 3, "{q}: {got:?}");
+        assert_eq!(got[0], first, "{q}: {got:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autocomplete_stats_and_companies() {
     let t = loaded().await;
