@@ -174,6 +174,26 @@ async fn main() -> anyhow::Result<()> {
         });
         std::hint::black_box(r.total);
     });
+    // where the tail comes from: the slowest queries, each timed alone
+    if std::env::var_os("SEARCH_SLOWEST").is_some() {
+        let mut each: Vec<(f64, String, usize)> = typo
+            .iter()
+            .map(|q| {
+                let t = Instant::now();
+                let r = layouts[1].search(&Request {
+                    q: q.q.clone(),
+                    facets: facets.clone(),
+                    highlight: true,
+                    ..Request::default()
+                });
+                (t.elapsed().as_secs_f64() * 1e3, q.q.clone(), r.total)
+            })
+            .collect();
+        each.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (ms, q, total) in each.iter().take(12) {
+            eprintln!("slowest fuzzy: {ms:.2} ms {q:?} total {total}");
+        }
+    }
     let fuzzy_sql = format!(
         "WITH m AS (SELECT id, lifecycle_stage, country, owner_id, similarity({PG_TEXT}, $2) AS s
                       FROM contacts WHERE tenant_id = $1 AND {PG_TEXT} % $2)
