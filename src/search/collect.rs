@@ -280,7 +280,6 @@ pub fn gather(
     let mut out = Matches::default();
     let mut total = 0;
     let scoring = sort.kind == SortKind::Relevance;
-    let mut vals = Vec::new();
     for_each_segment(searcher, query, scoring, |seg_ord, seg, docs, scores| {
         total += docs.len();
         for f in facets.iter_mut() {
@@ -291,21 +290,25 @@ pub fn gather(
         match (&sort.kind, &ranks) {
             (SortKind::Relevance, _) => keys.extend(scores.iter().map(|s| score_key(*s))),
             (SortKind::Date(field), _) => {
+                // a block at a time: no buffer in proportion to the matches
                 let column = fast.date(field)?;
-                let mut vals = vec![None; docs.len()];
-                column.first_vals(docs, &mut vals);
-                keys.extend(vals.iter().map(|v| {
-                    v.map_or(MISSING, |d| date_key(d.into_timestamp_micros(), sort.desc))
-                }));
+                let mut vals = [None; 1024];
+                for block in docs.chunks(vals.len()) {
+                    let vals = &mut vals[..block.len()];
+                    vals.fill(None);
+                    column.first_vals(block, vals);
+                    keys.extend(vals.iter().map(|v| {
+                        v.map_or(MISSING, |d| date_key(d.into_timestamp_micros(), sort.desc))
+                    }));
+                }
             }
             (SortKind::Text(field), Some(ranks)) => match fast.str(field)? {
                 Some(column) => {
-                    vals.clear();
-                    vals.resize(docs.len(), None);
-                    column.ords().first_vals(docs, &mut vals);
+                    let ords = DocOrds::of(seg, &column, field);
                     let seg_ranks = &ranks.ords.per_segment[seg_ord];
-                    keys.extend(vals.iter().map(|v| {
-                        v.map_or(MISSING, |ord| rank_key(seg_ranks[ord as usize], sort.desc))
+                    keys.extend(docs.iter().map(|&d| {
+                        ords.first(d)
+                            .map_or(MISSING, |ord| rank_key(seg_ranks[ord as usize], sort.desc))
                     }));
                 }
                 None => keys.resize(docs.len(), MISSING),
@@ -382,15 +385,13 @@ fn window_by(
     let end = (offset + limit).min(n);
     let (lo, hi) = if offset == 0 && end == n {
         (0, u64::MAX)
+    } else if end <= NEAR_TOP {
+        keys_near_top(matches, offset, end)
     } else {
-        let lo = key_at(matches, offset);
         // the window's last key; past the end, everything after `lo`
-        let hi = if end == n {
-            u64::MAX
-        } else {
-            key_at(matches, end - 1)
-        };
-        (lo, hi)
+        let last = (end < n).then_some(end - 1);
+        let (lo, hi) = keys_at(matches, offset, last);
+        (lo, hi.unwrap_or(u64::MAX))
     };
     let mut below = 0;
     let mut rows = Vec::new();
@@ -416,11 +417,35 @@ fn window_by(
     rows
 }
 
-/// The key at `rank` (from 0) among every match's key, in linear time and
-/// without a copy of them all: a count of the keys by their top 16 bits
-/// (above the smallest key) finds the bucket holding the rank, and only
-/// that bucket is copied and selected in.
-fn key_at(matches: &Matches, rank: usize) -> u64 {
+/// Windows ending this near the top are found with a heap of their keys.
+const NEAR_TOP: usize = 1024;
+
+/// The keys at ranks `offset` and `end - 1` for a window near the top: the
+/// `end` smallest keys kept in a max-heap in one pass (most keys fail the
+/// comparison with its top and are never inserted).
+fn keys_near_top(matches: &Matches, offset: usize, end: usize) -> (u64, u64) {
+    let mut heap: std::collections::BinaryHeap<u64> =
+        std::collections::BinaryHeap::with_capacity(end + 1);
+    for m in &matches.segments {
+        for &k in &m.keys {
+            if heap.len() < end {
+                heap.push(k);
+            } else if heap.peek().is_some_and(|top| k < *top) {
+                heap.pop();
+                heap.push(k);
+            }
+        }
+    }
+    let smallest = heap.into_sorted_vec();
+    (smallest[offset], smallest[end - 1])
+}
+
+/// The keys at `first` and `second` (ranks from 0, `first <= second`)
+/// among every match's key, in linear time and without a copy of them all:
+/// a count of the keys by their top 16 bits (above the smallest key) finds
+/// the buckets holding the ranks, and only those buckets are copied and
+/// selected in.
+fn keys_at(matches: &Matches, first: usize, second: Option<usize>) -> (u64, Option<u64>) {
     let keys = || matches.segments.iter().flat_map(|m| m.keys.iter().copied());
     // keys of documents without the value sort last: out of the span
     let (mut min, mut max, mut present) = (u64::MAX, 0, 0usize);
@@ -429,29 +454,48 @@ fn key_at(matches: &Matches, rank: usize) -> u64 {
         max = max.max(k);
         present += 1;
     }
-    if rank >= present {
-        return MISSING;
-    }
-    let shift = (64 - (max - min).leading_zeros()).saturating_sub(16);
+    let shift = (64 - max.saturating_sub(min).leading_zeros()).saturating_sub(16);
     let bucket = |k: u64| ((k - min) >> shift) as usize;
-    let mut counts = vec![0u32; bucket(max) + 1];
+    let mut counts = vec![0u32; if present == 0 { 0 } else { bucket(max) + 1 }];
     for k in keys().filter(|k| *k != MISSING) {
         counts[bucket(k)] += 1;
     }
-    let mut before = 0;
-    let mut at = 0;
-    for (b, &c) in counts.iter().enumerate() {
-        let c = c as usize;
-        if before + c > rank {
-            at = b;
-            break;
+    // (bucket, ranks before it) of a rank among the present keys
+    let find = |rank: usize| -> Option<(usize, usize)> {
+        if rank >= present {
+            return None;
         }
-        before += c;
-    }
+        let mut before = 0;
+        for (b, &c) in counts.iter().enumerate() {
+            let c = c as usize;
+            if before + c > rank {
+                return Some((b, before));
+            }
+            before += c;
+        }
+        None
+    };
+    let (at1, at2) = (find(first), second.and_then(find));
+    let wanted = |b: usize| at1.is_some_and(|a| a.0 == b) || at2.is_some_and(|a| a.0 == b);
     let mut inside: Vec<u64> = keys()
-        .filter(|k| *k != MISSING && bucket(*k) == at)
+        .filter(|k| *k != MISSING && wanted(bucket(*k)))
         .collect();
-    *inside.select_nth_unstable(rank - before).1
+    inside.sort_unstable();
+    // the buckets' keys in order: a rank's key is its place after the
+    // buckets before it that were copied too
+    let key_of = |rank: usize, at: Option<(usize, usize)>| match at {
+        None => MISSING,
+        Some((b, before)) => {
+            let skipped = match at1 {
+                Some((b1, _)) if b1 < b => counts[b1] as usize,
+                _ => 0,
+            };
+            inside[rank - before + skipped]
+        }
+    };
+    let k1 = key_of(first, at1);
+    let k2 = second.map(|s| key_of(s, at2));
+    (k1, k2)
 }
 
 /// The cursor key of a row: what [`AfterKey`] continues after it.

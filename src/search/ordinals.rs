@@ -211,6 +211,18 @@ impl DocOrds {
         }
     }
 
+    /// A document's (first) ordinal.
+    pub fn first(&self, doc: tantivy::DocId) -> Option<u32> {
+        let d = doc as usize;
+        match self {
+            DocOrds::Narrow(ords) => Some(ords[d]).filter(|o| *o != Self::NONE16).map(u32::from),
+            DocOrds::Wide(ords) => Some(ords[d]).filter(|o| *o != Self::NONE32),
+            DocOrds::Multi { starts, ords } => {
+                (starts[d] < starts[d + 1]).then(|| ords[starts[d] as usize])
+            }
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             DocOrds::Narrow(v) => v.len() * 2,
