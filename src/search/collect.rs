@@ -593,7 +593,7 @@ mod tests {
         let tie = |seg: u32, doc: DocId| u64::from((doc * 31 + seg * 7) % 1000);
         // segment 2: keys far apart (dates), and documents without one
         let key = |seg: u32, i: u32| match seg {
-            2 if i % 5 == 0 => MISSING,
+            2 if i.is_multiple_of(5) => MISSING,
             2 => date_key(i64::from(i % 37) << 40, false),
             _ => u64::from((i * 7919 + seg) % 97),
         };
