@@ -583,16 +583,20 @@ const NOTES: &str = "\
 What moved these numbers: merging the snapshot into one segment; not
 expanding plain words into the email fields by fuzziness or by one- and
 two-letter prefixes (an email word, with `@`, still is); counting and
-field-sorted passes without scores; facet ordinals read a block at a time;
-stats cached per index generation.
+field-sorted passes without scores; stats cached per index generation; then
+(issue 18) a word's expansions collected over every segment and capped at
+64 terms per field (16 for a 1–2-letter word being typed) by kind and
+documents; the tenant and type filters turned into tantivy's match-all where
+they cover a segment; global ordinals cached per segment set (facets add up
+by ordinal, only the winners' values are read; text sorts need no merge per
+query); facets counted from per-segment arrays of each document's ordinal;
+a window's keys found by one histogram of their top bits (a heap near the top).
 
-Where the remaining time goes: the fuzzy p99 is the queries whose words
-expand to thousands of dictionary terms (two-edit words of 9+ letters) — a cap
-on expansions per word ranked by term frequency would bound it; autocomplete's
-p99 is one- and two-letter prefixes matching 100K+ documents, all scored — a
-top-k over a precomputed popularity fast field that stops early; the deep
-window gathers every row's sort key and selects the window in linear time — a
-histogram over the sort column's ordinals would find the window's bucket in
-one pass and sort only that bucket; cold stats read seven facet columns over
-the tenant — counts maintained from the CDC stream would make every read warm.
+Where the remaining time goes: the fuzzy and per-kind p99 are queries that
+find nothing as typed and are run again widened (`Bowes-yln`, `Abna-Lena
+Müller`: a one-edit prefix automaton of a three-letter word walks most of a
+dictionary), and an initial beside a common name (`órla i'carroll`: every
+name starting with i). Autocomplete's p99 (two scopes, each a full pass
+over its matches and up to eight stored records read) was not broken down
+in this run.
 ";

@@ -417,6 +417,10 @@ fn window_by(
     rows
 }
 
+/// Bits of a key that pick its bucket when a window's keys are looked for:
+/// 4,096 counts (16 KiB), buckets of about a 4,096th of the matches.
+const BUCKET_BITS: u32 = 12;
+
 /// Windows ending this near the top are found with a heap of their keys.
 const NEAR_TOP: usize = 1024;
 
@@ -442,23 +446,30 @@ fn keys_near_top(matches: &Matches, offset: usize, end: usize) -> (u64, u64) {
 
 /// The keys at `first` and `second` (ranks from 0, `first <= second`)
 /// among every match's key, in linear time and without a copy of them all:
-/// a count of the keys by their top 16 bits (above the smallest key) finds
+/// a count of the keys by their top [`BUCKET_BITS`] bits (above the smallest key) finds
 /// the buckets holding the ranks, and only those buckets are copied and
 /// selected in.
 fn keys_at(matches: &Matches, first: usize, second: Option<usize>) -> (u64, Option<u64>) {
-    let keys = || matches.segments.iter().flat_map(|m| m.keys.iter().copied());
     // keys of documents without the value sort last: out of the span
     let (mut min, mut max, mut present) = (u64::MAX, 0, 0usize);
-    for k in keys().filter(|k| *k != MISSING) {
-        min = min.min(k);
-        max = max.max(k);
-        present += 1;
+    for m in &matches.segments {
+        for &k in &m.keys {
+            if k != MISSING {
+                min = min.min(k);
+                max = max.max(k);
+                present += 1;
+            }
+        }
     }
-    let shift = (64 - max.saturating_sub(min).leading_zeros()).saturating_sub(16);
+    let shift = (64 - max.saturating_sub(min).leading_zeros()).saturating_sub(BUCKET_BITS);
     let bucket = |k: u64| ((k - min) >> shift) as usize;
     let mut counts = vec![0u32; if present == 0 { 0 } else { bucket(max) + 1 }];
-    for k in keys().filter(|k| *k != MISSING) {
-        counts[bucket(k)] += 1;
+    for m in &matches.segments {
+        for &k in &m.keys {
+            if k != MISSING {
+                counts[bucket(k)] += 1;
+            }
+        }
     }
     // (bucket, ranks before it) of a rank among the present keys
     let find = |rank: usize| -> Option<(usize, usize)> {
@@ -477,9 +488,14 @@ fn keys_at(matches: &Matches, first: usize, second: Option<usize>) -> (u64, Opti
     };
     let (at1, at2) = (find(first), second.and_then(find));
     let wanted = |b: usize| at1.is_some_and(|a| a.0 == b) || at2.is_some_and(|a| a.0 == b);
-    let mut inside: Vec<u64> = keys()
-        .filter(|k| *k != MISSING && wanted(bucket(*k)))
-        .collect();
+    let mut inside: Vec<u64> = Vec::new();
+    for m in &matches.segments {
+        inside.extend(
+            m.keys
+                .iter()
+                .filter(|k| **k != MISSING && wanted(bucket(**k))),
+        );
+    }
     inside.sort_unstable();
     // the buckets' keys in order: a rank's key is its place after the
     // buckets before it that were copied too
