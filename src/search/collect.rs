@@ -410,9 +410,15 @@ fn window_by(
             }
         }
     }
-    rows.sort_unstable_by(Row::cmp);
     let from = offset - below;
-    rows.truncate(from + (end - offset));
+    let upto = from + (end - offset);
+    // many rows can share the window's last key (every prefix match of a
+    // word scores alike): sort only those that reach the window
+    if rows.len() > upto {
+        rows.select_nth_unstable_by(upto - 1, Row::cmp);
+        rows.truncate(upto);
+    }
+    rows.sort_unstable_by(Row::cmp);
     rows.drain(..from);
     rows
 }
