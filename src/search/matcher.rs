@@ -186,22 +186,14 @@ impl FieldMatch {
     /// Every term of one segment's dictionary the word matches here, with
     /// its kind score; `own`: whether it is the word itself or an
     /// alternative (never capped).
-    fn segment_terms(
-        &self,
-        reader: &SegmentReader,
-        out: &mut Vec<Candidate>,
-    ) -> tantivy::Result<()> {
+    fn segment_terms(&self, reader: &SegmentReader) -> tantivy::Result<SegmentTerms> {
         let inverted = reader.inverted_index(self.field)?;
         let dict = inverted.terms();
         let w = &self.word;
         let prefix = w.prefix && self.prefix;
+        let mut out = SegmentTerms::default();
         let mut push = |term: &[u8], info: tantivy::postings::TermInfo, score: f32| {
-            out.push(Candidate {
-                own: term == w.word.as_bytes(),
-                term: term.to_vec(),
-                info,
-                score,
-            });
+            out.push(term == w.word.as_bytes(), term, info, score);
         };
         // the fuzzy pass finds the exact term too, and the prefixes when its
         // automaton is one of prefixes
@@ -240,15 +232,35 @@ impl FieldMatch {
         }
         for (alt, score) in &w.alternatives {
             if let Some(info) = dict.get(alt.as_bytes())? {
-                out.push(Candidate {
-                    own: true,
-                    term: alt.as_bytes().to_vec(),
-                    info,
-                    score: *score,
-                });
+                out.push(true, alt.as_bytes(), info, *score);
             }
         }
-        Ok(())
+        Ok(out)
+    }
+}
+
+/// The terms a word matches in one segment; their bytes in one buffer (a
+/// typed prefix can match thousands of terms: one allocation, not one each).
+#[derive(Default)]
+struct SegmentTerms {
+    bytes: Vec<u8>,
+    terms: Vec<Candidate>,
+}
+
+impl SegmentTerms {
+    fn push(&mut self, own: bool, term: &[u8], info: tantivy::postings::TermInfo, score: f32) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(term);
+        self.terms.push(Candidate {
+            own,
+            term: at..self.bytes.len(),
+            info,
+            score,
+        });
+    }
+
+    fn term(&self, c: &Candidate) -> &[u8] {
+        &self.bytes[c.term.clone()]
     }
 }
 
@@ -256,7 +268,8 @@ impl FieldMatch {
 struct Candidate {
     /// The word itself or one of its alternatives: never capped.
     own: bool,
-    term: Vec<u8>,
+    /// Where its bytes are in [`SegmentTerms::bytes`].
+    term: std::ops::Range<usize>,
     info: tantivy::postings::TermInfo,
     score: f32,
 }
@@ -264,18 +277,20 @@ struct Candidate {
 /// Keeps, of every segment's candidates, the word's own terms and the
 /// `max` best others over the whole index (kind score, then documents
 /// summed over the segments, then the term).
-fn cap_expansions(per_segment: &mut [Vec<Candidate>], max: usize) {
+fn cap_expansions(per_segment: &mut [SegmentTerms], max: usize) {
     let others: usize = per_segment
         .iter()
-        .map(|c| c.iter().filter(|c| !c.own).count())
+        .map(|s| s.terms.iter().filter(|c| !c.own).count())
         .sum();
     if others <= max {
         return;
     }
     let mut merged: std::collections::HashMap<&[u8], (f32, u64)> = Default::default();
-    for c in per_segment.iter().flatten().filter(|c| !c.own) {
-        let e = merged.entry(c.term.as_slice()).or_insert((c.score, 0));
-        e.1 += u64::from(c.info.doc_freq);
+    for seg in per_segment.iter() {
+        for c in seg.terms.iter().filter(|c| !c.own) {
+            let e = merged.entry(seg.term(c)).or_insert((c.score, 0));
+            e.1 += u64::from(c.info.doc_freq);
+        }
     }
     if merged.len() <= max {
         return;
@@ -290,7 +305,8 @@ fn cap_expansions(per_segment: &mut [Vec<Candidate>], max: usize) {
     let kept: std::collections::HashSet<Vec<u8>> =
         ranked[..max].iter().map(|(t, _)| t.to_vec()).collect();
     for seg in per_segment.iter_mut() {
-        seg.retain(|c| c.own || kept.contains(&c.term));
+        let SegmentTerms { bytes, terms } = seg;
+        terms.retain(|c| c.own || kept.contains(&bytes[c.term.clone()]));
     }
 }
 
@@ -302,12 +318,9 @@ impl Query for FieldMatch {
         // the terms of every segment at once, so that the cap keeps the
         // same terms everywhere
         let readers = searcher.segment_readers();
-        let mut per_segment: Vec<Vec<Candidate>> = Vec::with_capacity(readers.len());
-        for reader in readers {
-            let mut terms = Vec::new();
-            self.segment_terms(reader, &mut terms)?;
-            per_segment.push(terms);
-        }
+        let per_segment: tantivy::Result<Vec<SegmentTerms>> =
+            readers.iter().map(|r| self.segment_terms(r)).collect();
+        let mut per_segment = per_segment?;
         cap_expansions(&mut per_segment, self.word.max_expansions);
         let terms = readers
             .iter()
@@ -315,7 +328,7 @@ impl Query for FieldMatch {
             .map(|(r, c)| {
                 (
                     r.segment_id(),
-                    c.into_iter().map(|c| (c.info, c.score)).collect(),
+                    c.terms.into_iter().map(|c| (c.info, c.score)).collect(),
                 )
             })
             .collect();
