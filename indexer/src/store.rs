@@ -571,6 +571,16 @@ impl Generation {
     pub fn segments(&self) -> usize {
         self.reader.searcher().segment_readers().len()
     }
+
+    /// The segments searches read, by id.
+    pub fn segment_ids(&self) -> Vec<tantivy::index::SegmentId> {
+        self.reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .map(|s| s.segment_id())
+            .collect()
+    }
 }
 
 /// Opens `index`'s writer, waiting for the threads of a merge that just
@@ -898,6 +908,11 @@ impl IndexStore {
 
     pub fn segments(&self) -> usize {
         self.current().segments()
+    }
+
+    /// See [`Generation::segment_ids`].
+    pub fn segment_ids(&self) -> Vec<tantivy::index::SegmentId> {
+        self.current().segment_ids()
     }
 
     /// Starts a reindex: an empty next generation that holds back every

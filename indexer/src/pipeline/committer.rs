@@ -4,6 +4,13 @@
 //! interval or a number of documents. Postgres is acknowledged only up to
 //! the last durable commit (the source reads [`Progress::durable`]).
 //!
+//! Merges (the policy's while writes arrive, the idle compaction after) are
+//! only in memory until a durable commit names their segments: when the
+//! durable interval passes with nothing to write and the segments differ
+//! from those of the last durable commit, an empty durable commit names
+//! them, so a restart after a bulk load opens the merged index instead of
+//! merging it all again.
+//!
 //! An error applying or committing ends the stage with it: the index's
 //! state in memory is then unknown, and the supervisor reopens it from its
 //! durable commit.
@@ -34,6 +41,8 @@ pub(super) async fn run_committer(sh: Arc<Shared>, mut rx: mpsc::Receiver<Batch>
     let mut last_commit_time = None;
     let mut last_change = Instant::now();
     let mut compaction: Option<tokio::task::JoinHandle<()>> = None;
+    // the segments the last durable commit named (as opened: the durable one)
+    let mut durable_segments = store.segment_ids();
     loop {
         let durable_due = last_durable + durable_interval;
         let first = tokio::select! {
@@ -92,12 +101,20 @@ pub(super) async fn run_committer(sh: Arc<Shared>, mut rx: mpsc::Receiver<Batch>
                 progress.durable.fetch_max(applied.0, Ordering::AcqRel);
                 docs_since_durable = 0;
                 last_durable = Instant::now();
+                durable_segments = store.segment_ids();
             }
         } else {
             // nothing to write: progress markers move the position at once
             progress.set_written(applied);
             progress.set_visible(applied);
             if Instant::now() >= durable_due {
+                let segments = store.segment_ids();
+                if segments != durable_segments && progress.durable() >= applied {
+                    // merged since: name the merged segments durably
+                    commit(store, applied, true).await?;
+                    tracing::debug!(lsn = %applied, segments = segments.len(), "merges made durable");
+                    durable_segments = store.segment_ids();
+                }
                 last_durable = Instant::now();
             }
         }
@@ -252,6 +269,58 @@ mod tests {
         assert_eq!(t.store.count(DocType::Contact), 2);
         drop(tx);
         committer.await.unwrap().unwrap();
+    }
+
+    /// Merged while idle, then killed without another write: the reopened
+    /// index has the merged segment, not the two a restart would merge again.
+    #[tokio::test]
+    async fn a_merge_is_made_durable_without_another_write() {
+        let root = std::env::temp_dir().join(format!("pipeline-{}", Uuid::new_v4()));
+        let store = Arc::new(IndexStore::open(&root).unwrap());
+        let sh = super::super::testing::shared_with(&store, Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel(8);
+        let committer = tokio::spawn(run_committer(sh.clone(), rx));
+        let mut visible = sh.progress.subscribe();
+        for lsn in [10, 20] {
+            let op = upsert(&store, Uuid::new_v4(), "A");
+            tx.send(Batch {
+                ops: vec![op],
+                lsn: Lsn(lsn),
+                commit_time: None,
+            })
+            .await
+            .unwrap();
+            visible.wait_for(|v| *v >= Lsn(lsn)).await.unwrap();
+        }
+        // durable at 20 (the interval is short), then compacted while idle
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (store.segments() > 1 || sh.progress.durable() < Lsn(20)) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.segments(), 1, "compacted once idle");
+        // until a durable commit names it: the meta.json on disk (soft
+        // commits keep theirs in memory)
+        let on_disk = || -> Option<usize> {
+            let gens = std::fs::read_dir(&root).ok()?;
+            gens.flatten().find_map(|g| {
+                let meta = std::fs::read(g.path().join("meta.json")).ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&meta).ok()?;
+                Some(v["segments"].as_array()?.len())
+            })
+        };
+        while on_disk() != Some(1) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // killed: no closing commit
+        committer.abort();
+        let _ = committer.await;
+        drop((tx, sh, visible, store));
+        let reopened = IndexStore::open(&root).unwrap();
+        assert_eq!(reopened.count(DocType::Contact), 2);
+        assert_eq!(reopened.segments(), 1, "the merge survives a kill");
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[tokio::test]
