@@ -183,6 +183,46 @@ impl tantivy_fst::Automaton for PiecePrefix<'_> {
 }
 
 impl FieldMatch {
+    /// Whether this is a plain lookup: its word whole, or as a prefix, and
+    /// alternatives — no typos, so whether it matches is cheap to tell.
+    pub fn plain(&self) -> bool {
+        self.automaton.is_none() || !self.fuzzy
+    }
+
+    /// Whether any segment's dictionary has a term this (plain) match
+    /// takes; stops at the first.
+    pub fn has_any_term(&self, searcher: &tantivy::Searcher) -> tantivy::Result<bool> {
+        let w = &self.word;
+        let word = w.word.as_bytes();
+        for reader in searcher.segment_readers() {
+            let inverted = reader.inverted_index(self.field)?;
+            let dict = inverted.terms();
+            if dict.get(word)?.is_some() {
+                return Ok(true);
+            }
+            for (alt, _) in &w.alternatives {
+                if dict.get(alt.as_bytes())?.is_some() {
+                    return Ok(true);
+                }
+            }
+            if w.prefix && self.prefix {
+                let found = if self.pieces {
+                    dict.search(PiecePrefix(word)).into_stream()?.advance()
+                } else {
+                    let mut range = dict.range().ge(word);
+                    if let Some(end) = prefix_end(word) {
+                        range = range.lt(end);
+                    }
+                    range.into_stream()?.advance()
+                };
+                if found {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Every term of one segment's dictionary the word matches here, with
     /// its kind score; `own`: whether it is the word itself or an
     /// alternative (never capped).

@@ -645,6 +645,11 @@ pub fn search(
                 &word_prefix
             };
             let (words, matchers) = query::build(&parsed, scope, f, typos, prefixes);
+            // a word that matches no term empties every word being required:
+            // on to the next attempt without expanding the others
+            if occur == Occur::Must && i + 1 < attempts.len() && !matchers.may_match(&searcher)? {
+                continue;
+            }
             let boosts = query::local_boosts(&parsed, scope, f, typos);
             let query_without = |skip: Option<&str>| -> BooleanQuery {
                 let mut clauses = scope_clauses(f, tenant, scope.doc_type());

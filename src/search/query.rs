@@ -326,6 +326,30 @@ impl Scope {
 pub struct Matchers {
     pub words: Vec<Arc<WordMatch>>,
     pub digits: Vec<(String, bool)>,
+    /// Per word, the fields it is looked for in.
+    pub fields: Vec<Vec<FieldMatch>>,
+}
+
+impl Matchers {
+    /// False when some word certainly matches no term of the index: every
+    /// field it is looked for in is a plain lookup (no typos) that finds
+    /// nothing. A conjunction of the words then matches nothing, whatever
+    /// else it holds — known without expanding the other words.
+    pub fn may_match(&self, searcher: &tantivy::Searcher) -> tantivy::Result<bool> {
+        for fields in &self.fields {
+            let mut found = false;
+            for f in fields {
+                if !f.plain() || f.has_any_term(searcher)? {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// One clause per word (each must match), and what each word matches.
@@ -345,10 +369,11 @@ pub fn build(
     let mut matchers = Matchers {
         words: Vec::new(),
         digits: Vec::new(),
+        fields: Vec::new(),
     };
     for (i, word) in parsed.words.iter().enumerate() {
         let typing = parsed.typed_at(i);
-        let mut per_field: Vec<Box<dyn Query>> = Vec::new();
+        let mut per_field: Vec<FieldMatch> = Vec::new();
         match word {
             Word::Text(text) | Word::Email(text) => {
                 let email = matches!(word, Word::Email(_));
@@ -420,7 +445,7 @@ pub fn build(
                         (Some(n), true) => n.clone(),
                         (Some(_) | None, _) => word.clone(),
                     };
-                    per_field.push(Box::new(FieldMatch {
+                    per_field.push(FieldMatch {
                         field: t.field,
                         weight: t.weight,
                         word,
@@ -434,7 +459,7 @@ pub fn build(
                         } else {
                             automaton.clone()
                         },
-                    }));
+                    });
                 }
                 matchers.words.push(nicknames.unwrap_or(word));
             }
@@ -448,7 +473,7 @@ pub fn build(
                     // numbers are one document each: a prefix of them all
                     max_expansions: usize::MAX,
                 });
-                per_field.push(Box::new(FieldMatch {
+                per_field.push(FieldMatch {
                     field: f.phones,
                     weight: 9.0,
                     word: word.clone(),
@@ -456,11 +481,11 @@ pub fn build(
                     prefix: digits.len() >= MIN_PHONE_PREFIX,
                     pieces: false,
                     automaton: None,
-                }));
+                });
                 // a number can also be a word of a name-like field ("event-2025")
                 for t in &targets {
                     if t.field != f.emails && t.field != f.first_name && t.field != f.last_name {
-                        per_field.push(Box::new(FieldMatch {
+                        per_field.push(FieldMatch {
                             field: t.field,
                             weight: 1.0,
                             word: word.clone(),
@@ -468,15 +493,18 @@ pub fn build(
                             prefix: false,
                             pieces: false,
                             automaton: None,
-                        }));
+                        });
                     }
                 }
                 matchers.digits.push((digits.clone(), typing));
             }
         }
-        clauses.push(Box::new(DisjunctionMaxQuery::with_tie_breaker(
-            per_field, 0.1,
-        )));
+        let boxed: Vec<Box<dyn Query>> = per_field
+            .iter()
+            .map(|m| Box::new(m.clone()) as Box<dyn Query>)
+            .collect();
+        clauses.push(Box::new(DisjunctionMaxQuery::with_tie_breaker(boxed, 0.1)));
+        matchers.fields.push(per_field);
     }
     (clauses, matchers)
 }
