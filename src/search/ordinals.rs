@@ -253,11 +253,6 @@ impl DocOrds {
             return hit.clone();
         }
         let max_doc = reader.max_doc();
-        let docs: Vec<u32> = (0..max_doc).collect();
-        let mut vals = vec![None; docs.len()];
-        if ords.get_cardinality() != Cardinality::Multivalued {
-            ords.first_vals(&docs, &mut vals);
-        }
         let built = Arc::new(if ords.get_cardinality() == Cardinality::Multivalued {
             let mut starts = Vec::with_capacity(max_doc as usize + 1);
             let mut all = Vec::new();
@@ -267,18 +262,23 @@ impl DocOrds {
                 starts.push(all.len() as u32);
             }
             DocOrds::Multi { starts, ords: all }
-        } else if column.num_terms() < usize::from(Self::NONE16) {
-            DocOrds::Narrow(
-                vals.iter()
-                    .map(|v| v.map_or(Self::NONE16, |o| o as u16))
-                    .collect(),
-            )
         } else {
-            DocOrds::Wide(
-                vals.iter()
-                    .map(|v| v.map_or(Self::NONE32, |o| o as u32))
-                    .collect(),
-            )
+            let docs: Vec<u32> = (0..max_doc).collect();
+            let mut vals = vec![None; docs.len()];
+            ords.first_vals(&docs, &mut vals);
+            if column.num_terms() < usize::from(Self::NONE16) {
+                DocOrds::Narrow(
+                    vals.iter()
+                        .map(|v| v.map_or(Self::NONE16, |o| o as u16))
+                        .collect(),
+                )
+            } else {
+                DocOrds::Wide(
+                    vals.iter()
+                        .map(|v| v.map_or(Self::NONE32, |o| o as u32))
+                        .collect(),
+                )
+            }
         });
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
         c.bytes += built.bytes();

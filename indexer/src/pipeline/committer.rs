@@ -241,16 +241,15 @@ mod tests {
         assert_eq!(t.store.committed_lsn().unwrap(), Some(Lsn(20)));
     }
 
-    #[tokio::test]
-    async fn merges_into_one_segment_once_writes_stop() {
-        let t = temp_store();
-        let sh = super::super::testing::shared_with(&t.store, Duration::from_millis(50));
-        let (tx, rx) = mpsc::channel(8);
-        let committer = tokio::spawn(run_committer(sh.clone(), rx));
-        let mut visible = sh.progress.subscribe();
-        // one segment per commit, too few for the merge policy
+    /// Two contacts in two commits (LSN 10 and 20), each visible before the
+    /// next: one segment each.
+    async fn two_segments(
+        store: &IndexStore,
+        tx: &mpsc::Sender<Batch>,
+        visible: &mut tokio::sync::watch::Receiver<Lsn>,
+    ) {
         for lsn in [10, 20] {
-            let op = upsert(&t.store, Uuid::new_v4(), "A");
+            let op = upsert(store, Uuid::new_v4(), "A");
             tx.send(Batch {
                 ops: vec![op],
                 lsn: Lsn(lsn),
@@ -260,6 +259,17 @@ mod tests {
             .unwrap();
             visible.wait_for(|v| *v >= Lsn(lsn)).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn merges_into_one_segment_once_writes_stop() {
+        let t = temp_store();
+        let sh = super::super::testing::shared_with(&t.store, Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel(8);
+        let committer = tokio::spawn(run_committer(sh.clone(), rx));
+        let mut visible = sh.progress.subscribe();
+        // one segment per commit, too few for the merge policy
+        two_segments(&t.store, &tx, &mut visible).await;
         assert_eq!(t.store.segments(), 2);
         let deadline = Instant::now() + Duration::from_secs(30);
         while t.store.segments() > 1 && Instant::now() < deadline {
@@ -281,17 +291,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let committer = tokio::spawn(run_committer(sh.clone(), rx));
         let mut visible = sh.progress.subscribe();
-        for lsn in [10, 20] {
-            let op = upsert(&store, Uuid::new_v4(), "A");
-            tx.send(Batch {
-                ops: vec![op],
-                lsn: Lsn(lsn),
-                commit_time: None,
-            })
-            .await
-            .unwrap();
-            visible.wait_for(|v| *v >= Lsn(lsn)).await.unwrap();
-        }
+        two_segments(&store, &tx, &mut visible).await;
         // durable at 20 (the interval is short), then compacted while idle
         let deadline = Instant::now() + Duration::from_secs(30);
         while (store.segments() > 1 || sh.progress.durable() < Lsn(20)) && Instant::now() < deadline
