@@ -96,6 +96,16 @@ pub struct Global {
     /// gzip, br or zstd [default: 1024].
     #[arg(long, global = true, env = "CRMSEARCH_COMPRESS_MIN_BYTES")]
     pub compress_min_bytes: Option<u16>,
+    /// Longest a client may take to send a request's headers, and longest a
+    /// kept-alive connection may stay idle, in ms [default: 10000].
+    #[arg(long, global = true, env = "CRMSEARCH_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Connections open at once; more are answered 503 [default: 10000].
+    #[arg(long, global = true, env = "CRMSEARCH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address; 0: no bound (behind a proxy, every connection is the proxy's) [default: 256].
+    #[arg(long, global = true, env = "CRMSEARCH_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
     /// Rate limits on or off [default: on; budgets per tier in the config file's `[rate_limits]`].
     #[arg(long, global = true, env = "CRMSEARCH_RATE_LIMITS", value_parser = clap::builder::BoolishValueParser::new())]
     pub rate_limits: Option<bool>,
@@ -129,6 +139,9 @@ impl Global {
             cors_origins: self.cors_origins,
             request_timeout_ms: self.request_timeout_ms,
             compress_min_bytes: self.compress_min_bytes,
+            header_timeout_ms: self.header_timeout_ms,
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
             rate_limits: Some(crate::limits::LimitsFile {
                 enabled: self.rate_limits,
                 trusted_proxy_header: self.trusted_proxy_header,

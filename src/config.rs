@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     pub request_timeout_ms: Option<u64>,
     pub compress_min_bytes: Option<u16>,
+    pub header_timeout_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
     /// `[rate_limits]`; from the flags, only its three plain settings.
     pub rate_limits: Option<crate::limits::LimitsFile>,
 }
@@ -75,6 +78,14 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Smallest answer compressed.
     pub compress_min_bytes: u16,
+    /// The longest a client may take to send a request's headers, and the
+    /// longest a kept-alive connection may stay idle.
+    pub header_timeout_ms: u64,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (0: no bound;
+    /// behind a proxy every connection has the proxy's address).
+    pub max_connections_per_client: usize,
     /// Rate limits by tier, class and scope.
     pub limits: crate::limits::LimitsConfig,
 }
@@ -167,6 +178,18 @@ impl Config {
                 .compress_min_bytes
                 .or(base.compress_min_bytes)
                 .unwrap_or(1024),
+            header_timeout_ms: over
+                .header_timeout_ms
+                .or(base.header_timeout_ms)
+                .unwrap_or(10_000),
+            max_connections: over
+                .max_connections
+                .or(base.max_connections)
+                .unwrap_or(10_000),
+            max_connections_per_client: over
+                .max_connections_per_client
+                .or(base.max_connections_per_client)
+                .unwrap_or(256),
             limits,
         };
         cfg.validate()?;
@@ -223,6 +246,12 @@ impl Config {
                     "redis_url (REDIS_URL) is not a Redis URL like redis://127.0.0.1:6379: {e}"
                 )
             })?;
+        }
+        if self.header_timeout_ms < 100 {
+            bail!("header_timeout_ms (CRMSEARCH_HEADER_TIMEOUT_MS) must be at least 100");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections (CRMSEARCH_MAX_CONNECTIONS) must be at least 1");
         }
         if self.db_pool_size == 0 {
             bail!("db_pool_size must be at least 1");

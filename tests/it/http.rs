@@ -321,3 +321,120 @@ async fn latencies_are_histograms_with_buckets_that_add_up_across_replicas() {
     );
     assert!(!text.contains("quantile="), "no summaries: {text}");
 }
+
+/// The test app's router behind the server's own accept loop, on a port of
+/// its own, with these connection limits.
+async fn listening(t: &TestApp, limits: crmsearch::server::ConnLimits) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = t.router.clone();
+    tokio::spawn(crmsearch::server::serve_http(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// Reads until the server closes the connection or `within` passes:
+/// what was read, and whether it was closed.
+async fn read_to_close(
+    s: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into(), false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let t = TestApp::new().await;
+    let limits = crmsearch::server::ConnLimits {
+        header_timeout: std::time::Duration::from_millis(300),
+        max: 100,
+        per_client: 0,
+    };
+    let addr = listening(&t, limits).await;
+    let patience = std::time::Duration::from_secs(10);
+
+    // headers that never end
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .unwrap();
+    let (_, closed) = read_to_close(&mut slow, patience).await;
+    assert!(closed, "a connection whose headers never end is closed");
+
+    // a connection that never sends anything
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (_, closed) = read_to_close(&mut silent, patience).await;
+    assert!(closed, "a connection that sends nothing is closed");
+
+    // kept alive after an answer, then idle
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_to_close(&mut idle, patience).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle kept-alive connection is closed");
+}
+
+#[tokio::test]
+async fn connections_per_client_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    let t = TestApp::new().await;
+    let limits = crmsearch::server::ConnLimits {
+        header_timeout: std::time::Duration::from_secs(30),
+        max: 100,
+        per_client: 3,
+    };
+    let addr = listening(&t, limits).await;
+    let hello = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    async fn answer(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(hello).await.unwrap();
+        let a = answer(&mut s).await;
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+        held.push(s);
+    }
+    let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (refused, closed) = read_to_close(&mut fourth, std::time::Duration::from_secs(10)).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too_many_connections"), "{refused}");
+    assert!(refused.to_ascii_lowercase().contains("retry-after: 1"), "{refused}");
+    assert!(closed, "a refused connection is closed");
+    // one closed, and the client may open another
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(hello).await.unwrap();
+        let a = answer(&mut s).await;
+        if a.starts_with("HTTP/1.1 200") {
+            again = Some(a);
+            break;
+        }
+        // the server may not have seen the close yet
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a closed connection gives its place back");
+}
