@@ -445,7 +445,10 @@ pub fn from_index(
             })
             .collect();
         let has_words = !words.is_empty();
-        if has_words || query_vector.is_none() {
+        // without a text, the filters list memories; a text with nothing
+        // searchable in it (symbols, a word longer than any kept) matches
+        // no memory by keyword
+        if has_words || (query_vector.is_none() && text.is_none()) {
             let top = if has_words {
                 top_by_score(&searcher, &BooleanQuery::union(words), &filters, depth)?
             } else {

@@ -672,6 +672,9 @@ pub fn search(
                     }
                     Occur::Should | Occur::Must | Occur::MustNot => clauses.extend(any),
                 }
+                if parsed.unsearchable {
+                    clauses.push((Occur::Must, Box::new(tantivy::query::EmptyQuery)));
+                }
                 // no words: the scope alone (its clauses are all Must)
                 BooleanQuery::new(clauses)
             };
@@ -812,7 +815,7 @@ pub fn autocomplete(
         ));
     }
     let parsed = query::parse(q);
-    if parsed.is_empty() {
+    if parsed.is_empty() || parsed.unsearchable {
         return Ok(Vec::new());
     }
     let f = &store.schema.fields;

@@ -65,6 +65,11 @@ pub struct Parsed {
     /// words match as usual, and the whole chunk, typos and all, ranks the
     /// contact whose address it is first (see [`local_boosts`]).
     pub locals: Vec<String>,
+    /// The query has something in it but nothing that can match: only
+    /// punctuation, symbols or invisible characters, or a word longer than
+    /// any the index keeps ([`analysis::MAX_TOKEN_BYTES`]). It matches no
+    /// document (a blank query matches every one).
+    pub unsearchable: bool,
 }
 
 impl Parsed {
@@ -148,6 +153,7 @@ pub fn parse(q: &str) -> Parsed {
     let mut words: Vec<Word> = Vec::new();
     let mut locals: Vec<String> = Vec::new();
     let mut digits = String::new();
+    let mut too_long = false;
     let push = |words: &mut Vec<Word>, w: Word| {
         if !words.contains(&w) {
             words.push(w);
@@ -165,7 +171,9 @@ pub fn parse(q: &str) -> Parsed {
             let email = chunk
                 .trim_matches(|c: char| !c.is_alphanumeric() && c != '@')
                 .to_lowercase();
-            if !email.is_empty() && email.len() <= analysis::MAX_TOKEN_BYTES {
+            if email.len() > analysis::MAX_TOKEN_BYTES {
+                too_long = true;
+            } else if !email.is_empty() {
                 push(&mut words, Word::Email(email));
             }
             continue;
@@ -179,6 +187,8 @@ pub fn parse(q: &str) -> Parsed {
         for w in analysis::words(chunk) {
             if w.folded.len() <= analysis::MAX_TOKEN_BYTES {
                 push(&mut words, Word::Text(w.folded));
+            } else {
+                too_long = true;
             }
         }
     }
@@ -191,10 +201,12 @@ pub fn parse(q: &str) -> Parsed {
             .trim_end()
             .ends_with(|c: char| !c.is_alphanumeric() && c != '@');
     words.truncate(MAX_QUERY_WORDS);
+    let unsearchable = too_long || (words.is_empty() && !q.trim().is_empty());
     Parsed {
         words,
         typing,
         locals,
+        unsearchable,
     }
 }
 
@@ -593,6 +605,9 @@ mod tests {
         // cut at MAX_QUERY_CHARS, possibly inside a word
         assert!(words(&"ab cd ef gh ".repeat(1000)).len() <= 5);
         assert!(words("🙂 \u{202e}").is_empty());
+        assert!(parse("🙂 \u{200b}").unsearchable && !parse(" ").unsearchable);
+        assert!(parse(&format!("anna {}", "x".repeat(65))).unsearchable);
+        assert!(!parse(&format!("anna {}", "x".repeat(64))).unsearchable);
         assert_eq!(words("مرحبا"), vec![Text("مرحبا".into())]);
         let many: String = (0..100).map(|i| format!("w{i} ")).collect();
         assert_eq!(words(&many).len(), MAX_QUERY_WORDS);

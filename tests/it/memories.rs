@@ -191,6 +191,11 @@ async fn write_dedup_search_isolate_delete_expire() {
     t.caught_up().await;
 
     let base = json!({"query": "how does Anna like to be contacted", "agent_id": "sales-bot", "subject_id": "anna", "top_k": 10});
+    // a text with nothing searchable in it finds nothing by keyword
+    for text in ["🙂 !!", "\u{200b}", &"x".repeat(80)] {
+        let v = recall(&t, &key, json!({"query": text, "mode": "keyword"})).await;
+        assert_eq!(v["memories"], json!([]), "{text:?}: {v}");
+    }
     for mode in ["hybrid", "semantic", "keyword"] {
         let mut q = base.clone();
         q["mode"] = json!(mode);

@@ -697,6 +697,45 @@ fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// A query with something in it but nothing that can match (symbols,
+/// punctuation, invisible characters, a word longer than any the index
+/// keeps) matches nothing; a blank one matches every contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_searchable_matches_nothing() {
+    let t = loaded().await;
+    let all = search(&t, json!({"q": ""})).await["total"].as_u64().unwrap();
+    assert!(all >= 18, "a blank query browses: {all}");
+    for q in [
+        "🙂".to_owned(),
+        "🙂👍 🎉".to_owned(),
+        "!!! ,,, ---".to_owned(),
+        "*?[]{}()\\/:^~!&|".to_owned(),
+        "\u{200b}\u{200d}\u{feff}".to_owned(),
+        "\u{202e}".to_owned(),
+        "x".repeat(64),
+        "x".repeat(65),
+        "smith ".to_owned() + &"x".repeat(65),
+        format!("{}@example.com", "y".repeat(70)),
+    ] {
+        let v = search(&t, json!({"q": q, "facets": ["country"]})).await;
+        assert_eq!(v["total"], 0, "{q:?} → {v}");
+        assert!(exts(&v).is_empty(), "{q:?} → {v}");
+        let (s, v) = t
+            .call(
+                Method::GET,
+                &format!("/v1/contacts/autocomplete?q={}", urlencode(&q)),
+                Some(t.a.key(Role::Search)),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["suggestions"], json!([]), "{q:?} → {v}");
+    }
+    // beside a real word, symbols are ignored
+    let v = search(&t, json!({"q": "🙂 smith!"})).await;
+    assert!(exts(&v).contains(&"c1".to_owned()), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_not_crashed() {
     let t = loaded().await;
