@@ -102,6 +102,7 @@ pub async fn export(
         typo_tolerance: q.typo_tolerance.unwrap_or(true),
         ..Request::default()
     };
+    search::check(Scope::Contacts, &req)?;
     let (indexer, _) = super::search::ready_index(&st, q.min_lsn.as_deref(), q.wait_ms).await?;
     let tenant = p.tenant_id;
     // the first page before the answer starts: a bad query is a 4xx, not a

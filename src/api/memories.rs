@@ -2,7 +2,7 @@
 //! `/v1/memories/search`, and `/v1/contacts/{id}/context`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -306,6 +306,7 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
     let given = q
         .check()
         .map_err(|e| Error::user(Code::InvalidValue, e.to_string()))?;
+    let wait = super::search::max_wait(q.wait_ms)?;
     let query_vector: Option<Arc<[f32]>> = match (given, q.mode, q.query.as_deref().map(str::trim))
     {
         (Some(v), _, _) => Some(v.into()),
@@ -334,8 +335,7 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
                     ),
                 )
             })?;
-            !ix.wait_for(lsn, Duration::from_millis(q.wait_ms.unwrap_or(1_000)))
-                .await
+            !ix.wait_for(lsn, wait).await
         }
         None => false,
     };

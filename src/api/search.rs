@@ -216,8 +216,22 @@ impl TryFrom<SearchParams> for SearchBody {
     }
 }
 
-/// Longest `wait_ms` honoured.
+/// Longest `wait_ms` accepted.
 const MAX_WAIT_MS: u64 = 30_000;
+
+/// How long a request may wait for its `min_lsn` (default 1 s); more than
+/// [`MAX_WAIT_MS`] is refused, not cut.
+pub(super) fn max_wait(wait_ms: Option<u64>) -> Result<Duration> {
+    match wait_ms {
+        Some(ms) if ms > MAX_WAIT_MS => Err(Error::user(
+            Code::InvalidValue,
+            format!(
+                "`wait_ms` is at most {MAX_WAIT_MS} (30 s), not {ms}; to wait longer, ask again with the same `min_lsn`"
+            ),
+        )),
+        ms => Ok(Duration::from_millis(ms.unwrap_or(1000))),
+    }
+}
 
 /// The index, once it has applied `min_lsn` (503 `index_behind` after
 /// `wait_ms`), and the position it serves at.
@@ -226,12 +240,12 @@ pub(super) async fn ready_index(
     min_lsn: Option<&str>,
     wait_ms: Option<u64>,
 ) -> Result<(Arc<Indexer>, Lsn)> {
+    let wait = max_wait(wait_ms)?;
     let indexer = st.indexer()?.clone();
     if let Some(min) = min_lsn {
         let min: Lsn = min.parse().map_err(|e: indexer::lsn::ParseLsnError| {
             Error::user(Code::InvalidValue, format!("`min_lsn`: {e}"))
         })?;
-        let wait = Duration::from_millis(wait_ms.unwrap_or(1000).min(MAX_WAIT_MS));
         if !indexer.wait_for(min, wait).await {
             return Err(Error::User {
                 code: Code::IndexBehind,
@@ -290,6 +304,8 @@ async fn run(st: AppState, key: SearchKey, scope: Scope, body: SearchBody) -> Re
         highlight: body.highlight.unwrap_or(false),
         typo_tolerance: body.typo_tolerance.unwrap_or(true),
     };
+    // a bad request is refused at once, not after waiting for the index
+    search::check(scope, &req)?;
     let (indexer, index_lsn) = ready_index(&st, body.min_lsn.as_deref(), body.wait_ms).await?;
     let body = search_cached(&st, &indexer, key.0.tenant_id, scope, req).await?;
     Ok(answer(
@@ -458,9 +474,10 @@ async fn autocomplete(
 ) -> Result<Response> {
     let started = Instant::now();
     let p = params(p)?;
+    let limit = p.limit.unwrap_or(8);
+    search::check_suggestions(limit)?;
     let (indexer, _) = ready_index(&st, p.min_lsn.as_deref(), p.wait_ms).await?;
     let tenant = key.0.tenant_id;
-    let limit = p.limit.unwrap_or(8);
     let query = cache::Query::Autocomplete {
         q: p.q.clone(),
         limit,
@@ -495,9 +512,16 @@ async fn stats(
 ) -> Result<axum::Json<Value>> {
     let started = Instant::now();
     let p = params(p)?;
+    let size = p.size.unwrap_or(20);
+    search::check(
+        Scope::Contacts,
+        &Request {
+            facet_size: size,
+            ..Request::default()
+        },
+    )?;
     let (indexer, index_lsn) = ready_index(&st, p.min_lsn.as_deref(), p.wait_ms).await?;
     let tenant = key.0.tenant_id;
-    let size = p.size.unwrap_or(20);
     let s = blocking(move || search::stats(&indexer.store, tenant, Scope::Contacts, size)).await?;
     let facets: BTreeMap<String, Value> = s
         .facets

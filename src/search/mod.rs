@@ -486,15 +486,7 @@ fn resolve_filters(
                 (field_name, Box::new(BooleanQuery::union(any)))
             }
             Condition::Range { gte, lt } => {
-                let Some(field_name) = DATE_FIELDS.iter().find(|d| **d == name) else {
-                    return Err(invalid(
-                        Invalid::Filter,
-                        format!(
-                            "filter `{name}`: ranges apply to {} only",
-                            DATE_FIELDS.join(", ")
-                        ),
-                    ));
-                };
+                let field_name = range_field(name)?;
                 let field = schema.get_field(field_name)?;
                 let bound = |d: &Option<DateTime<Utc>>, lower: bool| match d {
                     Some(d) => {
@@ -511,7 +503,7 @@ fn resolve_filters(
                     None => std::ops::Bound::Unbounded,
                 };
                 (
-                    *field_name,
+                    field_name,
                     Box::new(RangeQuery::new(bound(gte, true), bound(lt, false))),
                 )
             }
@@ -578,15 +570,10 @@ fn matches_whole(
     Ok(false)
 }
 
-/// Contacts or companies matching a request.
-pub fn search(
-    store: &IndexStore,
-    tenant: Uuid,
-    scope: Scope,
-    req: &Request,
-) -> Result<SearchResult> {
-    let f = &store.schema.fields;
-    let searcher = store.searcher();
+/// Refuses what no index could answer (limits, sort, cursor, facet and
+/// filter names): the checks a request passes before it waits for the index
+/// to reach its `min_lsn`. [`search`] makes them too.
+pub fn check(scope: Scope, req: &Request) -> Result<()> {
     if req.limit > MAX_LIMIT {
         return Err(invalid(
             Invalid::Value,
@@ -599,6 +586,61 @@ pub fn search(
             format!("`facet_size` is from 1 to {MAX_FACET_SIZE}"),
         ));
     }
+    let empty_q = query::parse(&req.q).is_empty();
+    let (_, sort_name) = resolve_sort(scope, req.sort.as_deref(), empty_q)?;
+    if let Some(c) = &req.cursor {
+        decode_cursor(c, &sort_name)?;
+    }
+    for name in &req.facets {
+        facet_field(scope, name, Invalid::Facet)?;
+    }
+    for (name, cond) in &req.filter {
+        match cond {
+            Condition::AnyOf(_) => facet_field(scope, name, Invalid::Filter).map(drop)?,
+            Condition::Range { .. } => range_field(name).map(drop)?,
+        }
+    }
+    Ok(())
+}
+
+/// A date field a range filter applies to.
+fn range_field(name: &str) -> Result<&'static str> {
+    DATE_FIELDS
+        .iter()
+        .find(|d| **d == name)
+        .copied()
+        .ok_or_else(|| {
+            invalid(
+                Invalid::Filter,
+                format!(
+                    "filter `{name}`: ranges apply to {} only",
+                    DATE_FIELDS.join(", ")
+                ),
+            )
+        })
+}
+
+/// Refuses an autocomplete `limit` out of range.
+pub fn check_suggestions(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_SUGGESTIONS {
+        return Err(invalid(
+            Invalid::Value,
+            format!("`limit` is from 1 to {MAX_SUGGESTIONS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Contacts or companies matching a request.
+pub fn search(
+    store: &IndexStore,
+    tenant: Uuid,
+    scope: Scope,
+    req: &Request,
+) -> Result<SearchResult> {
+    check(scope, req)?;
+    let f = &store.schema.fields;
+    let searcher = store.searcher();
     let parsed = query::parse(&req.q);
     let (sort, sort_name) = resolve_sort(scope, req.sort.as_deref(), parsed.is_empty())?;
     let after = req
@@ -808,12 +850,7 @@ pub fn autocomplete(
     q: &str,
     limit: usize,
 ) -> Result<Vec<Suggestion>> {
-    if limit == 0 || limit > MAX_SUGGESTIONS {
-        return Err(invalid(
-            Invalid::Value,
-            format!("`limit` is from 1 to {MAX_SUGGESTIONS}"),
-        ));
-    }
+    check_suggestions(limit)?;
     let parsed = query::parse(q);
     if parsed.is_empty() || parsed.unsearchable {
         return Ok(Vec::new());

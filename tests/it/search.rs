@@ -736,6 +736,57 @@ async fn nothing_searchable_matches_nothing() {
     assert!(exts(&v).contains(&"c1".to_owned()), "{v}");
 }
 
+/// A request that is bad whatever the index holds is refused at once,
+/// before it waits for a `min_lsn` the index has not reached (a position
+/// far ahead: without the order, each would wait out its `wait_ms` and
+/// answer 503); a `wait_ms` over 30 s is refused, not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_before_waiting() {
+    let t = loaded().await;
+    let s = t.a.key(Role::Search);
+    let far = "min_lsn=FFFFFFFF%2FFFFFFFFF&wait_ms=30000";
+    for (path, code) in [
+        (format!("/v1/contacts/search?limit=18446744073709551615&{far}"), "invalid_value"),
+        (format!("/v1/contacts/search?limit=5000&{far}"), "invalid_value"),
+        (format!("/v1/contacts/search?facet_size=0&{far}"), "invalid_value"),
+        (format!("/v1/contacts/search?sort=shoe_size&{far}"), "invalid_sort"),
+        (format!("/v1/contacts/search?facets=shoe_size&{far}"), "invalid_facet"),
+        (format!("/v1/contacts/search?cursor=zz&{far}"), "invalid_cursor"),
+        (format!("/v1/contacts/search?filter=%7B%22shoe_size%22%3A%5B%2242%22%5D%7D&{far}"), "invalid_filter"),
+        (format!("/v1/companies/search?limit=5000&{far}"), "invalid_value"),
+        (format!("/v1/contacts/autocomplete?q=an&limit=0&{far}"), "invalid_value"),
+        (format!("/v1/contacts/stats?size=0&{far}"), "invalid_value"),
+        ("/v1/contacts/search?q=anna&min_lsn=0%2F0&wait_ms=30001".into(), "invalid_value"),
+        ("/v1/contacts/search?q=anna&wait_ms=600000".into(), "invalid_value"),
+    ] {
+        let got = t.call(Method::GET, &path, Some(s), None).await;
+        assert_eq!(got.1["error"]["code"], code, "{path}: {}", got.1);
+        assert!(got.0.is_client_error(), "{path}: {}", got.1);
+    }
+    let got = t
+        .call(
+            Method::POST,
+            "/v1/contacts/search",
+            Some(s),
+            Some(json!({"q": "anna", "limit": 5000, "min_lsn": "FFFFFFFF/FFFFFFFF", "wait_ms": 30000})),
+        )
+        .await;
+    assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    let agent = t.a.key(Role::Agent);
+    for body in [
+        json!({"query": "pricing", "top_k": 0, "min_lsn": "FFFFFFFF/FFFFFFFF", "wait_ms": 30000}),
+        json!({"query": "pricing", "min_lsn": "0/0", "wait_ms": 60000}),
+    ] {
+        let got = t
+            .call(Method::POST, "/v1/memories/search", Some(agent), Some(body))
+            .await;
+        assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
+    }
+    // within the bounds, the wait is honoured
+    let v = search(&t, json!({"q": "smith", "min_lsn": "0/0", "wait_ms": 30000})).await;
+    assert!(!exts(&v).is_empty(), "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_not_crashed() {
     let t = loaded().await;
