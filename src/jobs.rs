@@ -25,6 +25,10 @@ pub struct Job {
     /// What a finished job produced (a reindex: the new generation).
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
+    /// The tenant whose key started it; none: the master key. A tenant's
+    /// admin sees its own tenant's jobs only.
+    #[serde(skip)]
+    pub owner: Option<Uuid>,
 }
 
 #[derive(Debug, Default)]
@@ -35,8 +39,9 @@ impl Jobs {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// A new running job; `None` when one of the same kind still runs.
-    pub fn start(&self, kind: &'static str) -> Option<Uuid> {
+    /// A new running job started by `owner` (a tenant; none: the master
+    /// key); `None` when one of the same kind still runs.
+    pub fn start(&self, kind: &'static str, owner: Option<Uuid>) -> Option<Uuid> {
         self.with(|jobs| {
             if jobs
                 .values()
@@ -57,6 +62,7 @@ impl Jobs {
                     finished_at: None,
                     error: None,
                     result: None,
+                    owner,
                 },
             );
             Some(id)
@@ -91,7 +97,13 @@ impl Jobs {
         });
     }
 
-    pub fn get(&self, id: Uuid) -> Option<Job> {
-        self.with(|jobs| jobs.get(&id).cloned())
+    /// Job `id` as `viewer` may see it: a tenant its own jobs, the master
+    /// key (`None`) every job.
+    pub fn get(&self, id: Uuid, viewer: Option<Uuid>) -> Option<Job> {
+        self.with(|jobs| {
+            jobs.get(&id)
+                .filter(|j| viewer.is_none() || j.owner == viewer)
+                .cloned()
+        })
     }
 }

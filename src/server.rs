@@ -133,14 +133,22 @@ impl Drop for Admitted {
 }
 
 /// Why a connection was refused, if it was.
-fn admit(open: &Arc<Mutex<Open>>, limits: &ConnLimits, ip: IpAddr) -> Result<Admitted, &'static str> {
+fn admit(
+    open: &Arc<Mutex<Open>>,
+    limits: &ConnLimits,
+    ip: IpAddr,
+) -> Result<Admitted, &'static str> {
     let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
     if o.total >= limits.max {
-        return Err("the server has as many connections open as it accepts (max_connections); retry shortly");
+        return Err(
+            "the server has as many connections open as it accepts (max_connections); retry shortly",
+        );
     }
     let mine = o.by_client.get(&ip).copied().unwrap_or(0);
     if limits.per_client > 0 && mine >= limits.per_client {
-        return Err("this client address has as many connections open as one client may (max_connections_per_client); reuse them, or retry after closing some");
+        return Err(
+            "this client address has as many connections open as one client may (max_connections_per_client); reuse them, or retry after closing some",
+        );
     }
     o.total += 1;
     *o.by_client.entry(ip).or_default() += 1;
@@ -153,7 +161,8 @@ fn admit(open: &Arc<Mutex<Open>>, limits: &ConnLimits, ip: IpAddr) -> Result<Adm
 /// Answers a refused connection 503 (code `too_many_connections`,
 /// `Retry-After`) without reading its request, and closes it.
 async fn refuse(mut stream: TcpStream, why: &'static str) {
-    let body = serde_json::json!({"error": {"code": "too_many_connections", "message": why}}).to_string();
+    let body =
+        serde_json::json!({"error": {"code": "too_many_connections", "message": why}}).to_string();
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
@@ -204,10 +213,11 @@ pub async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            tower::ServiceExt::oneshot(router.clone(), req)
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                tower::ServiceExt::oneshot(router.clone(), req)
+            });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -557,6 +557,22 @@ impl Generation {
         count(&self.reader.searcher(), &self.schema, t)
     }
 
+    /// Searchable documents of a type in one tenant.
+    pub fn count_in(&self, tenant: Uuid, t: DocType) -> u64 {
+        let f = &self.schema.fields;
+        let term = |field, text: &str| -> Box<dyn tantivy::query::Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, text),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let q = tantivy::query::BooleanQuery::intersection(vec![
+            term(f.tenant_id, &tenant.to_string()),
+            term(f.doc_type, t.as_str()),
+        ]);
+        self.reader.searcher().search(&q, &Count).unwrap_or(0) as u64
+    }
+
     /// Drops the writer, as a failed indexing thread leaves it.
     #[cfg(test)]
     pub(crate) fn close_writer_for_tests(&self) {
@@ -904,6 +920,10 @@ impl IndexStore {
 
     pub fn count(&self, t: DocType) -> u64 {
         self.current().count(t)
+    }
+
+    pub fn count_in(&self, tenant: Uuid, t: DocType) -> u64 {
+        self.current().count_in(tenant, t)
     }
 
     pub fn segments(&self) -> usize {

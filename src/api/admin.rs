@@ -2,7 +2,6 @@
 //! `GET /v1/admin/jobs/{id}`.
 
 use axum::extract::State;
-use indexer::Status;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -10,7 +9,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::{AdminKey, Caller};
+use super::auth::Caller;
 use crate::auth::Role;
 use crate::error::{Code, Error, Result};
 
@@ -28,11 +27,22 @@ struct JobStarted {
     job_id: Uuid,
 }
 
-/// The index's positions, lag, pipeline state and document counts.
+/// The index's positions, lag, pipeline state and document counts: with
+/// the master key, of the whole deployment (slot, segments, vectors,
+/// warnings); with a tenant's admin key, how fresh the index is and that
+/// tenant's documents only.
 #[utoipa::path(get, path = "/v1/admin/status", tag = "operations",
-    responses((status = 200, description = "per index: documents, applied LSN, lag in bytes and milliseconds, the pipeline's state", body = Object)))]
-async fn status(State(st): State<AppState>, _: AdminKey) -> Result<axum::Json<Status>> {
-    Ok(axum::Json(st.indexer()?.status().await?))
+    responses((status = 200, description = "master key: per index, documents, applied LSN, lag in bytes and milliseconds, the pipeline's state; tenant admin key: the index's freshness and the tenant's documents", body = Object)))]
+async fn status(State(st): State<AppState>, caller: Caller) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let ix = st.indexer()?;
+    Ok(match caller {
+        Caller::Master => axum::Json(ix.status().await?).into_response(),
+        Caller::Tenant(p) => {
+            p.require(Role::Admin)?;
+            axum::Json(ix.tenant_status(p.tenant_id).await?).into_response()
+        }
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -86,10 +96,12 @@ struct ReindexParams {
     tenant: Option<Uuid>,
 }
 
-/// Starts a reindex, `202 {"job_id"}`: of the whole index with the master
-/// key, of one tenant with the master key and `tenant`, or of its own tenant
-/// with a tenant admin key. The current index serves until the new one is
-/// complete.
+/// Starts a reindex, `202 {"job_id"}`: of the whole index, or of one
+/// tenant with `tenant`. Either builds a new generation of the whole index
+/// (the other tenants carried over), so it needs the master key; a tenant's
+/// admin compares its tenant with Postgres, and repairs it, with
+/// `POST /v1/admin/verify?repair=true`. The current index serves until the
+/// new one is complete.
 #[utoipa::path(post, path = "/v1/admin/reindex", tag = "operations", params(ReindexParams),
     responses((status = 202, description = "started; follow it at /v1/admin/jobs/{id}", body = JobStarted)))]
 async fn reindex(
@@ -102,18 +114,15 @@ async fn reindex(
         Caller::Master => params.tenant,
         Caller::Tenant(p) => {
             p.require(Role::Admin)?;
-            if params.tenant.is_some_and(|t| t != p.tenant_id) {
-                return Err(Error::user(
-                    Code::Forbidden,
-                    "a tenant key can only reindex its own tenant",
-                ));
-            }
-            Some(p.tenant_id)
+            return Err(Error::user(
+                Code::Forbidden,
+                "a reindex rebuilds the whole index (every tenant's documents), so it needs the master key; to compare your tenant with Postgres and fix what differs, POST /v1/admin/verify?repair=true",
+            ));
         }
     };
     let ix = st.indexer()?.clone();
     let jobs = st.jobs.clone();
-    let id = jobs.start("reindex").ok_or_else(|| {
+    let id = jobs.start("reindex", None).ok_or_else(|| {
         Error::user(
             Code::Conflict,
             "a reindex is already running; follow it at GET /v1/admin/jobs/{id}",
@@ -146,10 +155,15 @@ async fn job(
     caller: Caller,
     super::extract::Id(id): super::extract::Id,
 ) -> Result<axum::Json<crate::jobs::Job>> {
-    if let Caller::Tenant(p) = caller {
-        p.require(Role::Admin)?;
-    }
-    st.jobs.get(id).map(axum::Json).ok_or_else(|| {
+    let viewer = match caller {
+        Caller::Master => None,
+        Caller::Tenant(p) => {
+            p.require(Role::Admin)?;
+            Some(p.tenant_id)
+        }
+    };
+    // another tenant's job is not found, as if it did not exist
+    st.jobs.get(id, viewer).map(axum::Json).ok_or_else(|| {
         Error::user(
             Code::NotFound,
             "no job with this id (jobs are forgotten at a restart)",

@@ -540,7 +540,38 @@ async fn status_reports_positions_and_counts() {
     assert_eq!(v["lag_bytes"], 0, "{v}");
     let applied: indexer::Lsn = v["applied_lsn"].as_str().unwrap().parse().unwrap();
     assert!(applied >= c["lsn"].as_str().unwrap().parse().unwrap());
-    assert!(v["slot_retained_wal_bytes"].as_i64().is_some());
+    // a tenant's admin sees its own tenant, nothing of the deployment
+    assert_eq!(v["tenant"], t.a.id.to_string(), "{v}");
+    for whole in [
+        "slot",
+        "slot_retained_wal_bytes",
+        "segments",
+        "vectors",
+        "warnings",
+        "last_error",
+    ] {
+        assert!(v.get(whole).is_none(), "{whole}: {v}");
+    }
+    let (_, v) = t
+        .call(
+            Method::GET,
+            "/v1/admin/status",
+            Some(t.b.key(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(v["documents"]["contacts"], 0, "tenant b's own count: {v}");
+    let (s, v) = t
+        .call(
+            Method::GET,
+            "/v1/admin/status",
+            Some(crate::common::MASTER_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["slot_retained_wal_bytes"].as_i64().is_some(), "{v}");
+    assert!(v["slot"].is_string(), "{v}");
     let (s, _) = t
         .call(
             Method::GET,

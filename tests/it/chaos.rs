@@ -291,8 +291,13 @@ impl Chaos {
                 if point == "merge" || point == "swap_generation" {
                     // a merge runs at the end of a reindex's snapshot, and
                     // the new generation is swapped in after it
-                    let (status, body) =
-                        http(self.addr(), "POST", "/v1/admin/reindex", &self.admin, "{}");
+                    let (status, body) = http(
+                        self.addr(),
+                        "POST",
+                        "/v1/admin/reindex",
+                        crate::common::MASTER_KEY,
+                        "{}",
+                    );
                     assert_eq!(status, 202, "{body}");
                 }
                 let aborted = self.wait_abort(Duration::from_secs(20));
@@ -370,8 +375,13 @@ impl Chaos {
             }
             Fault::KillDuringReindex => {
                 std::thread::sleep(wait);
-                let (status, body) =
-                    http(self.addr(), "POST", "/v1/admin/reindex", &self.admin, "{}");
+                let (status, body) = http(
+                    self.addr(),
+                    "POST",
+                    "/v1/admin/reindex",
+                    crate::common::MASTER_KEY,
+                    "{}",
+                );
                 assert_eq!(status, 202, "{body}");
                 std::thread::sleep(Duration::from_millis(self.rng.random_range(100..800)));
                 self.kill();
@@ -433,7 +443,14 @@ impl Chaos {
     }
 
     fn status(&self) -> serde_json::Value {
-        let (status, body) = http(self.addr(), "GET", "/v1/admin/status", &self.admin, "");
+        // the whole deployment's view (a tenant's admin sees its own)
+        let (status, body) = http(
+            self.addr(),
+            "GET",
+            "/v1/admin/status",
+            crate::common::MASTER_KEY,
+            "",
+        );
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }

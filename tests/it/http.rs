@@ -420,7 +420,10 @@ async fn connections_per_client_are_bounded() {
     let (refused, closed) = read_to_close(&mut fourth, std::time::Duration::from_secs(10)).await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("too_many_connections"), "{refused}");
-    assert!(refused.to_ascii_lowercase().contains("retry-after: 1"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
     assert!(closed, "a refused connection is closed");
     // one closed, and the client may open another
     drop(held.pop());

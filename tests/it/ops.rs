@@ -396,7 +396,8 @@ async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
         )
         .await;
     assert_eq!(v["total"].as_i64().unwrap(), n);
-    // over HTTP: the master key the whole index, a tenant admin its own tenant
+    // over HTTP: the master key only, for the whole index or one tenant (a
+    // tenant's reindex rebuilds every tenant's documents too)
     for (k, path) in [
         (
             t.a.key(Role::Search).to_owned(),
@@ -406,9 +407,17 @@ async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
             t.a.key(Role::Admin).to_owned(),
             format!("/v1/admin/reindex?tenant={}", t.b.id),
         ),
+        (
+            t.a.key(Role::Admin).to_owned(),
+            "/v1/admin/reindex".to_owned(),
+        ),
+        (
+            t.a.key(Role::Admin).to_owned(),
+            format!("/v1/admin/reindex?tenant={}", t.a.id),
+        ),
     ] {
-        let (s, _) = t.call(Method::POST, &path, Some(&k), None).await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+        let got = t.call(Method::POST, &path, Some(&k), None).await;
+        crate::common::assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
     }
     let run_job = async |key: &str, path: &str| -> serde_json::Value {
         let (s, job) = t.call(Method::POST, path, Some(key), None).await;
@@ -437,6 +446,17 @@ async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
         (Some("done"), Some(3)),
         "{j}"
     );
+    // the master key's job is no tenant's: a tenant's admin does not find it
+    let (s, v) = t
+        .call(
+            Method::GET,
+            &format!("/v1/admin/jobs/{}", j["id"].as_str().unwrap()),
+            Some(t.a.key(Role::Admin)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(!v.to_string().contains(j["id"].as_str().unwrap()), "{v}");
     // one tenant: read again from Postgres, the other carried over (with its vectors)
     let mut v = vec![0.0f32; 384];
     v[5] = 1.0;
@@ -454,7 +474,8 @@ async fn reindex_under_writes_and_searches_ends_equal_to_postgres() {
         .await;
     assert_eq!(s, StatusCode::CREATED);
     t.caught_up().await;
-    let j = run_job(t.a.key(Role::Admin), "/v1/admin/reindex").await;
+    let path = format!("/v1/admin/reindex?tenant={}", t.a.id);
+    let j = run_job(crate::common::MASTER_KEY, &path).await;
     assert_eq!(
         (j["state"].as_str(), j["result"]["generation"].as_u64()),
         (Some("done"), Some(4)),

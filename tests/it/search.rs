@@ -703,7 +703,9 @@ fn urlencode(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_searchable_matches_nothing() {
     let t = loaded().await;
-    let all = search(&t, json!({"q": ""})).await["total"].as_u64().unwrap();
+    let all = search(&t, json!({"q": ""})).await["total"]
+        .as_u64()
+        .unwrap();
     assert!(all >= 18, "a blank query browses: {all}");
     for q in [
         "🙂".to_owned(),
@@ -746,18 +748,51 @@ async fn bad_requests_are_refused_before_waiting() {
     let s = t.a.key(Role::Search);
     let far = "min_lsn=FFFFFFFF%2FFFFFFFFF&wait_ms=30000";
     for (path, code) in [
-        (format!("/v1/contacts/search?limit=18446744073709551615&{far}"), "invalid_value"),
-        (format!("/v1/contacts/search?limit=5000&{far}"), "invalid_value"),
-        (format!("/v1/contacts/search?facet_size=0&{far}"), "invalid_value"),
-        (format!("/v1/contacts/search?sort=shoe_size&{far}"), "invalid_sort"),
-        (format!("/v1/contacts/search?facets=shoe_size&{far}"), "invalid_facet"),
-        (format!("/v1/contacts/search?cursor=zz&{far}"), "invalid_cursor"),
-        (format!("/v1/contacts/search?filter=%7B%22shoe_size%22%3A%5B%2242%22%5D%7D&{far}"), "invalid_filter"),
-        (format!("/v1/companies/search?limit=5000&{far}"), "invalid_value"),
-        (format!("/v1/contacts/autocomplete?q=an&limit=0&{far}"), "invalid_value"),
+        (
+            format!("/v1/contacts/search?limit=18446744073709551615&{far}"),
+            "invalid_value",
+        ),
+        (
+            format!("/v1/contacts/search?limit=5000&{far}"),
+            "invalid_value",
+        ),
+        (
+            format!("/v1/contacts/search?facet_size=0&{far}"),
+            "invalid_value",
+        ),
+        (
+            format!("/v1/contacts/search?sort=shoe_size&{far}"),
+            "invalid_sort",
+        ),
+        (
+            format!("/v1/contacts/search?facets=shoe_size&{far}"),
+            "invalid_facet",
+        ),
+        (
+            format!("/v1/contacts/search?cursor=zz&{far}"),
+            "invalid_cursor",
+        ),
+        (
+            format!("/v1/contacts/search?filter=%7B%22shoe_size%22%3A%5B%2242%22%5D%7D&{far}"),
+            "invalid_filter",
+        ),
+        (
+            format!("/v1/companies/search?limit=5000&{far}"),
+            "invalid_value",
+        ),
+        (
+            format!("/v1/contacts/autocomplete?q=an&limit=0&{far}"),
+            "invalid_value",
+        ),
         (format!("/v1/contacts/stats?size=0&{far}"), "invalid_value"),
-        ("/v1/contacts/search?q=anna&min_lsn=0%2F0&wait_ms=30001".into(), "invalid_value"),
-        ("/v1/contacts/search?q=anna&wait_ms=600000".into(), "invalid_value"),
+        (
+            "/v1/contacts/search?q=anna&min_lsn=0%2F0&wait_ms=30001".into(),
+            "invalid_value",
+        ),
+        (
+            "/v1/contacts/search?q=anna&wait_ms=600000".into(),
+            "invalid_value",
+        ),
     ] {
         let got = t.call(Method::GET, &path, Some(s), None).await;
         assert_eq!(got.1["error"]["code"], code, "{path}: {}", got.1);
@@ -783,7 +818,11 @@ async fn bad_requests_are_refused_before_waiting() {
         assert_error(&got, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value");
     }
     // within the bounds, the wait is honoured
-    let v = search(&t, json!({"q": "smith", "min_lsn": "0/0", "wait_ms": 30000})).await;
+    let v = search(
+        &t,
+        json!({"q": "smith", "min_lsn": "0/0", "wait_ms": 30000}),
+    )
+    .await;
     assert!(!exts(&v).is_empty(), "{v}");
 }
 

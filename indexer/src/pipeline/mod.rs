@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 pub use lag::{Lag, STALL_AFTER};
 pub use slot::SLOT_WARN_BYTES;
-pub use status::{Documents, Status, offline_status};
+pub use status::{Documents, Status, TenantStatus, offline_status};
 pub use supervisor::{Health, PipelineHealth, PipelineState};
 pub use vectors::VectorLoad;
 

@@ -13,6 +13,33 @@ use super::{Indexer, IndexerConfig};
 use crate::Lsn;
 
 impl Indexer {
+    /// What a tenant's admin sees at `/v1/admin/status`: how fresh the index
+    /// is, and that tenant's documents in it; nothing of the deployment's
+    /// other tenants, slot or files.
+    pub async fn tenant_status(&self, tenant: uuid::Uuid) -> crate::Result<TenantStatus> {
+        let current = crate::wal::position(&self.pool).await?;
+        self.wait_for(current, Duration::from_secs(1)).await;
+        let lag = self.progress.lag(current);
+        let store = self.store.clone();
+        let documents = tokio::task::spawn_blocking(move || Documents {
+            contacts: store.count_in(tenant, DocType::Contact),
+            companies: store.count_in(tenant, DocType::Company),
+            memories: store.count_in(tenant, DocType::Memory),
+        })
+        .await?;
+        let health = self.health.get();
+        Ok(TenantStatus {
+            tenant,
+            applied_lsn: lag.applied_lsn,
+            server_lsn: current,
+            lag_bytes: lag.lag_bytes,
+            lag_ms: lag.lag_ms,
+            connected: self.progress.connected(),
+            pipeline: health.state,
+            documents,
+        })
+    }
+
     /// Positions and counts for `/v1/admin/status`.
     pub async fn status(&self) -> crate::Result<Status> {
         let current = crate::wal::position(&self.pool).await?;
@@ -121,6 +148,21 @@ pub struct Status {
     /// The vector collections (none offline).
     pub vectors: Option<Vectors>,
     pub segments: usize,
+}
+
+/// `/v1/admin/status` for a tenant's admin key.
+#[derive(Debug, serde::Serialize)]
+pub struct TenantStatus {
+    pub tenant: uuid::Uuid,
+    /// Searches see everything up to here.
+    pub applied_lsn: Lsn,
+    pub server_lsn: Lsn,
+    pub lag_bytes: u64,
+    pub lag_ms: u64,
+    pub connected: bool,
+    pub pipeline: super::supervisor::PipelineState,
+    /// The tenant's documents in the index.
+    pub documents: Documents,
 }
 
 #[derive(Default)]
