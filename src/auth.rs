@@ -179,9 +179,6 @@ pub async fn revoke_key(pool: &PgPool, tenant_id: Uuid, prefix: &str) -> Result<
 #[derive(Debug, Default)]
 pub struct KeyCache {
     keys: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Principal, std::time::Instant)>>,
-    /// When Postgres last failed to answer: for a moment after, known keys
-    /// skip the query instead of each waiting for a connection.
-    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
     trust: std::sync::Mutex<Trust>,
 }
 
@@ -281,18 +278,6 @@ impl KeyCache {
             .map(|(p, _)| p.clone())
     }
 
-    fn postgres_failed(&self, failed: bool) {
-        *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) =
-            failed.then(std::time::Instant::now);
-    }
-
-    fn postgres_recently_failed(&self) -> bool {
-        self.failed_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(2))
-    }
-
     fn recall(&self, hash: &[u8]) -> Option<Principal> {
         let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         keys.get(hash)
@@ -305,7 +290,12 @@ impl KeyCache {
 type KeyRow = (Uuid, String, Vec<u8>, Option<String>, String);
 
 /// Checks a presented key; the same error whatever is wrong with it.
-pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<Principal> {
+pub async fn authenticate(
+    pool: &PgPool,
+    pg: &std::sync::Arc<crate::pg_health::PgHealth>,
+    cache: &KeyCache,
+    key: &str,
+) -> Result<Principal> {
     let invalid = || Error::user(Code::InvalidApiKey, "the API key is unknown or revoked");
     if key.len() != PREFIX_LEN + 33 || !key.starts_with("crm_") || !key.is_ascii() {
         return Err(invalid());
@@ -315,10 +305,13 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
     if let Some(p) = cache.trusted(&hash) {
         return Ok(p);
     }
-    if cache.postgres_recently_failed()
-        && let Some(p) = cache.recall(&hash)
-    {
-        return Ok(p);
+    // Postgres is known to be down: a key seen lately is taken as it was,
+    // and any other is refused at once
+    if pg.is_down() {
+        if let Some(p) = cache.recall(&hash) {
+            return Ok(p);
+        }
+        pg.check()?;
     }
     let asked_at = std::time::Instant::now();
     let row: Option<KeyRow> = match sqlx::query_as(
@@ -330,13 +323,12 @@ pub async fn authenticate(pool: &PgPool, cache: &KeyCache, key: &str) -> Result<
     .fetch_optional(pool)
     .await
     {
-        Ok(row) => {
-            cache.postgres_failed(false);
-            row
-        }
+        Ok(row) => row,
         Err(e) => {
             let err = Error::from(e);
-            cache.postgres_failed(err.code() == Code::Unavailable);
+            if err.code() == Code::Unavailable {
+                pg.failed(pool);
+            }
             if err.code() == Code::Unavailable
                 && let Some(p) = cache.recall(&hash)
             {

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod limits;
 pub mod ops;
+pub mod pg_health;
 pub mod redis_conn;
 pub mod retrieve;
 pub mod search;

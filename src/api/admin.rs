@@ -35,6 +35,7 @@ struct JobStarted {
     responses((status = 200, description = "master key: per index, documents, applied LSN, lag in bytes and milliseconds, the pipeline's state; tenant admin key: the index's freshness and the tenant's documents", body = Object)))]
 async fn status(State(st): State<AppState>, caller: Caller) -> Result<axum::response::Response> {
     use axum::response::IntoResponse;
+    st.pg.check()?;
     let ix = st.indexer()?;
     Ok(match caller {
         Caller::Master => axum::Json(ix.status().await?).into_response(),

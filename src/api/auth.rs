@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for Principal {
                 "the master key only creates tenants and keys; use a key of the tenant",
             ));
         }
-        authenticate(&state.pool, &state.keys, key).await
+        authenticate(&state.pool, &state.pg, &state.keys, key).await
     }
 }
 
@@ -85,7 +85,7 @@ impl FromRequestParts<AppState> for Master {
             return Ok(Master);
         }
         // a valid tenant key is authenticated but not allowed here
-        authenticate(&state.pool, &state.keys, key).await?;
+        authenticate(&state.pool, &state.pg, &state.keys, key).await?;
         Err(Error::user(
             Code::Forbidden,
             "creating tenants needs the master key",
@@ -110,7 +110,7 @@ impl FromRequestParts<AppState> for Caller {
         if is_master(state, key) {
             return Ok(Caller::Master);
         }
-        authenticate(&state.pool, &state.keys, key)
+        authenticate(&state.pool, &state.pg, &state.keys, key)
             .await
             .map(Caller::Tenant)
     }

@@ -54,7 +54,7 @@ async fn bulk(
         tokio::task::spawn_blocking(move || crate::ingest::parse_companies(format, &body))
             .await
             .map_err(anyhow::Error::from)??;
-    let outcome = companies::bulk_upsert(&st.pool, p.tenant_id, good, bad).await?;
+    let outcome = companies::bulk_upsert(st.db()?, p.tenant_id, good, bad).await?;
     tracing::info!(
         tenant = %p.tenant_id,
         inserted = outcome.inserted,
@@ -74,7 +74,7 @@ async fn create(
     WriteKey(p): WriteKey,
     Json(fields): Json<CompanyFields>,
 ) -> Result<impl IntoResponse> {
-    let (record, lsn) = companies::create(&st.pool, p.tenant_id, fields).await?;
+    let (record, lsn) = companies::create(st.db()?, p.tenant_id, fields).await?;
     Ok(super::created(
         format!("/v1/companies/{}", record.id),
         Written { record, lsn },
@@ -90,7 +90,7 @@ async fn read(
     SearchKey(p): SearchKey,
     Id(id): Id,
 ) -> Result<axum::Json<Company>> {
-    Ok(axum::Json(companies::get(&st.pool, p.tenant_id, id).await?))
+    Ok(axum::Json(companies::get(st.db()?, p.tenant_id, id).await?))
 }
 
 /// Changes a company by JSON merge patch; its contacts carry a new name.
@@ -103,7 +103,7 @@ async fn update(
     Id(id): Id,
     Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<axum::Json<Written<Company>>> {
-    let (record, lsn) = companies::patch(&st.pool, p.tenant_id, id, patch).await?;
+    let (record, lsn) = companies::patch(st.db()?, p.tenant_id, id, patch).await?;
     Ok(axum::Json(Written { record, lsn }))
 }
 
@@ -116,6 +116,6 @@ async fn remove(
     WriteKey(p): WriteKey,
     Id(id): Id,
 ) -> Result<impl IntoResponse> {
-    let lsn = companies::delete(&st.pool, p.tenant_id, id).await?;
+    let lsn = companies::delete(st.db()?, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }

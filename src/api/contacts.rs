@@ -57,7 +57,7 @@ async fn create(
     WriteKey(p): WriteKey,
     Json(fields): Json<ContactFields>,
 ) -> Result<impl IntoResponse> {
-    let (record, lsn) = contacts::create(&st.pool, p.tenant_id, fields).await?;
+    let (record, lsn) = contacts::create(st.db()?, p.tenant_id, fields).await?;
     Ok(super::created(
         format!("/v1/contacts/{}", record.id),
         Written { record, lsn },
@@ -73,7 +73,7 @@ async fn read(
     SearchKey(p): SearchKey,
     Id(id): Id,
 ) -> Result<axum::Json<Contact>> {
-    Ok(axum::Json(contacts::get(&st.pool, p.tenant_id, id).await?))
+    Ok(axum::Json(contacts::get(st.db()?, p.tenant_id, id).await?))
 }
 
 /// Changes a contact by JSON merge patch.
@@ -86,7 +86,7 @@ async fn update(
     Id(id): Id,
     Json(patch): Json<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<axum::Json<Written<Contact>>> {
-    let (record, lsn) = contacts::patch(&st.pool, p.tenant_id, id, patch).await?;
+    let (record, lsn) = contacts::patch(st.db()?, p.tenant_id, id, patch).await?;
     Ok(axum::Json(Written { record, lsn }))
 }
 
@@ -99,7 +99,7 @@ async fn remove(
     WriteKey(p): WriteKey,
     Id(id): Id,
 ) -> Result<impl IntoResponse> {
-    let lsn = contacts::delete(&st.pool, p.tenant_id, id).await?;
+    let lsn = contacts::delete(st.db()?, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }
 
@@ -185,7 +185,7 @@ async fn bulk(
     let (good, bad) = tokio::task::spawn_blocking(move || ingest::parse(format, &body))
         .await
         .map_err(anyhow::Error::from)??;
-    let outcome = contacts::bulk_upsert(&st.pool, p.tenant_id, good, bad).await?;
+    let outcome = contacts::bulk_upsert(st.db()?, p.tenant_id, good, bad).await?;
     tracing::info!(
         tenant = %p.tenant_id,
         inserted = outcome.inserted,

@@ -57,6 +57,9 @@ async fn readyz(State(st): State<AppState>) -> Response {
         )
             .into_response()
     };
+    if st.pg.is_down() {
+        return not_ready("postgres_unreachable", json!({}));
+    }
     let ping = indexer::wal::position(&st.pool);
     let current = match tokio::time::timeout(Duration::from_secs(1), ping).await {
         Ok(Ok(lsn)) => lsn,

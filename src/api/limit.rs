@@ -33,7 +33,7 @@ pub async fn rate_limit(State(st): State<AppState>, mut req: Request, next: Next
     let key = super::auth::bearer_key(req.headers()).filter(|k| !super::auth::is_master(&st, k));
     let principal = match key {
         // a bad key is the handler's to refuse, with its own error
-        Some(key) => authenticate(&st.pool, &st.keys, key).await.ok(),
+        Some(key) => authenticate(&st.pool, &st.pg, &st.keys, key).await.ok(),
         None => None,
     };
     let budgets = st.limiter.budgets(

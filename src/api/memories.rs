@@ -157,7 +157,7 @@ async fn create(
             .to_vec(),
     };
     let created =
-        memories::create(&st.pool, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
+        memories::create(st.db()?, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
     let status = if created.deduplicated_into.is_some() {
         StatusCode::OK
     } else {
@@ -257,7 +257,7 @@ async fn bulk(
                 .next()
                 .ok_or_else(|| Error::Internal(anyhow::anyhow!("an embedding is missing")))?,
         };
-        let c = memories::create(&st.pool, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
+        let c = memories::create(st.db()?, p.tenant_id, m, vector, st.cfg.dedup_threshold).await?;
         lsn = Some(c.lsn);
         results
             .push(json!({"index": i, "id": c.record.id, "deduplicated_into": c.deduplicated_into}));
@@ -279,7 +279,7 @@ async fn read(
     AgentKey(p): AgentKey,
     Id(id): Id,
 ) -> Result<axum::Json<Memory>> {
-    let m = memories::get(&st.pool, p.tenant_id, id).await?;
+    let m = memories::get(st.db()?, p.tenant_id, id).await?;
     visible(&p, &m)?;
     Ok(axum::Json(m))
 }
@@ -294,9 +294,9 @@ async fn remove(
     Id(id): Id,
 ) -> Result<impl IntoResponse> {
     if p.agent_id.is_some() {
-        visible(&p, &memories::get(&st.pool, p.tenant_id, id).await?)?;
+        visible(&p, &memories::get(st.db()?, p.tenant_id, id).await?)?;
     }
-    let lsn = memories::delete(&st.pool, p.tenant_id, id).await?;
+    let lsn = memories::delete(st.db()?, p.tenant_id, id).await?;
     Ok(axum::Json(json!({"id": id, "deleted": true, "lsn": lsn})))
 }
 
@@ -342,7 +342,7 @@ async fn retrieve(st: &AppState, tenant: Uuid, q: &MemoryQuery) -> Result<Retrie
     if behind {
         metrics::counter!("crmsearch_memory_search_postgres_total").increment(1);
         return Ok(
-            retrieve::from_postgres(&st.pool, tenant, q, query_vector.as_deref(), &count).await?,
+            retrieve::from_postgres(st.db()?, tenant, q, query_vector.as_deref(), &count).await?,
         );
     }
     let (store, q2, e) = (ix.store.clone(), q.clone(), st.embedder.clone());
@@ -412,9 +412,9 @@ async fn context(
             "token_budget: must be between 1 and 100000",
         ));
     }
-    let contact = store::contacts::get(&st.pool, p.tenant_id, id).await?;
+    let contact = store::contacts::get(st.db()?, p.tenant_id, id).await?;
     let company = match contact.company_id {
-        Some(c) => store::companies::get(&st.pool, p.tenant_id, c).await.ok(),
+        Some(c) => store::companies::get(st.db()?, p.tenant_id, c).await.ok(),
         None => None,
     };
     let mut card = vec![format!(

@@ -45,6 +45,9 @@ pub struct AppState {
     /// The index and its CDC pipeline (absent only in write-path tests).
     pub indexer: Option<Arc<Indexer>>,
     pub keys: Arc<crate::auth::KeyCache>,
+    /// Whether Postgres answers: while it does not, what needs it is
+    /// refused at once.
+    pub pg: Arc<crate::pg_health::PgHealth>,
     /// The embedding model, when one is installed.
     pub embedder: Option<Arc<crate::embed::Embedder>>,
     pub jobs: Arc<crate::jobs::Jobs>,
@@ -91,6 +94,7 @@ impl AppState {
             cfg: Arc::new(cfg),
             indexer: None,
             keys: Arc::default(),
+            pg: Arc::default(),
             embedder,
             jobs: Arc::default(),
             results,
@@ -107,6 +111,13 @@ impl AppState {
         self.embedder.as_ref().ok_or_else(|| {
             crate::error::Error::user(Code::EmbeddingModelMissing, crate::embed::MODEL_MISSING)
         })
+    }
+
+    /// The Postgres pool, or 503 at once while Postgres is known not to
+    /// answer (see [`crate::pg_health`]).
+    pub fn db(&self) -> crate::error::Result<&PgPool> {
+        self.pg.check()?;
+        Ok(&self.pool)
     }
 
     pub fn with_indexer(mut self, indexer: Arc<Indexer>) -> Self {
@@ -175,6 +186,7 @@ pub fn app(state: AppState) -> Router {
         .layer(catch_panic())
         .with_state(state.clone());
     let state_for_mcp = state.clone();
+    let state_for_pg = state.clone();
     // a batch runs its parts through `routes`, each as if sent alone
     let batch = batch
         .route_layer(axum::middleware::from_fn(track_metrics))
@@ -183,10 +195,26 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     let mcp = mcp::service(state_for_mcp, routes.clone());
+    let watched = state_for_pg.clone();
     Router::new()
         .merge(batch)
         .merge(mcp)
         .fallback_service(routes)
+        .layer(axum::middleware::from_fn(
+            move |req: Request<axum::body::Body>, next: axum::middleware::Next| {
+                let st = watched.clone();
+                async move {
+                    let resp = next.run(req).await;
+                    // a 503 Postgres may explain: the probe finds out
+                    if resp.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        && !st.pg.is_down()
+                    {
+                        st.pg.suspect(&st.pool);
+                    }
+                    resp
+                }
+            },
+        ))
         .layer(catch_panic())
         .layer(axum::middleware::from_fn(meili::errors))
         .layer(

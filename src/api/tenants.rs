@@ -87,7 +87,7 @@ async fn create_tenant(
     Json(body): Json<NewTenant>,
 ) -> Result<impl IntoResponse> {
     let tier = body.tier.unwrap_or(Tier::Free);
-    let (id, key) = auth::create_tenant_in(&st.pool, &body.name, tier).await?;
+    let (id, key) = auth::create_tenant_in(st.db()?, &body.name, tier).await?;
     tracing::info!(tenant = %id, tier = tier.as_str(), "tenant created");
     Ok(super::created(
         format!("/v1/tenants/{id}"),
@@ -131,7 +131,7 @@ async fn read_tenant(
     may_manage(&caller, id)?;
     let row = sqlx::query_as("SELECT name, tier, created_at FROM tenants WHERE id = $1")
         .bind(id)
-        .fetch_optional(&st.pool)
+        .fetch_optional(st.db()?)
         .await?;
     Ok(axum::Json(tenant_json(&st, id, row)?))
 }
@@ -174,7 +174,7 @@ async fn update_tenant(
     .bind(id)
     .bind(&name)
     .bind(body.tier.map(Tier::as_str))
-    .fetch_optional(&st.pool)
+    .fetch_optional(st.db()?)
     .await?;
     let tenant = tenant_json(&st, id, row)?;
     if let Some(tier) = body.tier {
@@ -225,7 +225,7 @@ async fn create_key(
         })?,
     };
     let (key, prefix) =
-        auth::create_agent_key(&st.pool, tenant, body.role, body.agent_id.as_deref()).await?;
+        auth::create_agent_key(st.db()?, tenant, body.role, body.agent_id.as_deref()).await?;
     Ok(super::created(
         format!("/v1/keys/{prefix}"),
         json!({"key": key, "prefix": prefix, "role": body.role, "tenant_id": tenant, "agent_id": body.agent_id}),
@@ -241,7 +241,7 @@ async fn revoke_key(
     AdminKey(p): AdminKey,
     Path(prefix): Path<String>,
 ) -> Result<impl IntoResponse> {
-    if !auth::revoke_key(&st.pool, p.tenant_id, &prefix).await? {
+    if !auth::revoke_key(st.db()?, p.tenant_id, &prefix).await? {
         return Err(Error::user(
             Code::NotFound,
             "your tenant has no active key with this prefix",

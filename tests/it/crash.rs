@@ -242,6 +242,28 @@ fn killed_mid_stream_then_postgres_restarted_the_index_converges() {
     let (status, body) = http(&addr2, "GET", "/v1/admin/status", &admin, "");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("\"unavailable\""), "{body}");
+    for i in 0..6 {
+        let t0 = Instant::now();
+        let (status, head, body) = crate::embedded::try_http_head(
+            &addr2,
+            "POST",
+            "/v1/contacts",
+            &admin,
+            r#"{"last_name": "Outage"}"#,
+        )
+        .unwrap();
+        eprintln!("write {i}: {status} in {:?}: {body}", t0.elapsed());
+        assert_eq!(status, 503, "{body}");
+        assert!(head.contains("retry-after:"), "{head}");
+        // refused at once by what knows Postgres is down, not after each
+        // request waited for a connection
+        assert!(body.contains("has not answered for"), "{body}");
+        let t0 = Instant::now();
+        let (status, body) = http(&addr2, "GET", "/v1/contacts/search?q=writer1", &admin, "");
+        eprintln!("search {i}: {status} in {:?}", t0.elapsed());
+        assert_eq!(status, 200, "{body}");
+        std::thread::sleep(Duration::from_millis(700));
+    }
     let instance: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(data.join("postgres/instance.json")).unwrap(),
     )

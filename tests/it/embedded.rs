@@ -134,6 +134,17 @@ pub(crate) fn try_http(
     key: &str,
     body: &str,
 ) -> Option<(u16, String)> {
+    try_http_head(addr, method, path, key, body).map(|(status, _, body)| (status, body))
+}
+
+/// [`try_http`] with the answer's head (status line and headers) too.
+pub(crate) fn try_http_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     write!(
         s,
@@ -145,11 +156,8 @@ pub(crate) fn try_http(
     let mut resp = String::new();
     s.read_to_string(&mut resp).ok()?;
     let status = resp.split(' ').nth(1)?.parse().ok()?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    Some((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
 pub(crate) fn signal(pid: u32, sig: &str) {
