@@ -65,7 +65,7 @@ pub struct Global {
     /// Largest bulk request body in bytes [default: 64 MiB].
     #[arg(long, global = true, env = "CRMSEARCH_BULK_BODY_LIMIT")]
     pub bulk_body_limit_bytes: Option<usize>,
-    /// This node's name; its replication slot is crmsearch_<node> [default: main].
+    /// This node's name; its replication slot is crmsearch_<node> [default: a slot name derived from the database and the data folder].
     #[arg(long, global = true, env = "CRMSEARCH_NODE")]
     pub node: Option<String>,
     /// /readyz fails while the index lags more than this many WAL bytes [default: 16 MiB].

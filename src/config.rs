@@ -60,8 +60,9 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub bulk_body_limit_bytes: usize,
     pub db_pool_size: u32,
-    /// Names this node's replication slot: `crmsearch_<node>`.
-    pub node: String,
+    /// Names this node's replication slot: `crmsearch_<node>`. None: a
+    /// name derived from the database and the data folder.
+    pub node: Option<String>,
     /// `/readyz` answers 503 while the index is further behind than this.
     pub ready_max_lag_bytes: u64,
     /// Longest time between durable index commits while changes arrive.
@@ -148,7 +149,7 @@ impl Config {
                 .or(base.bulk_body_limit_bytes)
                 .unwrap_or(Self::DEFAULT_BULK_BODY_LIMIT),
             db_pool_size: over.db_pool_size.or(base.db_pool_size).unwrap_or(16),
-            node: over.node.or(base.node).unwrap_or_else(|| "main".into()),
+            node: over.node.or(base.node).filter(|n| !n.is_empty()),
             ready_max_lag_bytes: over
                 .ready_max_lag_bytes
                 .or(base.ready_max_lag_bytes)
@@ -214,16 +215,13 @@ impl Config {
         if self.body_limit_bytes < 1024 || self.bulk_body_limit_bytes < 1024 {
             bail!("body_limit_bytes and bulk_body_limit_bytes must be at least 1024");
         }
-        if self.node.is_empty()
-            || !self
-                .node
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        if let Some(node) = &self.node
+            && (node.len() > 40
+                || !node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
         {
-            bail!(
-                "node (CRMSEARCH_NODE) `{}` must be letters, digits, `_` or `-`",
-                self.node
-            );
+            bail!("node (CRMSEARCH_NODE) `{node}` must be at most 40 letters, digits, `_` or `-`");
         }
         if self.durable_interval_ms == 0 {
             bail!("durable_interval_ms must be at least 1");

@@ -190,7 +190,8 @@ impl From<indexer::Error> for Error {
             },
             e @ (indexer::Error::DiskFull(_)
             | indexer::Error::Locked(_)
-            | indexer::Error::SlotInUse { .. }) => {
+            | indexer::Error::SlotInUse { .. }
+            | indexer::Error::SlotClash { .. }) => {
                 tracing::warn!(error = %e, "indexer unavailable");
                 Error::unavailable(e.to_string())
             }

@@ -113,7 +113,7 @@ pub async fn cdc_built(fx: &Fixture, n: usize) -> anyhow::Result<CdcBuilt> {
     let admin = db::connect(&fx.pg.url("postgres"), 1).await?;
     let mut cfg = super::indexer_config(&fx.root, &fx.pg.url(DB));
     cfg.index_dir = fx.root.join("index-cdc");
-    cfg.node = "benchcdc".into();
+    cfg.node = Some("benchcdc".into());
     cfg.compact_idle = std::time::Duration::from_secs(365 * 86_400);
     if !marker.exists() {
         sqlx::query(

@@ -88,7 +88,7 @@ pub fn indexer_config(root: &std::path::Path, url: &str) -> indexer::IndexerConf
     indexer::IndexerConfig {
         database_url: url.to_owned(),
         index_dir: root.join("index"),
-        node: "bench".into(),
+        node: Some("bench".into()),
         durable_interval: std::time::Duration::from_secs(1),
         durable_docs: 100_000,
         compact_idle: indexer::COMPACT_IDLE,

@@ -28,6 +28,18 @@ pub enum Error {
          the same CRMSEARCH_NODE on this database?"
     )]
     SlotInUse { slot: String, pid: i32 },
+    /// The replication slot belongs to another deployment: another
+    /// database's, or another index's of this database.
+    #[error(
+        "the replication slot {slot} belongs to {owner}: two deployments on one Postgres need slots of their own. \
+         Give this one its own CRMSEARCH_NODE, or leave it unset for a slot named after the database and the data \
+         directory{lapse}"
+    )]
+    SlotClash {
+        slot: String,
+        owner: String,
+        lapse: &'static str,
+    },
     /// Anything else: a bug or a broken index (logged in full).
     #[error(transparent)]
     Other(anyhow::Error),
@@ -43,7 +55,8 @@ impl Error {
             Error::Postgres(_)
             | Error::DiskFull(_)
             | Error::Locked(_)
-            | Error::SlotInUse { .. } => true,
+            | Error::SlotInUse { .. }
+            | Error::SlotClash { .. } => true,
             Error::Other(_) => false,
         }
     }

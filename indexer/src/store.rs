@@ -699,7 +699,12 @@ impl IndexStore {
             } else {
                 // a CURRENT.tmp of a swap cut off
                 let name = path.file_name();
-                name != Some(LOCK_FILE.as_ref())
+                let kept = [
+                    LOCK_FILE,
+                    crate::pipeline::slot::SLOT_FILE,
+                    crate::pipeline::slot::OWNER_FILE,
+                ];
+                !kept.iter().any(|k| name == Some(k.as_ref()))
                     && (named.is_none() || name != Some(CURRENT.as_ref()))
             };
             if stray {

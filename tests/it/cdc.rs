@@ -703,3 +703,99 @@ async fn cached_answers_follow_every_write() {
     assert_eq!(search(&t, "onyx", None).await["total"], 0);
     t.stop().await;
 }
+
+/// Two deployments on one Postgres never share a replication slot by
+/// default (its name comes from the database and the index folder), and a
+/// slot that is another's — another database's, or another index's of the
+/// same database — is refused with a sentence saying so, never taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_are_unique_per_deployment_and_a_clash_is_refused() {
+    let one = TestApp::new().await;
+    let two = TestApp::new().await;
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("slots-{}", one.url.rsplit('/').next().unwrap()));
+    let _ = std::fs::remove_dir_all(&root);
+    let icfg = |t: &TestApp, dir: &str, node: Option<&str>| indexer::IndexerConfig {
+        node: node.map(str::to_owned),
+        ..test_config_for(&t.url, &root.join(dir))
+    };
+    let start = |t: &TestApp, cfg: indexer::IndexerConfig| {
+        let pool = t.pool.clone();
+        async move { indexer::Indexer::start(cfg, pool).await }
+    };
+    // the default: a slot of its own for each database and folder
+    let a = start(&one, icfg(&one, "a", None))
+        .await
+        .expect("the first deployment");
+    let b = start(&two, icfg(&two, "b", None))
+        .await
+        .expect("the second deployment");
+    assert_ne!(a.slot, b.slot);
+    assert!(
+        a.slot.len() <= 63 && a.slot.starts_with("crmsearch_"),
+        "{}",
+        a.slot
+    );
+    assert_eq!(
+        icfg(&one, "a", None).slot(),
+        a.slot,
+        "recorded, and derived the same way"
+    );
+    // the same node in two databases: the second is refused, the first's slot kept
+    let c = start(&two, icfg(&two, "c", Some("clash")))
+        .await
+        .expect("c");
+    let refused = start(&one, icfg(&one, "d", Some("clash")))
+        .await
+        .err()
+        .expect("another database's slot is refused");
+    let said = refused.to_string();
+    assert!(said.contains("belongs to the database"), "{said}");
+    assert!(said.contains("CRMSEARCH_NODE"), "{said}");
+    // the same node and database, two index folders: the second is refused
+    let e = start(&one, icfg(&one, "e", Some("shared")))
+        .await
+        .expect("e");
+    let refused = start(&one, icfg(&one, "f", Some("shared")))
+        .await
+        .err()
+        .expect("another index's slot is refused");
+    let said = refused.to_string();
+    assert!(said.contains("belongs to the index at"), "{said}");
+    assert!(
+        said.contains(&root.join("e").display().to_string()),
+        "{said}"
+    );
+    // the refused ones took nothing: the first ones still stream
+    for (t, ix) in [(&two, &c), (&one, &e), (&one, &a), (&two, &b)] {
+        sqlx::query("INSERT INTO contacts (tenant_id, last_name) VALUES ($1, 'Slot')")
+            .bind(t.a.id)
+            .execute(&t.pool)
+            .await
+            .unwrap();
+        let lsn = crmsearch::db::write_position(&t.pool).await.unwrap();
+        assert!(
+            ix.wait_for(lsn, Duration::from_secs(30)).await,
+            "{}",
+            ix.slot
+        );
+    }
+    for (t, ix) in [(&one, a), (&two, b), (&two, c), (&one, e)] {
+        ix.shutdown().await;
+        let slot = ix.slot.clone();
+        drop(ix);
+        let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+            .bind(slot)
+            .execute(&t.pool)
+            .await;
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The indexer's settings for a test database and index folder.
+fn test_config_for(url: &str, dir: &std::path::Path) -> indexer::IndexerConfig {
+    let mut cfg = crate::common::test_config();
+    cfg.data_dir = dir.to_owned();
+    cfg.durable_interval_ms = 200;
+    cfg.indexer(url)
+}

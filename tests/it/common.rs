@@ -226,7 +226,7 @@ impl TestApp {
     pub async fn with_indexer_config(mut cfg: Config) -> Self {
         let mut t = Self::new().await;
         let name = t.url.rsplit('/').next().unwrap().to_owned();
-        cfg.node = name.clone();
+        cfg.node = Some(name.clone());
         cfg.data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ix-{name}"));
         cfg.durable_interval_ms = 200;
         let icfg = cfg.indexer(&t.url);

@@ -17,7 +17,7 @@ mod committer;
 mod flusher;
 mod lag;
 mod mapper;
-mod slot;
+pub mod slot;
 mod snapshot;
 mod source;
 mod status;
@@ -54,8 +54,9 @@ pub const PUBLICATION: &str = "crmsearch";
 pub struct IndexerConfig {
     pub database_url: String,
     pub index_dir: std::path::PathBuf,
-    /// Names the slot: `crmsearch_<node>`.
-    pub node: String,
+    /// Names the slot: `crmsearch_<node>`. None: a name derived from the
+    /// database and the index folder (see [`IndexerConfig::slot`]).
+    pub node: Option<String>,
     /// Longest time between durable commits while changes are pending.
     pub durable_interval: Duration,
     /// Durable commit after this many documents even before the interval.
@@ -66,19 +67,40 @@ pub struct IndexerConfig {
 }
 
 impl IndexerConfig {
+    /// The replication slot this index follows: `crmsearch_<node>` for a
+    /// configured node; else the one the index folder records (written at
+    /// start, see [`slot::SLOT_FILE`]); else [`Self::derived_slot`].
     pub fn slot(&self) -> String {
-        let node: String = self
-            .node
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("crmsearch_{node}")
+        match &self.node {
+            Some(node) => format!("crmsearch_{}", slot::slot_chars(node)),
+            None => std::fs::read_to_string(self.index_dir.join(slot::SLOT_FILE))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| s.starts_with("crmsearch_"))
+                .unwrap_or_else(|| self.derived_slot()),
+        }
+    }
+
+    /// `crmsearch_<database>_<8 hex digits>`: the digits hash the server,
+    /// the database and the index folder's absolute path, so two
+    /// deployments on one Postgres never share a slot by default.
+    pub fn derived_slot(&self) -> String {
+        let (server, database) = match url::Url::parse(&self.database_url) {
+            Ok(u) => (
+                format!(
+                    "{}:{}",
+                    u.host_str().unwrap_or(""),
+                    u.port().unwrap_or(5432)
+                ),
+                u.path().trim_start_matches('/').to_owned(),
+            ),
+            Err(_) => (String::new(), String::new()),
+        };
+        let dir = std::path::absolute(&self.index_dir).unwrap_or_else(|_| self.index_dir.clone());
+        let key = format!("{server}/{database}\n{}", dir.display());
+        let mut db = slot::slot_chars(&database);
+        db.truncate(24);
+        format!("crmsearch_{db}_{:08x}", slot::fnv1a(key.as_bytes()) as u32)
     }
 }
 
@@ -267,7 +289,9 @@ impl Indexer {
     pub async fn start(cfg: IndexerConfig, pool: PgPool) -> crate::Result<Arc<Self>> {
         let dir = cfg.index_dir.clone();
         let store = Arc::new(tokio::task::spawn_blocking(move || IndexStore::open(&dir)).await??);
-        let slot = cfg.slot();
+        let slot = slot::resolve_slot(&pool, &cfg, &store).await?;
+        let owner = slot::owner_id(&cfg.index_dir)?;
+        slot::claim(&pool, &slot, owner, &cfg.index_dir).await?;
         let (start, replay_guard) = slot::prepare_slot(&pool, &store, &slot).await?;
         let rebuilt = replay_guard.is_some();
         let replay_guard = replay_guard.unwrap_or(start);
@@ -291,6 +315,12 @@ impl Indexer {
             health: health.clone(),
         });
         let supervisor = tokio::spawn(supervisor::supervise(shared, shutdown.subscribe()));
+        tokio::spawn(slot::renew_claim(
+            pool.clone(),
+            slot.clone(),
+            owner,
+            shutdown.subscribe(),
+        ));
         let indexer = Arc::new(Self {
             store,
             progress,
@@ -486,7 +516,7 @@ pub(crate) mod testing {
             cfg: IndexerConfig {
                 database_url: "postgres://nobody@127.0.0.1:1/none".into(),
                 index_dir: std::env::temp_dir(),
-                node: "test".into(),
+                node: Some("test".into()),
                 durable_interval,
                 durable_docs: 100_000,
                 compact_idle: durable_interval,

@@ -2,16 +2,54 @@
 //! operator should see, and the decision at start whether the index can
 //! resume from its durable position or must be rebuilt from a snapshot.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::Lsn;
 use crate::store::IndexStore;
 
 /// Retained WAL above this is worth a warning (1 GiB).
 pub const SLOT_WARN_BYTES: i64 = 1 << 30;
+
+/// The file in the index folder naming the slot it follows, when no node
+/// is configured.
+pub const SLOT_FILE: &str = "SLOT";
+/// The file in the index folder holding the index's id, with which it
+/// claims its slot in `crmsearch_slot_claims`.
+pub const OWNER_FILE: &str = "OWNER";
+/// A claim not renewed for this long lapses: another index may take the
+/// slot over.
+pub const CLAIM_LAPSES: Duration = Duration::from_secs(60);
+/// How often a running index renews its claim.
+pub const CLAIM_RENEW: Duration = Duration::from_secs(15);
+/// The slot name of indexes of an earlier version that ran without a node.
+const LEGACY_DEFAULT_SLOT: &str = "crmsearch_main";
+
+/// `text` in the characters a slot name may hold (lowercase letters,
+/// digits, `_`).
+pub fn slot_chars(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// The replication slot as `pg_replication_slots` shows it.
 #[derive(Debug, Default, sqlx::FromRow)]
@@ -20,6 +58,10 @@ pub(crate) struct SlotRow {
     pub retained: Option<i64>,
     pub wal_status: Option<String>,
     pub active_pid: Option<i32>,
+    /// The database the slot decodes.
+    pub database: Option<String>,
+    /// Whether that is the database of this connection.
+    pub ours: Option<bool>,
 }
 
 impl SlotRow {
@@ -33,7 +75,8 @@ pub(crate) async fn slot_row(pool: &PgPool, slot: &str) -> Result<Option<SlotRow
     Ok(sqlx::query_as(
         "SELECT confirmed_flush_lsn::text AS confirmed,
                 pg_wal_lsn_diff(pg_current_wal_insert_lsn(), restart_lsn)::bigint AS retained,
-                wal_status, active_pid
+                wal_status, active_pid, database::text,
+                database = current_database() AS ours
            FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)
@@ -97,6 +140,17 @@ pub(crate) async fn prepare_slot(
 ) -> crate::Result<(Lsn, Option<Lsn>)> {
     let indexed = store.committed_lsn()?;
     let row = slot_row(pool, slot).await?;
+    // another database's slot of the same name: never dropped, never used
+    if let Some(r) = row.as_ref().filter(|r| r.ours == Some(false)) {
+        return Err(crate::Error::SlotClash {
+            slot: slot.to_owned(),
+            owner: format!(
+                "the database {}",
+                r.database.as_deref().unwrap_or("(another)")
+            ),
+            lapse: "",
+        });
+    }
     if let Some(pid) = row.as_ref().and_then(|r| r.active_pid) {
         return Err(crate::Error::SlotInUse {
             slot: slot.to_owned(),
@@ -126,6 +180,143 @@ pub(crate) async fn prepare_slot(
     let consistent = recreate_slot(pool, slot, row.is_some()).await?;
     let seen = super::snapshot::snapshot(pool, &store.writing(), consistent, None, None).await?;
     Ok((consistent, Some(seen)))
+}
+
+/// The index's id (made on first use), which claims its slot.
+pub(crate) fn owner_id(index_dir: &Path) -> Result<Uuid> {
+    let path = index_dir.join(OWNER_FILE);
+    if let Some(id) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return Ok(id);
+    }
+    let id = Uuid::new_v4();
+    std::fs::write(&path, id.to_string())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// The slot this index follows (see [`crate::IndexerConfig::slot`]),
+/// recorded in its folder when no node names it. An index of an earlier
+/// version that ran without a node followed `crmsearch_main`: it keeps it
+/// while the slot is in this database and has not been read past the
+/// index's position (no other index has been following it).
+pub(crate) async fn resolve_slot(
+    pool: &PgPool,
+    cfg: &crate::IndexerConfig,
+    store: &IndexStore,
+) -> crate::Result<String> {
+    if cfg.node.is_some() || cfg.index_dir.join(SLOT_FILE).exists() {
+        return Ok(cfg.slot());
+    }
+    let mut slot = cfg.derived_slot();
+    if let Some(at) = store.committed_lsn()?
+        && slot_row(pool, &slot).await?.is_none()
+        && let Some(legacy) = slot_row(pool, LEGACY_DEFAULT_SLOT).await?
+        && legacy.ours == Some(true)
+        && legacy
+            .confirmed
+            .as_deref()
+            .and_then(|c| c.parse::<Lsn>().ok())
+            .is_some_and(|c| c <= at)
+    {
+        tracing::info!(
+            slot = LEGACY_DEFAULT_SLOT,
+            "keeping the slot this index followed before"
+        );
+        slot = LEGACY_DEFAULT_SLOT.to_owned();
+    }
+    std::fs::write(cfg.index_dir.join(SLOT_FILE), &slot)?;
+    Ok(slot)
+}
+
+/// Claims `slot` for the index `owner` in `crmsearch_slot_claims`: its own
+/// claim is renewed, a lapsed one taken over (logged), and one another
+/// index renewed within [`CLAIM_LAPSES`] refused with
+/// [`crate::Error::SlotClash`].
+pub(crate) async fn claim(
+    pool: &PgPool,
+    slot: &str,
+    owner: Uuid,
+    index_dir: &Path,
+) -> crate::Result<()> {
+    let dir = std::path::absolute(index_dir).unwrap_or_else(|_| index_dir.to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let mut tx = pool.begin().await?;
+    let held: Option<(Uuid, String, String, f64)> = sqlx::query_as(
+        "SELECT owner, index_dir, host, extract(epoch FROM now() - seen_at)::float8
+           FROM crmsearch_slot_claims WHERE slot_name = $1 FOR UPDATE",
+    )
+    .bind(slot)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((other, their_dir, their_host, ago)) = &held
+        && *other != owner
+    {
+        if *ago < CLAIM_LAPSES.as_secs_f64() {
+            return Err(crate::Error::SlotClash {
+                slot: slot.to_owned(),
+                owner: format!(
+                    "the index at {their_dir} on {their_host}, which renewed its claim {ago:.0} s ago"
+                ),
+                lapse: "; if that index is gone for good, its claim lapses a minute after it was last renewed and \
+                        this one takes the slot over",
+            });
+        }
+        tracing::warn!(
+            %slot, index_dir = %their_dir, host = %their_host, ago_s = *ago as u64,
+            "taking over the replication slot of an index whose claim lapsed"
+        );
+    }
+    sqlx::query(
+        "INSERT INTO crmsearch_slot_claims (slot_name, owner, index_dir, host, seen_at)
+         VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (slot_name) DO UPDATE
+            SET owner = EXCLUDED.owner, index_dir = EXCLUDED.index_dir, host = EXCLUDED.host, seen_at = now()",
+    )
+    .bind(slot)
+    .bind(owner)
+    .bind(dir.display().to_string())
+    .bind(host)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Renews the claim while the indexer runs: every [`CLAIM_RENEW`], until
+/// `shutdown`. A claim found taken over is logged (the other index then
+/// streams the slot; this one's stream is refused).
+pub(crate) async fn renew_claim(
+    pool: PgPool,
+    slot: String,
+    owner: Uuid,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CLAIM_RENEW) => {}
+            _ = shutdown.changed() => return,
+        }
+        let renewed = sqlx::query(
+            "UPDATE crmsearch_slot_claims SET seen_at = now() WHERE slot_name = $1 AND owner = $2",
+        )
+        .bind(&slot)
+        .bind(owner)
+        .execute(&pool)
+        .await;
+        match renewed {
+            Ok(r) if r.rows_affected() == 0 => tracing::error!(
+                %slot,
+                "another index took over this index's replication slot: give each deployment its own CRMSEARCH_NODE"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot renew the slot's claim; retrying"),
+        }
+    }
 }
 
 #[cfg(test)]

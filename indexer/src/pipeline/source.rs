@@ -264,7 +264,7 @@ fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<Repli
             .with_ack_lsn(pgwire_replication::Lsn::from_u64(ack.0))
             .with_status_interval(Duration::from_secs(1))
             .with_wakeup_interval(Duration::from_secs(1))
-            .with_application_name(format!("crmsearch {}", cfg.node))
+            .with_application_name(format!("crmsearch {}", cfg.slot()))
             .with_options("-c TimeZone=UTC"),
     )
 }
