@@ -100,6 +100,9 @@ pub struct Global {
     /// kept-alive connection may stay idle, in ms [default: 10000].
     #[arg(long, global = true, env = "CRMSEARCH_HEADER_TIMEOUT_MS")]
     pub header_timeout_ms: Option<u64>,
+    /// MiB of request bodies held in memory at once; requests past it wait for room [default: 256].
+    #[arg(long, global = true, env = "CRMSEARCH_BODY_BUDGET_MB")]
+    pub body_budget_mb: Option<usize>,
     /// Connections open at once; more are answered 503 [default: 10000].
     #[arg(long, global = true, env = "CRMSEARCH_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -140,6 +143,7 @@ impl Global {
             request_timeout_ms: self.request_timeout_ms,
             compress_min_bytes: self.compress_min_bytes,
             header_timeout_ms: self.header_timeout_ms,
+            body_budget_mb: self.body_budget_mb,
             max_connections: self.max_connections,
             max_connections_per_client: self.max_connections_per_client,
             rate_limits: Some(crate::limits::LimitsFile {

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub request_timeout_ms: Option<u64>,
     pub compress_min_bytes: Option<u16>,
     pub header_timeout_ms: Option<u64>,
+    pub body_budget_mb: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     /// `[rate_limits]`; from the flags, only its three plain settings.
@@ -82,6 +83,8 @@ pub struct Config {
     /// The longest a client may take to send a request's headers, and the
     /// longest a kept-alive connection may stay idle.
     pub header_timeout_ms: u64,
+    /// MiB of request bodies held in memory at once; more wait.
+    pub body_budget_mb: usize,
     /// Connections open at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// Connections open at once from one client address (0: no bound;
@@ -183,6 +186,7 @@ impl Config {
                 .header_timeout_ms
                 .or(base.header_timeout_ms)
                 .unwrap_or(10_000),
+            body_budget_mb: over.body_budget_mb.or(base.body_budget_mb).unwrap_or(256),
             max_connections: over
                 .max_connections
                 .or(base.max_connections)
@@ -247,6 +251,9 @@ impl Config {
         }
         if self.header_timeout_ms < 100 {
             bail!("header_timeout_ms (CRMSEARCH_HEADER_TIMEOUT_MS) must be at least 100");
+        }
+        if self.body_budget_mb == 0 {
+            bail!("body_budget_mb (CRMSEARCH_BODY_BUDGET_MB) must be at least 1");
         }
         if self.max_connections == 0 {
             bail!("max_connections (CRMSEARCH_MAX_CONNECTIONS) must be at least 1");

@@ -83,6 +83,9 @@ pub async fn run(db: Database, cfg: Config, on_listening: impl FnOnce(&str)) -> 
     result.context("the HTTP server failed")
 }
 
+/// The most a connection buffers while reading.
+pub const READ_BUFFER: usize = 64 << 10;
+
 /// What one connection may hold (see `Config`).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -185,7 +188,10 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // what one connection buffers while reading (headers, body chunks):
+        // 64 KiB, not hyper's ~400 KiB, times max_connections
+        .max_buf_size(READ_BUFFER);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(Mutex::new(Open::default()));
     tokio::pin!(shutdown);

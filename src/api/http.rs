@@ -59,6 +59,62 @@ pub async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
     }
 }
 
+/// The request bodies held in memory at once, bounded: a request with a
+/// body takes its length (sent without one, its route's limit) from this
+/// budget before the body is read and gives it back once answered. A
+/// request that cannot get it waits, within its time limit (then 503):
+/// many large bodies at once queue instead of each being held.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    kib: std::sync::Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        let total_kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
+        Self {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Bytes held by bodies being read or handled now.
+    pub fn in_use(&self) -> usize {
+        (self.total_kib as usize - self.kib.available_permits()) * 1024
+    }
+
+    /// Runs `req` once its body's share of the budget is free; `limit`:
+    /// the route's largest body.
+    pub async fn hold(&self, limit: usize, req: Request, next: Next) -> Response {
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let bytes = match length {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(limit),
+            None if req.headers().contains_key(header::TRANSFER_ENCODING) => limit,
+            None => 0,
+        };
+        if bytes == 0 {
+            return next.run(req).await;
+        }
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        let Ok(_held) = self.kib.acquire_many(kib).await else {
+            return next.run(req).await;
+        };
+        metrics::gauge!("crmsearch_request_bodies_bytes").set(self.in_use() as f64);
+        let resp = next.run(req).await;
+        drop(_held);
+        metrics::gauge!("crmsearch_request_bodies_bytes").set(self.in_use() as f64);
+        resp
+    }
+}
+
 /// gzip, br and zstd as `Accept-Encoding` asks, for answers of at least
 /// `min_bytes` (not for images or event streams).
 pub fn compression(min_bytes: u16) -> CompressionLayer<impl Predicate> {

@@ -240,12 +240,10 @@ async fn bulk(
         Vec::new()
     } else {
         let e = st.embedder()?.clone();
-        tokio::task::spawn_blocking(move || {
-            e.embed_many(&texts.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .map_err(|e| Error::Internal(e.into()))?
-        .map_err(Error::Internal)?
+        super::cpu::run(move || e.embed_many(&texts.iter().map(String::as_str).collect::<Vec<_>>()))
+            .await
+            .map_err(|e| Error::Internal(e.into()))?
+            .map_err(Error::Internal)?
     }
     .into_iter();
     let mut results = Vec::with_capacity(valid.len());

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Whether Postgres answers: while it does not, what needs it is
     /// refused at once.
     pub pg: Arc<crate::pg_health::PgHealth>,
+    /// The request bodies held in memory at once.
+    pub bodies: http::BodyBudget,
     /// The embedding model, when one is installed.
     pub embedder: Option<Arc<crate::embed::Embedder>>,
     pub jobs: Arc<crate::jobs::Jobs>,
@@ -89,12 +91,14 @@ impl AppState {
         let shared_results = redis
             .filter(|_| results.enabled())
             .map(|r| Arc::new(crate::cache::SharedCache::new(r)));
+        let bodies = http::BodyBudget::new(cfg.body_budget_mb.saturating_mul(1 << 20));
         Self {
             pool,
             cfg: Arc::new(cfg),
             indexer: None,
             keys: Arc::default(),
             pg: Arc::default(),
+            bodies,
             embedder,
             jobs: Arc::default(),
             results,
@@ -141,6 +145,16 @@ pub fn app(state: AppState) -> Router {
     let timeout = Duration::from_millis(state.cfg.request_timeout_ms);
     let limited =
         |t: Duration| axum::middleware::from_fn(move |req, next| http::time_limit(t, req, next));
+    // inside the time limit: a body waiting for its share of the budget
+    // waits at most that long
+    let bodies = state.bodies.clone();
+    let budget = move |limit: usize| {
+        let bodies = bodies.clone();
+        axum::middleware::from_fn(move |req, next| {
+            let bodies = bodies.clone();
+            async move { bodies.hold(limit, req, next).await }
+        })
+    };
     // bulk loads stream large bodies: ten times as long
     let (bulk, mut api) = OpenApiRouter::new()
         .merge(contacts::bulk_router())
@@ -149,6 +163,7 @@ pub fn app(state: AppState) -> Router {
         .split_for_parts();
     let bulk = bulk
         .layer(DefaultBodyLimit::max(bulk_limit))
+        .route_layer(budget(bulk_limit))
         .route_layer(limited(timeout * 10));
     let (rest, rest_api) = OpenApiRouter::new()
         .merge(health::router())
@@ -160,7 +175,9 @@ pub fn app(state: AppState) -> Router {
         .merge(meili::router())
         .merge(admin::router())
         .split_for_parts();
-    let rest = rest.route_layer(limited(timeout));
+    let rest = rest
+        .route_layer(budget(body_limit))
+        .route_layer(limited(timeout));
     let (batch, batch_api) = batch::router().split_for_parts();
     api.merge(rest_api);
     api.merge(batch_api);

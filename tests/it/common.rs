@@ -148,6 +148,8 @@ pub struct TestApp {
     pub router: Router,
     /// The router's key cache.
     pub keys: std::sync::Arc<auth::KeyCache>,
+    /// The request bodies' memory budget of the router's state.
+    pub bodies: crmsearch::api::http::BodyBudget,
     pub pool: PgPool,
     pub url: String,
     pub a: Tenant,
@@ -203,10 +205,12 @@ impl TestApp {
         let b = tenant(&pool, "tenant-b").await;
         let st = state(&pool, cfg);
         let keys = st.keys.clone();
+        let bodies = st.bodies.clone();
         let router = app(st);
         Self {
             router,
             keys,
+            bodies,
             pool,
             url,
             a,
@@ -254,6 +258,7 @@ impl TestApp {
         };
         let st = state(&self.pool, cfg).with_indexer(ix.clone());
         self.keys = st.keys.clone();
+        self.bodies = st.bodies.clone();
         self.router = app(st);
         self.indexer = Some(ix);
     }

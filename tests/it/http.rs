@@ -441,3 +441,77 @@ async fn connections_per_client_are_bounded() {
     }
     assert!(again.is_some(), "a closed connection gives its place back");
 }
+
+#[tokio::test]
+async fn request_bodies_in_memory_are_bounded() {
+    use tokio::io::AsyncWriteExt;
+    // a budget of 1 MiB; a search may take 1 s, a bulk load ten
+    let mut cfg = test_config();
+    cfg.body_budget_mb = 1;
+    cfg.body_limit_bytes = 700 << 10;
+    cfg.request_timeout_ms = 1000;
+    let t = TestApp::with_config(cfg).await;
+    let limits = crmsearch::server::ConnLimits {
+        header_timeout: std::time::Duration::from_secs(30),
+        max: 100,
+        per_client: 0,
+    };
+    let addr = listening(&t, limits).await;
+    let send = |path: &str, key: &str, length: usize, body: &[u8]| {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/x-ndjson\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+        );
+        let body = body.to_vec();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&body).await.unwrap();
+            s
+        }
+    };
+    // a bulk load of 900 KB whose body is still coming holds 879 KiB
+    let line = b"{\"last_name\": \"Budget\"}\n";
+    let mut held = send(
+        "/v1/contacts/bulk",
+        t.a.key(Role::Write),
+        900_000,
+        &line.repeat(10),
+    )
+    .await;
+    for _ in 0..500 {
+        if t.bodies.in_use() > 800_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(t.bodies.in_use() > 800_000, "the held body took its share");
+    // a search of 600 KB does not fit beside it: it waits, past its time
+    let search = format!("{{\"q\": \"{}\"}}", "a ".repeat(300_000));
+    let mut waiting = send(
+        "/v1/contacts/search",
+        t.a.key(Role::Search),
+        search.len(),
+        search.as_bytes(),
+    )
+    .await;
+    let (answer, _) = read_to_close(&mut waiting, std::time::Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("took longer than"), "{answer}");
+    // the held body arrives: the load is answered, and the room given back
+    let rest = line.repeat(900_000 / line.len() + 1);
+    held.write_all(&rest[..900_000 - line.len() * 10])
+        .await
+        .unwrap();
+    let (answer, _) = read_to_close(&mut held, std::time::Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut again = send(
+        "/v1/contacts/search",
+        t.a.key(Role::Search),
+        search.len(),
+        search.as_bytes(),
+    )
+    .await;
+    let (answer, _) = read_to_close(&mut again, std::time::Duration::from_secs(20)).await;
+    assert!(!answer.starts_with("HTTP/1.1 503"), "{answer}");
+}
