@@ -17,6 +17,7 @@ use plotters::prelude::*;
 /// Sections in reading order; a bench that did not run is left out.
 const ORDER: &[&str] = &[
     "load",
+    "hostile",
     "search",
     "cdc",
     "memories",
