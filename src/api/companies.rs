@@ -50,7 +50,7 @@ async fn bulk(
     req: axum::extract::Request,
 ) -> Result<impl IntoResponse> {
     let (format, body) = super::contacts::bulk_body(&st, params, req, "company").await?;
-    let (good, bad) = super::cpu::run(move || crate::ingest::parse_companies(format, &body))
+    let (good, bad) = super::cpu::run_bulk(move || crate::ingest::parse_companies(format, &body))
         .await
         .map_err(anyhow::Error::from)??;
     let outcome = companies::bulk_upsert(st.db()?, p.tenant_id, good, bad).await?;

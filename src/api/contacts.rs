@@ -182,7 +182,7 @@ async fn bulk(
     req: Request,
 ) -> Result<impl IntoResponse> {
     let (format, body) = bulk_body(&st, params, req, "contact").await?;
-    let (good, bad) = super::cpu::run(move || ingest::parse(format, &body))
+    let (good, bad) = super::cpu::run_bulk(move || ingest::parse(format, &body))
         .await
         .map_err(anyhow::Error::from)??;
     let outcome = contacts::bulk_upsert(st.db()?, p.tenant_id, good, bad).await?;

@@ -1,6 +1,6 @@
-//! CPU-bound request work (searches, the query model, parsing bulk bodies)
-//! runs on a fixed set of threads, two per core, fed by one first-come
-//! queue: under many connections the rest wait their turn instead of dozens
+//! CPU-bound request work (searches, the query model) runs on a fixed set
+//! of threads, two per core, fed by one first-come queue (bulk parsing and
+//! embedding on a second set, one thread a core): under many connections the rest wait their turn instead of dozens
 //! of threads sharing two cores (each with its per-request buffers, all
 //! slowed alike).
 //!
@@ -33,15 +33,26 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Threads: two a core.
 pub fn threads() -> usize {
-    2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+    2 * cores()
 }
 
-static QUEUE: LazyLock<Sender<Job>> = LazyLock::new(|| {
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+/// Interactive work: searches, the query model.
+static INTERACTIVE: LazyLock<Sender<Job>> = LazyLock::new(|| start("cpu", threads()));
+/// Bulk work: parsing bulk bodies, embedding their memories. A set of its
+/// own, one thread a core, so that loads in flight never hold every thread
+/// searches wait for.
+static BULK: LazyLock<Sender<Job>> = LazyLock::new(|| start("bulk", cores()));
+
+fn start(name: &str, n: usize) -> Sender<Job> {
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-    for i in 0..threads() {
+    for i in 0..n {
         let rx = rx.clone();
         let started = std::thread::Builder::new()
-            .name(format!("crmsearch-cpu-{i}"))
+            .name(format!("crmsearch-{name}-{i}"))
             .spawn(move || work(&rx));
         if let Err(e) = started {
             // fewer threads serve the queue; none at all is reported by run
@@ -49,7 +60,7 @@ static QUEUE: LazyLock<Sender<Job>> = LazyLock::new(|| {
         }
     }
     tx
-});
+}
 
 fn work(rx: &Receiver<Job>) {
     loop {
@@ -89,6 +100,20 @@ pub enum Failed {
 /// task whose caller has gone (a request answered by its time limit, a
 /// closed connection) is skipped when its turn comes.
 pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failed> {
+    on(&INTERACTIVE, f).await
+}
+
+/// [`run`] on the bulk threads.
+pub async fn run_bulk<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failed> {
+    on(&BULK, f).await
+}
+
+async fn on<T: Send + 'static>(
+    queue: &Sender<Job>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failed> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         if tx.is_closed() {
@@ -102,7 +127,7 @@ pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
         });
         let _ = tx.send(out);
     });
-    QUEUE.send(job).map_err(|_| Failed::NoThread)?;
+    queue.send(job).map_err(|_| Failed::NoThread)?;
     match rx.await {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(why)) => {

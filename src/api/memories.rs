@@ -240,10 +240,12 @@ async fn bulk(
         Vec::new()
     } else {
         let e = st.embedder()?.clone();
-        super::cpu::run(move || e.embed_many(&texts.iter().map(String::as_str).collect::<Vec<_>>()))
-            .await
-            .map_err(|e| Error::Internal(e.into()))?
-            .map_err(Error::Internal)?
+        super::cpu::run_bulk(move || {
+            e.embed_many(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.into()))?
+        .map_err(Error::Internal)?
     }
     .into_iter();
     let mut results = Vec::with_capacity(valid.len());
