@@ -780,6 +780,14 @@ async fn slots_are_unique_per_deployment_and_a_clash_is_refused() {
             ix.slot
         );
     }
+    // e's folder deleted to rebuild: the same folder on the same host keeps
+    // its slot at once (a new id, the same deployment)
+    e.shutdown().await;
+    drop(e);
+    std::fs::remove_dir_all(root.join("e")).unwrap();
+    let e = start(&one, icfg(&one, "e", Some("shared")))
+        .await
+        .expect("a folder made again keeps its slot");
     for (t, ix) in [(&one, a), (&two, b), (&two, c), (&one, e)] {
         ix.shutdown().await;
         let slot = ix.slot.clone();

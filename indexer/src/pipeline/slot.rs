@@ -253,10 +253,17 @@ pub(crate) async fn claim(
     .bind(slot)
     .fetch_optional(&mut *tx)
     .await?;
+    let dir_text = dir.display().to_string();
     if let Some((other, their_dir, their_host, ago)) = &held
         && *other != owner
     {
-        if *ago < CLAIM_LAPSES.as_secs_f64() {
+        // the same folder on the same host, made again (deleted to rebuild,
+        // a volume replaced): the same deployment — two processes cannot
+        // hold one folder (its lock)
+        let same_folder = *their_dir == dir_text && *their_host == host;
+        if same_folder {
+            tracing::info!(%slot, index_dir = %dir_text, "the index folder was made again; it keeps its slot");
+        } else if *ago < CLAIM_LAPSES.as_secs_f64() {
             return Err(crate::Error::SlotClash {
                 slot: slot.to_owned(),
                 owner: format!(
@@ -265,11 +272,12 @@ pub(crate) async fn claim(
                 lapse: "; if that index is gone for good, its claim lapses a minute after it was last renewed and \
                         this one takes the slot over",
             });
+        } else {
+            tracing::warn!(
+                %slot, index_dir = %their_dir, host = %their_host, ago_s = *ago as u64,
+                "taking over the replication slot of an index whose claim lapsed"
+            );
         }
-        tracing::warn!(
-            %slot, index_dir = %their_dir, host = %their_host, ago_s = *ago as u64,
-            "taking over the replication slot of an index whose claim lapsed"
-        );
     }
     sqlx::query(
         "INSERT INTO crmsearch_slot_claims (slot_name, owner, index_dir, host, seen_at)
@@ -279,8 +287,8 @@ pub(crate) async fn claim(
     )
     .bind(slot)
     .bind(owner)
-    .bind(dir.display().to_string())
-    .bind(host)
+    .bind(&dir_text)
+    .bind(&host)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
