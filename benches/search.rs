@@ -379,10 +379,11 @@ async fn main() -> anyhow::Result<()> {
             limit: 10,
             ..Request::default()
         });
-        kind_ms
-            .entry(q.kind)
-            .or_default()
-            .push(t.elapsed().as_secs_f64() * 1e3);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        kind_ms.entry(q.kind).or_default().push(ms);
+        if std::env::var_os("SEARCH_SLOWEST").is_some() && ms > 8.0 {
+            eprintln!("slow {}: {ms:.2} ms {:?} total {}", q.kind, q.q, r.total);
+        }
         let got: Vec<String> = r.hits.iter().map(|h| ext_id_of(h.record.value())).collect();
         let pg: Vec<String> = if pg_max() == 0 {
             Vec::new()
