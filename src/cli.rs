@@ -174,6 +174,10 @@ pub enum Command {
     /// Index positions, lag and document counts (from the index on disk and
     /// Postgres; `GET /v1/admin/status` asks the running server).
     Status,
+    /// The replication slots indexes follow: list them, release one that no
+    /// index will follow again.
+    #[command(subcommand)]
+    Slot(SlotCmd),
     /// The embedded Postgres of the data folder.
     #[command(subcommand)]
     Postgres(PostgresCmd),
@@ -229,6 +233,17 @@ pub enum Command {
         #[arg(long, env = "CRMSEARCH_KEY", hide_env_values = true)]
         key: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SlotCmd {
+    /// Every crmsearch slot of the Postgres server: its database, whether a
+    /// process streams it, the WAL it holds back, the index that claims it.
+    List,
+    /// Drop a slot no index will follow again (a replica gone for good, a
+    /// node renamed) and its claim, so Postgres stops keeping WAL for it.
+    /// Refused while a process streams it.
+    Release { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -335,6 +350,22 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify { tenant, repair, key } => verify(&cfg, tenant, repair, key).await,
         Command::Reindex { tenant } => reindex(&cfg, tenant).await,
+        Command::Slot(SlotCmd::List) => {
+            with_db(&cfg, |pool| async move {
+                let slots = indexer::pipeline::slot::list_slots(&pool).await?;
+                println!("{}", serde_json::to_string_pretty(&slots)?);
+                Ok(())
+            })
+            .await
+        }
+        Command::Slot(SlotCmd::Release { name }) => {
+            with_db(&cfg, |pool| async move {
+                indexer::pipeline::slot::release_slot(&pool, &name).await?;
+                println!("released {name}");
+                Ok(())
+            })
+            .await
+        }
         Command::Postgres(PostgresCmd::Stop) => {
             let bin = match cfg.pg_bin.clone().or_else(crate::embedded_pg::find_bin_dir) {
                 Some(b) => b,

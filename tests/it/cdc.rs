@@ -807,3 +807,71 @@ fn test_config_for(url: &str, dir: &std::path::Path) -> indexer::IndexerConfig {
     cfg.durable_interval_ms = 200;
     cfg.indexer(url)
 }
+
+/// A slot no index will follow again is released with its claim (Postgres
+/// stops keeping WAL for it); a slot being streamed, or an unknown one, is
+/// refused with a sentence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_no_index_follows_is_released() {
+    use indexer::pipeline::slot::{list_slots, release_slot};
+    let t = TestApp::new().await;
+    let name = t.url.rsplit('/').next().unwrap().to_owned();
+    let root =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("release-{name}"));
+    let _ = std::fs::remove_dir_all(&root);
+    let cfg = |dir: &str, node: String| indexer::IndexerConfig {
+        node: Some(node),
+        ..test_config_for(&t.url, &root.join(dir))
+    };
+    let gone = indexer::Indexer::start(cfg("gone", format!("{name}_gone")), t.pool.clone())
+        .await
+        .unwrap();
+    let live = indexer::Indexer::start(cfg("live", format!("{name}_live")), t.pool.clone())
+        .await
+        .unwrap();
+    let (gone_slot, live_slot) = (gone.slot.clone(), live.slot.clone());
+    // streaming: it has passed the server's position
+    let lsn = crmsearch::db::write_position(&t.pool).await.unwrap();
+    assert!(live.wait_for(lsn, Duration::from_secs(30)).await);
+    gone.shutdown().await;
+    drop(gone);
+    let listed = list_slots(&t.pool).await.unwrap();
+    let of = |slot: &str| listed.iter().find(|s| s.name == slot);
+    let g = of(&gone_slot).expect("listed");
+    assert!(
+        !g.active && g.index_dir.as_deref().is_some_and(|d| d.contains("gone")),
+        "{g:?}"
+    );
+    assert!(of(&live_slot).is_some_and(|s| s.active), "{listed:?}");
+    // a slot being streamed is refused; an unknown one, or another's, too
+    let refused = release_slot(&t.pool, &live_slot)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("in use"), "{refused}");
+    let refused = release_slot(&t.pool, "crmsearch_no_such_slot")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("no replication slot"), "{refused}");
+    let refused = release_slot(&t.pool, "pg_something")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("not a crmsearch slot"), "{refused}");
+    // the stopped one is released, with its claim
+    release_slot(&t.pool, &gone_slot).await.unwrap();
+    let listed = list_slots(&t.pool).await.unwrap();
+    assert!(listed.iter().all(|s| s.name != gone_slot), "{listed:?}");
+    let claims: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM crmsearch_slot_claims WHERE slot_name = $1")
+            .bind(&gone_slot)
+            .fetch_one(&t.pool)
+            .await
+            .unwrap();
+    assert_eq!(claims, 0);
+    live.shutdown().await;
+    drop(live);
+    release_slot(&t.pool, &live_slot).await.unwrap();
+    let _ = std::fs::remove_dir_all(&root);
+}

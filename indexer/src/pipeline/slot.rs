@@ -295,6 +295,81 @@ pub(crate) async fn claim(
     Ok(())
 }
 
+/// A crmsearch replication slot of the Postgres server, for operators.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct SlotInfo {
+    pub name: String,
+    /// The database it decodes.
+    pub database: Option<String>,
+    /// A process streams it now.
+    pub active: bool,
+    /// WAL Postgres keeps for it.
+    pub retained_wal_bytes: Option<i64>,
+    pub wal_status: Option<String>,
+    /// The index that claims it (in this database), and where it runs.
+    pub index_dir: Option<String>,
+    pub host: Option<String>,
+    /// Seconds since that index renewed its claim.
+    pub renewed_s_ago: Option<f64>,
+}
+
+/// Every `crmsearch_` slot of the server, with this database's claims.
+pub async fn list_slots(pool: &PgPool) -> crate::Result<Vec<SlotInfo>> {
+    Ok(sqlx::query_as(
+        r"SELECT s.slot_name::text AS name, s.database::text AS database,
+                 s.active_pid IS NOT NULL AS active,
+                 pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.restart_lsn)::bigint AS retained_wal_bytes,
+                 s.wal_status, c.index_dir, c.host,
+                 extract(epoch FROM now() - c.seen_at)::float8 AS renewed_s_ago
+            FROM pg_replication_slots s
+            LEFT JOIN crmsearch_slot_claims c ON c.slot_name = s.slot_name
+           WHERE s.slot_name LIKE 'crmsearch\_%'
+           ORDER BY s.slot_name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Drops a slot no index will follow again (a replica gone for good, a
+/// node renamed) with its claim, so Postgres stops keeping WAL for it.
+/// Refused for a slot a process streams, another database's, or one that
+/// is not crmsearch's. An index that did follow it rebuilds from a
+/// snapshot at its next start.
+pub async fn release_slot(pool: &PgPool, name: &str) -> crate::Result<()> {
+    if !name.starts_with("crmsearch_") {
+        return Err(crate::Error::Other(anyhow::anyhow!(
+            "`{name}` is not a crmsearch slot (they start with crmsearch_); see `crmsearch slot list`"
+        )));
+    }
+    let Some(row) = slot_row(pool, name).await? else {
+        return Err(crate::Error::Other(anyhow::anyhow!(
+            "there is no replication slot `{name}`; see `crmsearch slot list`"
+        )));
+    };
+    if row.ours == Some(false) {
+        return Err(crate::Error::Other(anyhow::anyhow!(
+            "the slot `{name}` decodes the database {}: release it with a DATABASE_URL of that database",
+            row.database.as_deref().unwrap_or("(another)")
+        )));
+    }
+    if let Some(pid) = row.active_pid {
+        return Err(crate::Error::SlotInUse {
+            slot: name.to_owned(),
+            pid,
+        });
+    }
+    sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM crmsearch_slot_claims WHERE slot_name = $1")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    tracing::info!(slot = %name, "replication slot released");
+    Ok(())
+}
+
 /// Renews the claim while the indexer runs: every [`CLAIM_RENEW`], until
 /// `shutdown`. A claim found taken over is logged (the other index then
 /// streams the slot; this one's stream is refused).
