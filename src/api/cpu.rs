@@ -31,8 +31,8 @@ pub const IDLE_TRIM: Duration = Duration::from_millis(200);
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads: two a core.
-pub fn threads() -> usize {
+/// Interactive threads: two a core.
+fn threads() -> usize {
     2 * cores()
 }
 

@@ -574,6 +574,11 @@ fn matches_whole(
 /// filter names): the checks a request passes before it waits for the index
 /// to reach its `min_lsn`. [`search`] makes them too.
 pub fn check(scope: Scope, req: &Request) -> Result<()> {
+    check_parsed(scope, req, &query::parse(&req.q))
+}
+
+/// [`check`] of a request whose `q` is parsed already.
+fn check_parsed(scope: Scope, req: &Request, parsed: &query::Parsed) -> Result<()> {
     if req.limit > MAX_LIMIT {
         return Err(invalid(
             Invalid::Value,
@@ -586,8 +591,7 @@ pub fn check(scope: Scope, req: &Request) -> Result<()> {
             format!("`facet_size` is from 1 to {MAX_FACET_SIZE}"),
         ));
     }
-    let empty_q = query::parse(&req.q).is_empty();
-    let (_, sort_name) = resolve_sort(scope, req.sort.as_deref(), empty_q)?;
+    let (_, sort_name) = resolve_sort(scope, req.sort.as_deref(), parsed.is_empty())?;
     if let Some(c) = &req.cursor {
         decode_cursor(c, &sort_name)?;
     }
@@ -638,10 +642,10 @@ pub fn search(
     scope: Scope,
     req: &Request,
 ) -> Result<SearchResult> {
-    check(scope, req)?;
+    let parsed = query::parse(&req.q);
+    check_parsed(scope, req, &parsed)?;
     let f = &store.schema.fields;
     let searcher = store.searcher();
-    let parsed = query::parse(&req.q);
     let (sort, sort_name) = resolve_sort(scope, req.sort.as_deref(), parsed.is_empty())?;
     let after = req
         .cursor

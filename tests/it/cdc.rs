@@ -789,13 +789,7 @@ async fn slots_are_unique_per_deployment_and_a_clash_is_refused() {
         .await
         .expect("a folder made again keeps its slot");
     for (t, ix) in [(&one, a), (&two, b), (&two, c), (&one, e)] {
-        ix.shutdown().await;
-        let slot = ix.slot.clone();
-        drop(ix);
-        let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
-            .bind(slot)
-            .execute(&t.pool)
-            .await;
+        crate::common::stop_and_drop_slot(ix, &t.pool).await;
     }
     let _ = std::fs::remove_dir_all(&root);
 }

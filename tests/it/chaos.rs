@@ -291,13 +291,7 @@ impl Chaos {
                 if point == "merge" || point == "swap_generation" {
                     // a merge runs at the end of a reindex's snapshot, and
                     // the new generation is swapped in after it
-                    let (status, body) = http(
-                        self.addr(),
-                        "POST",
-                        "/v1/admin/reindex",
-                        crate::common::MASTER_KEY,
-                        "{}",
-                    );
+                    let (status, body) = self.start_reindex();
                     assert_eq!(status, 202, "{body}");
                 }
                 let aborted = self.wait_abort(Duration::from_secs(20));
@@ -375,13 +369,7 @@ impl Chaos {
             }
             Fault::KillDuringReindex => {
                 std::thread::sleep(wait);
-                let (status, body) = http(
-                    self.addr(),
-                    "POST",
-                    "/v1/admin/reindex",
-                    crate::common::MASTER_KEY,
-                    "{}",
-                );
+                let (status, body) = self.start_reindex();
                 assert_eq!(status, 202, "{body}");
                 std::thread::sleep(Duration::from_millis(self.rng.random_range(100..800)));
                 self.kill();
@@ -440,6 +428,18 @@ impl Chaos {
                     .execute(&self.pool),
             )
             .unwrap();
+    }
+
+    /// `POST /v1/admin/reindex` (the master key's: a reindex rewrites
+    /// every tenant).
+    fn start_reindex(&self) -> (u16, String) {
+        http(
+            self.addr(),
+            "POST",
+            "/v1/admin/reindex",
+            crate::common::MASTER_KEY,
+            "{}",
+        )
     }
 
     fn status(&self) -> serde_json::Value {

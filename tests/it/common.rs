@@ -158,6 +158,17 @@ pub struct TestApp {
     pub index_cfg: Option<indexer::IndexerConfig>,
 }
 
+/// Stops `ix` and drops its replication slot.
+pub async fn stop_and_drop_slot(ix: std::sync::Arc<indexer::Indexer>, pool: &PgPool) {
+    ix.shutdown().await;
+    let slot = ix.slot.clone();
+    drop(ix);
+    let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(slot)
+        .execute(pool)
+        .await;
+}
+
 pub fn test_config() -> Config {
     let mut cfg = Config::with_data_dir(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-data"));
     cfg.master_key = Some(MASTER_KEY.into());
@@ -286,13 +297,7 @@ impl TestApp {
     /// Stops the indexer and drops its slot.
     pub async fn stop(mut self) {
         if let Some(ix) = self.indexer.take() {
-            ix.shutdown().await;
-            let slot = ix.slot.clone();
-            drop(ix);
-            let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
-                .bind(slot)
-                .execute(&self.pool)
-                .await;
+            stop_and_drop_slot(ix, &self.pool).await;
         }
     }
 
