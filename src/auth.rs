@@ -2,7 +2,9 @@
 //!
 //! A key reads `crm_<8 public chars>_<32 secret chars>` (base62, 190 bits of
 //! secret). Its first part, `crm_<8 chars>`, is the public prefix: stored in
-//! clear to name the key (list, revoke). The whole key is stored only as its
+//! clear to name the key (list, revoke). The first five public characters
+//! are the tenant's route tag (the same in each of its keys), from which a
+//! proxy picks the tenant's shard without asking anyone (docs/sharding.md). The whole key is stored only as its
 //! SHA-256: keys are long random strings, not passwords, so a fast hash
 //! suffices (as for GitHub or Stripe tokens) and keeps the check cheap on
 //! every request.
@@ -91,8 +93,9 @@ impl Principal {
 
 pub const PREFIX_LEN: usize = 12; // "crm_" + 8
 
-/// A new random key and its public prefix.
-pub fn mint_key() -> (String, String) {
+/// A new random key of the tenant whose route tag is `tag`, and its public
+/// prefix.
+pub fn mint_key(tag: &str) -> (String, String) {
     let mut rng = rand::rng();
     let mut part = |n: usize| -> String {
         (&mut rng)
@@ -101,7 +104,7 @@ pub fn mint_key() -> (String, String) {
             .map(char::from)
             .collect()
     };
-    let prefix = format!("crm_{}", part(8));
+    let prefix = format!("crm_{tag}{}", part(8 - tag.len()));
     let key = format!("{prefix}_{}", part(32));
     (key, prefix)
 }
@@ -132,8 +135,14 @@ pub async fn create_agent_key(
         agent_id.map(str::to_owned),
         schema::validate::MAX_SHORT,
     )?;
+    let tag: Option<String> = sqlx::query_scalar("SELECT route_tag FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(pool)
+        .await?;
+    let tag =
+        tag.ok_or_else(|| Error::user(Code::NotFound, format!("no tenant with id {tenant_id}")))?;
     loop {
-        let (key, prefix) = mint_key();
+        let (key, prefix) = mint_key(&tag);
         let res = sqlx::query(
             "INSERT INTO api_keys (prefix, tenant_id, role, key_hash, agent_id) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (prefix) DO NOTHING",
@@ -154,7 +163,7 @@ pub async fn create_agent_key(
         if res.rows_affected() == 1 {
             return Ok((key, prefix));
         }
-        // a prefix collision (47 bits): draw again
+        // a prefix collision (3 random characters after the tag): draw again
     }
 }
 
@@ -406,15 +415,68 @@ pub async fn create_tenant_in(
     name: &str,
     tier: crate::limits::Tier,
 ) -> Result<(Uuid, String)> {
+    create_tenant_on(pool, name, tier, None)
+        .await
+        .map(|(id, key, _)| (id, key))
+}
+
+/// [`create_tenant_in`], placed on `shard` when the deployment has shards
+/// (by default the one with the fewest tenants); returns the shard too.
+/// The placement is in the same transaction: the shard has nothing to load.
+pub async fn create_tenant_on(
+    pool: &PgPool,
+    name: &str,
+    tier: crate::limits::Tier,
+    shard: Option<&str>,
+) -> Result<(Uuid, String, Option<String>)> {
     let name = schema::validate::required_text("name", Some(name.to_owned()), 200)?;
-    let id: Uuid =
-        sqlx::query_scalar("INSERT INTO tenants (name, tier) VALUES ($1, $2) RETURNING id")
-            .bind(&name)
-            .bind(tier.as_str())
-            .fetch_one(pool)
-            .await?;
+    let mut tx = pool.begin().await?;
+    indexer::pipeline::shard::lock_placements(&mut tx)
+        .await
+        .map_err(Error::Internal)?;
+    let shards: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.name, s.code FROM crmsearch_shards s
+           LEFT JOIN crmsearch_tenant_shards t ON t.shard = s.name
+          GROUP BY s.name, s.code ORDER BY count(t.tenant_id), s.name",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let place = match shard {
+        Some(want) => Some(shards.iter().find(|(n, _)| n == want).ok_or_else(|| {
+            let names: Vec<&str> = shards.iter().map(|(n, _)| n.as_str()).collect();
+            Error::user(
+                Code::InvalidValue,
+                format!(
+                    "shard: no shard named `{want}` (shards: {}); a shard exists once a node has served it",
+                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                ),
+            )
+        })?),
+        None => shards.first(),
+    };
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO tenants (name, tier, route_tag) VALUES ($1, $2, crmsearch_new_route_tag($3)) RETURNING id",
+    )
+    .bind(&name)
+    .bind(tier.as_str())
+    .bind(place.map(|(_, code)| code))
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some((shard, _)) = place {
+        sqlx::query(
+            "INSERT INTO crmsearch_tenant_shards (tenant_id, shard, empty) VALUES ($1, $2, true)",
+        )
+        .bind(id)
+        .bind(shard)
+        .execute(&mut *tx)
+        .await?;
+        indexer::pipeline::shard::sync_publication(&mut tx, shard)
+            .await
+            .map_err(Error::Internal)?;
+    }
+    tx.commit().await?;
     let (key, _) = create_key(pool, id, Role::Admin).await?;
-    Ok((id, key))
+    Ok((id, key, place.map(|(s, _)| s.clone())))
 }
 
 #[cfg(test)]
@@ -423,12 +485,17 @@ mod tests {
 
     #[test]
     fn keys_are_long_random_and_prefixed() {
-        let (key, prefix) = mint_key();
+        let (key, prefix) = mint_key("aB3x9");
         assert_eq!(key.len(), PREFIX_LEN + 33);
-        assert!(key.starts_with(&prefix));
-        assert_ne!(mint_key().0, key);
+        assert!(key.starts_with(&prefix) && prefix.len() == PREFIX_LEN);
+        // the tenant's route tag begins the public part of each of its keys
+        assert!(prefix.starts_with("crm_aB3x9"), "{prefix}");
+        assert_ne!(mint_key("aB3x9").0, key);
         assert!(constant_time_eq(&hash_key(&key), &hash_key(&key)));
-        assert!(!constant_time_eq(&hash_key(&key), &hash_key(&mint_key().0)));
+        assert!(!constant_time_eq(
+            &hash_key(&key),
+            &hash_key(&mint_key("aB3x9").0)
+        ));
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Global {
     /// This node's name; its replication slot is crmsearch_<node> [default: a slot name derived from the database and the data folder].
     #[arg(long, global = true, env = "CRMSEARCH_NODE")]
     pub node: Option<String>,
+    /// The tenant shard this node serves: it indexes and answers that shard's tenants only (see docs/sharding.md) [default: every tenant].
+    #[arg(long, global = true, env = "CRMSEARCH_SHARD")]
+    pub shard: Option<String>,
     /// /readyz fails while the index lags more than this many WAL bytes [default: 16 MiB].
     #[arg(long, global = true, env = "CRMSEARCH_READY_MAX_LAG_BYTES")]
     pub ready_max_lag_bytes: Option<u64>,
@@ -135,6 +138,7 @@ impl Global {
             bulk_body_limit_bytes: self.bulk_body_limit_bytes,
             db_pool_size: None,
             node: self.node,
+            shard: self.shard,
             ready_max_lag_bytes: self.ready_max_lag_bytes,
             durable_interval_ms: self.durable_interval_ms,
             dedup_threshold: self.dedup_threshold,
@@ -178,6 +182,10 @@ pub enum Command {
     /// index will follow again.
     #[command(subcommand)]
     Slot(SlotCmd),
+    /// Tenant shards: list them, write the proxy's routes, move a tenant
+    /// (docs/sharding.md).
+    #[command(subcommand)]
+    Shard(ShardCmd),
     /// The embedded Postgres of the data folder.
     #[command(subcommand)]
     Postgres(PostgresCmd),
@@ -247,6 +255,45 @@ pub enum SlotCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ShardCmd {
+    /// Every shard: its code, tenants, tenants moving, and the nodes that
+    /// follow it (live: renewed their claim within a minute).
+    List,
+    /// The proxy's routes: an nginx `map` body from each tenant's route tag
+    /// (in its keys) to its shard.
+    Routes {
+        /// Write them to this file (atomically) instead of printing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Move a tenant to another shard while it serves: the target loads it,
+    /// the routes switch, the source drops it. Places a tenant no shard
+    /// holds. Run again to resume an interrupted move.
+    Move {
+        tenant: Uuid,
+        /// The target shard.
+        #[arg(long)]
+        to: String,
+        /// The routes file to rewrite at the switch (see `shard routes`).
+        #[arg(long)]
+        routes: Option<PathBuf>,
+        /// A shell command that makes the proxy read the routes, run after
+        /// they are written (e.g. `nginx -s reload`).
+        #[arg(long)]
+        reload: Option<String>,
+        /// Milliseconds the source keeps serving after the switch, for the
+        /// requests on their way to it.
+        #[arg(long, default_value_t = 5000)]
+        drain_ms: u64,
+        /// Longest wait for the target's nodes to load the tenant, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum PostgresCmd {
     /// Stop it, unless a crmsearch process is using it.
     Stop,
@@ -260,6 +307,10 @@ pub enum TenantCmd {
         /// Its rate-limit tier.
         #[arg(long, value_enum, default_value = "free")]
         tier: crate::limits::Tier,
+        /// The shard to place it on, when the deployment has shards
+        /// [default: the one with the fewest tenants].
+        #[arg(long)]
+        shard: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -379,15 +430,74 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", if stopped { "stopped" } else { "not stopped: not running, or in use" });
             Ok(())
         }
-        Command::Tenant(TenantCmd::Create { name, tier, json }) => {
+        Command::Shard(ShardCmd::List) => {
             with_db(&cfg, |pool| async move {
-                let (id, key) = auth::create_tenant_in(&pool, &name, tier)
+                let shards = crate::ops::shards::list(&pool).await?;
+                println!("{}", serde_json::to_string_pretty(&shards)?);
+                Ok(())
+            })
+            .await
+        }
+        Command::Shard(ShardCmd::Routes { out }) => {
+            with_db(&cfg, |pool| async move {
+                match out {
+                    Some(path) => {
+                        crate::ops::shards::write_routes(&pool, &path).await?;
+                        eprintln!("routes written to {}", path.display());
+                    }
+                    None => print!("{}", crate::ops::shards::routes(&pool).await?),
+                }
+                Ok(())
+            })
+            .await
+        }
+        Command::Shard(ShardCmd::Move {
+            tenant,
+            to,
+            routes,
+            reload,
+            drain_ms,
+            timeout_secs,
+            json,
+        }) => {
+            with_db(&cfg, |pool| async move {
+                let opts = crate::ops::shards::MoveOptions {
+                    routes,
+                    reload,
+                    drain: std::time::Duration::from_millis(drain_ms),
+                    timeout: std::time::Duration::from_secs(timeout_secs),
+                };
+                let say = |s: &str| eprintln!("{s}");
+                let moved = crate::ops::shards::move_tenant(&pool, tenant, &to, &opts, &say).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&moved)?);
+                } else {
+                    println!(
+                        "tenant {tenant} moved to shard {to} in {:.1} s (loaded by {} node(s) in {:.1} s)",
+                        moved.total_secs,
+                        moved.nodes.len(),
+                        moved.load_secs
+                    );
+                }
+                Ok(())
+            })
+            .await
+        }
+        Command::Tenant(TenantCmd::Create {
+            name,
+            tier,
+            shard,
+            json,
+        }) => {
+            with_db(&cfg, |pool| async move {
+                let (id, key, shard) = auth::create_tenant_on(&pool, &name, tier, shard.as_deref())
                     .await
                     .map_err(anyhow_of)?;
                 if json {
-                    println!("{}", serde_json::json!({"id": id, "name": name, "tier": tier, "keys": {"admin": key}}));
+                    println!("{}", serde_json::json!({"id": id, "name": name, "tier": tier, "shard": shard, "keys": {"admin": key}}));
                 } else {
-                    println!("tenant {id} ({name}, tier {})\nadmin key: {key}\n(the key is shown only now; store it)", tier.as_str());
+                    let on = shard.map(|s| format!(", shard {s}")).unwrap_or_default();
+                    println!("tenant {id} ({name}, tier {}{on})\nadmin key: {key}\n(the key is shown only now; store it)", tier.as_str());
                 }
                 Ok(())
             })

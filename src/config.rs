@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub bulk_body_limit_bytes: Option<usize>,
     pub db_pool_size: Option<u32>,
     pub node: Option<String>,
+    pub shard: Option<String>,
     pub ready_max_lag_bytes: Option<u64>,
     pub durable_interval_ms: Option<u64>,
     pub dedup_threshold: Option<f32>,
@@ -64,6 +65,9 @@ pub struct Config {
     /// Names this node's replication slot: `crmsearch_<node>`. None: a
     /// name derived from the database and the data folder.
     pub node: Option<String>,
+    /// The tenant shard this node serves (`CRMSEARCH_SHARD`); None: every
+    /// tenant.
+    pub shard: Option<String>,
     /// `/readyz` answers 503 while the index is further behind than this.
     pub ready_max_lag_bytes: u64,
     /// Longest time between durable index commits while changes arrive.
@@ -153,6 +157,7 @@ impl Config {
                 .unwrap_or(Self::DEFAULT_BULK_BODY_LIMIT),
             db_pool_size: over.db_pool_size.or(base.db_pool_size).unwrap_or(16),
             node: over.node.or(base.node).filter(|n| !n.is_empty()),
+            shard: over.shard.or(base.shard).filter(|n| !n.is_empty()),
             ready_max_lag_bytes: over
                 .ready_max_lag_bytes
                 .or(base.ready_max_lag_bytes)
@@ -227,6 +232,13 @@ impl Config {
         {
             bail!("node (CRMSEARCH_NODE) `{node}` must be at most 40 letters, digits, `_` or `-`");
         }
+        if let Some(shard) = &self.shard
+            && !indexer::pipeline::shard::valid_name(shard)
+        {
+            bail!(
+                "shard (CRMSEARCH_SHARD) `{shard}` must be a lowercase letter and up to 15 lowercase letters or digits"
+            );
+        }
         if self.durable_interval_ms == 0 {
             bail!("durable_interval_ms must be at least 1");
         }
@@ -270,6 +282,7 @@ impl Config {
             database_url: database_url.to_owned(),
             index_dir: self.data_dir.join("index"),
             node: self.node.clone(),
+            shard: self.shard.clone(),
             durable_interval: std::time::Duration::from_millis(self.durable_interval_ms),
             durable_docs: 100_000,
             compact_idle: indexer::COMPACT_IDLE,

@@ -55,6 +55,7 @@ codes! {
     Conflict => "conflict",
     RateLimited => "rate_limited",
     IndexBehind => "index_behind",
+    WrongShard => "wrong_shard",
     Unavailable => "unavailable",
     Internal => "internal",
 }
@@ -85,6 +86,7 @@ impl Code {
             Code::Conflict => StatusCode::CONFLICT,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::IndexBehind | Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::WrongShard => StatusCode::MISDIRECTED_REQUEST,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

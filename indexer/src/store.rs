@@ -41,6 +41,8 @@ pub enum Op {
     },
     /// Every document of a type (TRUNCATE).
     DeleteAll(DocType),
+    /// Every document of a tenant (it left this index's shard).
+    DeleteTenant(Uuid),
 }
 
 /// One generation of the index: its tantivy index and its vectors.
@@ -440,6 +442,13 @@ impl Generation {
                     w.delete_term(Term::from_field_text(f.doc_type, t.as_str()));
                     if t == DocType::Memory && vectors {
                         self.vectors.clear();
+                    }
+                }
+                Op::DeleteTenant(t) => {
+                    pending.tenant(t, lsn.0);
+                    w.delete_term(Term::from_field_text(f.tenant_id, &t.to_string()));
+                    if vectors {
+                        self.vectors.delete_tenant(t);
                     }
                 }
             }
@@ -1127,7 +1136,7 @@ impl Op {
                 fresh: false,
                 point,
             },
-            other @ (Op::Delete { .. } | Op::DeleteAll(_)) => other,
+            other @ (Op::Delete { .. } | Op::DeleteAll(_) | Op::DeleteTenant(_)) => other,
         }
     }
 }

@@ -983,6 +983,14 @@ impl VectorStore {
         }
     }
 
+    /// Forgets every point of a tenant.
+    pub fn delete_tenant(&self, tenant: Uuid) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        if write(&self.collections).remove(&tenant).is_some() {
+            write(&self.tenant_of).retain(|_, t| *t != tenant);
+        }
+    }
+
     /// Forgets every point (TRUNCATE, a rebuild).
     pub fn clear(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);

@@ -201,8 +201,19 @@ impl Indexer {
             tenant,
             ..Report::default()
         };
+        // a shard's index holds its tenants only: the others are not missing
+        let held = self
+            .shard
+            .as_ref()
+            .filter(|_| tenant.is_none())
+            .map(|s| s.held());
+        let ours =
+            |(_, (t, _)): &(&Uuid, &(Uuid, i64))| held.as_ref().is_none_or(|h| h.contains(t));
+        let only_ours =
+            |v: Versions| -> Versions { v.iter().filter(ours).map(|(id, x)| (*id, *x)).collect() };
         for table in [Table::Companies, Table::Contacts, Table::Memories] {
             let (pg, pg_vectors) = pg_versions(pool, table, tenant, None).await?;
+            let pg = only_ours(pg);
             let at = crate::wal::position(pool).await?;
             anyhow::ensure!(
                 wait(at).await,
@@ -239,6 +250,7 @@ impl Indexer {
             .copied()
             .collect();
             let (pg2, pg_vectors2) = pg_versions(pool, table, None, Some(&suspects)).await?;
+            let pg2 = only_ours(pg2);
             let at = crate::wal::position(pool).await?;
             anyhow::ensure!(
                 wait(at).await,

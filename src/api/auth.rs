@@ -54,7 +54,9 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         // authenticated already by the rate-limit layer
         if let Some(p) = parts.extensions.get::<Principal>() {
-            return Ok(p.clone());
+            let p = p.clone();
+            on_this_shard(state, &p).await?;
+            return Ok(p);
         }
         let key = bearer(parts)?;
         if is_master(state, key) {
@@ -63,7 +65,66 @@ impl FromRequestParts<AppState> for Principal {
                 "the master key only creates tenants and keys; use a key of the tenant",
             ));
         }
-        authenticate(&state.pool, &state.pg, &state.keys, key).await
+        let p = authenticate(&state.pool, &state.pg, &state.keys, key).await?;
+        on_this_shard(state, &p).await?;
+        Ok(p)
+    }
+}
+
+/// A node of a tenant shard answers its own tenants only: another's would
+/// look empty here. nginx picks the shard from the key; a request that
+/// lands elsewhere means the routes are stale.
+///
+/// A tenant this node has not heard of yet may have just been placed here
+/// (created a moment ago): Postgres says, and the index catches up first.
+async fn on_this_shard(state: &AppState, p: &Principal) -> Result<(), Error> {
+    use indexer::pipeline::shard::Serves;
+    let Some(ix) = state.indexer.as_ref() else {
+        return Ok(());
+    };
+    let Some(shard) = ix.shard.as_ref() else {
+        return Ok(());
+    };
+    let mut serves = shard.serves(p.tenant_id);
+    if serves == Serves::No(None) {
+        let placed: Option<bool> = sqlx::query_scalar(
+            "SELECT shard = $2 OR also_on IS NOT DISTINCT FROM $2 FROM crmsearch_tenant_shards WHERE tenant_id = $1",
+        )
+        .bind(p.tenant_id)
+        .bind(&shard.name)
+        .fetch_optional(state.db()?)
+        .await?;
+        if placed == Some(true) {
+            let at = indexer::wal::position(state.db()?).await?;
+            ix.wait_for(at, std::time::Duration::from_secs(5)).await;
+            serves = shard.serves(p.tenant_id);
+        }
+    }
+    match serves {
+        Serves::Yes => Ok(()),
+        Serves::Loading => Err(Error::user(
+            Code::Unavailable,
+            format!(
+                "this tenant is still loading on shard {}; retry shortly",
+                shard.name
+            ),
+        )),
+        Serves::No(Some(other)) => Err(Error::user(
+            Code::WrongShard,
+            format!(
+                "this tenant is served by shard {other}, not by this node's shard {}: the proxy's routes are stale \
+                 (`crmsearch shard routes` writes them)",
+                shard.name
+            ),
+        )),
+        Serves::No(None) => Err(Error::user(
+            Code::WrongShard,
+            format!(
+                "this tenant is placed on no shard, so no shard serves it; place it with \
+                 `crmsearch shard move TENANT --to SHARD` (this node serves shard {})",
+                shard.name
+            ),
+        )),
     }
 }
 
@@ -104,15 +165,17 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         if let Some(p) = parts.extensions.get::<Principal>() {
-            return Ok(Caller::Tenant(p.clone()));
+            let p = p.clone();
+            on_this_shard(state, &p).await?;
+            return Ok(Caller::Tenant(p));
         }
         let key = bearer(parts)?;
         if is_master(state, key) {
             return Ok(Caller::Master);
         }
-        authenticate(&state.pool, &state.pg, &state.keys, key)
-            .await
-            .map(Caller::Tenant)
+        let p = authenticate(&state.pool, &state.pg, &state.keys, key).await?;
+        on_this_shard(state, &p).await?;
+        Ok(Caller::Tenant(p))
     }
 }
 

@@ -14,6 +14,10 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::error::Error;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The tenant shard of the node that answered (`CRMSEARCH_SHARD`).
+pub const SHARD: HeaderName = HeaderName::from_static("x-crmsearch-shard");
+/// The node that answered (`CRMSEARCH_NODE`).
+pub const NODE: HeaderName = HeaderName::from_static("x-crmsearch-node");
 
 /// The request's id: the caller's `x-request-id` when it is a sane token
 /// (1–128 visible ASCII characters), else a new UUID.

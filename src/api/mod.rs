@@ -213,6 +213,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state);
     let mcp = mcp::service(state_for_mcp, routes.clone());
     let watched = state_for_pg.clone();
+    // who answered: the shard and node, for the proxy's logs and clients
+    let identity: Vec<(axum::http::HeaderName, axum::http::HeaderValue)> = [
+        (http::SHARD, watched.cfg.shard.as_deref()),
+        (http::NODE, watched.cfg.node.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(name, v)| Some((name, axum::http::HeaderValue::from_str(v?).ok()?)))
+    .collect();
     Router::new()
         .merge(batch)
         .merge(mcp)
@@ -220,8 +228,12 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(
             move |req: Request<axum::body::Body>, next: axum::middleware::Next| {
                 let st = watched.clone();
+                let identity = identity.clone();
                 async move {
-                    let resp = next.run(req).await;
+                    let mut resp = next.run(req).await;
+                    for (name, v) in identity {
+                        resp.headers_mut().insert(name, v);
+                    }
                     // a 503 Postgres may explain: the probe finds out
                     if resp.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE
                         && !st.pg.is_down()

@@ -33,6 +33,8 @@ struct NewTenantAnswer {
     id: Uuid,
     name: String,
     tier: Tier,
+    /// The shard the tenant lives on (a deployment with shards only).
+    shard: Option<String>,
     #[schema(value_type = Object, example = json!({"admin": "ck_..."}))]
     keys: serde_json::Value,
 }
@@ -75,6 +77,10 @@ struct NewTenant {
     /// Rate-limit tier [default: free].
     #[serde(default)]
     tier: Option<Tier>,
+    /// The shard to place the tenant on, in a deployment with shards
+    /// [default: the shard with the fewest tenants].
+    #[serde(default)]
+    shard: Option<String>,
 }
 
 /// Creates a tenant (the master key).
@@ -87,11 +93,12 @@ async fn create_tenant(
     Json(body): Json<NewTenant>,
 ) -> Result<impl IntoResponse> {
     let tier = body.tier.unwrap_or(Tier::Free);
-    let (id, key) = auth::create_tenant_in(st.db()?, &body.name, tier).await?;
-    tracing::info!(tenant = %id, tier = tier.as_str(), "tenant created");
+    let (id, key, shard) =
+        auth::create_tenant_on(st.db()?, &body.name, tier, body.shard.as_deref()).await?;
+    tracing::info!(tenant = %id, tier = tier.as_str(), shard = ?shard, "tenant created");
     Ok(super::created(
         format!("/v1/tenants/{id}"),
-        json!({"id": id, "name": body.name.trim(), "tier": tier, "keys": {"admin": key}}),
+        json!({"id": id, "name": body.name.trim(), "tier": tier, "shard": shard, "keys": {"admin": key}}),
     ))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod import;
 pub mod seed;
+pub mod shards;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

@@ -47,6 +47,7 @@ pub(super) async fn run_mapper(
                     match map_change(
                         store,
                         pool,
+                        sh.shard.as_deref(),
                         change,
                         end_lsn.0 > progress.replay_guard.load(Ordering::Acquire),
                         end_lsn,
@@ -81,6 +82,7 @@ pub(super) async fn run_mapper(
 async fn map_change(
     store: &IndexStore,
     pool: &PgPool,
+    shard: Option<&super::shard::ShardState>,
     change: Change,
     fresh_inserts: bool,
     lsn: Lsn,
@@ -106,6 +108,11 @@ async fn map_change(
             .into_iter()
             .map(|t| Op::DeleteAll(t.doc_type()))
             .collect(),
+        // a tenant that leaves this shard leaves the index at this position
+        Change::Placement(tenant, placement) => match shard {
+            Some(s) if s.placed(pool, tenant, placement) => vec![Op::DeleteTenant(tenant)],
+            _ => Vec::new(),
+        },
     })
 }
 

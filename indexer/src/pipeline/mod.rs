@@ -17,6 +17,7 @@ mod committer;
 mod flusher;
 mod lag;
 mod mapper;
+pub mod shard;
 pub mod slot;
 mod snapshot;
 mod source;
@@ -57,6 +58,9 @@ pub struct IndexerConfig {
     /// Names the slot: `crmsearch_<node>`. None: a name derived from the
     /// database and the index folder (see [`IndexerConfig::slot`]).
     pub node: Option<String>,
+    /// The tenant shard this index follows (see [`shard`]); None: every
+    /// tenant.
+    pub shard: Option<String>,
     /// Longest time between durable commits while changes are pending.
     pub durable_interval: Duration,
     /// Durable commit after this many documents even before the interval.
@@ -67,6 +71,11 @@ pub struct IndexerConfig {
 }
 
 impl IndexerConfig {
+    /// The publication this index streams.
+    pub fn publication(&self) -> String {
+        shard::publication(self.shard.as_deref())
+    }
+
     /// The replication slot this index follows: `crmsearch_<node>` for a
     /// configured node; else the one the index folder records (written at
     /// start, see [`slot::SLOT_FILE`]); else [`Self::derived_slot`].
@@ -225,6 +234,8 @@ enum Change {
     Upsert(Table, Tuple, bool),
     Delete(Uuid),
     Truncate(Vec<Table>),
+    /// A tenant's placement on shards changed (`None`: the row is gone).
+    Placement(Uuid, Option<shard::Placement>),
 }
 
 #[derive(Debug)]
@@ -241,6 +252,7 @@ pub(crate) struct Shared {
     store: Arc<IndexStore>,
     progress: Arc<Progress>,
     health: Arc<Health>,
+    shard: Option<Arc<shard::ShardState>>,
 }
 
 /// The running indexer.
@@ -254,6 +266,8 @@ pub struct Indexer {
     pub rebuilt: bool,
     /// How the vector collections came back when resuming.
     pub vectors_loaded: Option<VectorLoad>,
+    /// The tenant shard followed, and what it holds.
+    pub shard: Option<Arc<shard::ShardState>>,
     pub(crate) pool: PgPool,
     heartbeat_at: Mutex<Option<Instant>>,
     shutdown: watch::Sender<bool>,
@@ -291,8 +305,25 @@ impl Indexer {
         let store = Arc::new(tokio::task::spawn_blocking(move || IndexStore::open(&dir)).await??);
         let slot = slot::resolve_slot(&pool, &cfg, &store).await?;
         let owner = slot::owner_id(&cfg.index_dir)?;
-        slot::claim(&pool, &slot, owner, &cfg.index_dir).await?;
-        let (start, replay_guard) = slot::prepare_slot(&pool, &store, &slot).await?;
+        slot::claim(&pool, &slot, owner, &cfg.index_dir, cfg.shard.as_deref()).await?;
+        if let Some(name) = &cfg.shard {
+            shard::ensure_shard(&pool, name).await?;
+        }
+        let shard_state = cfg
+            .shard
+            .clone()
+            .map(|name| Arc::new(shard::ShardState::new(name, slot.clone())));
+        // an index built for another shard (or for none) holds other tenants
+        let followed = slot::followed_shard(&cfg.index_dir);
+        let switched = (store.committed_lsn()?.is_some() && followed != cfg.shard)
+            .then_some("the index was built for another shard");
+        let (start, replay_guard) =
+            slot::prepare_slot(&pool, &store, &slot, &cfg, switched, shard_state.as_deref())
+                .await?;
+        slot::record_shard(&cfg.index_dir, cfg.shard.as_deref())?;
+        if let Some(s) = &shard_state {
+            s.load(&pool).await?;
+        }
         let rebuilt = replay_guard.is_some();
         let replay_guard = replay_guard.unwrap_or(start);
         let vectors_loaded = if rebuilt {
@@ -313,6 +344,7 @@ impl Indexer {
             store: store.clone(),
             progress: progress.clone(),
             health: health.clone(),
+            shard: shard_state.clone(),
         });
         let supervisor = tokio::spawn(supervisor::supervise(shared, shutdown.subscribe()));
         tokio::spawn(slot::renew_claim(
@@ -328,12 +360,16 @@ impl Indexer {
             slot,
             rebuilt,
             vectors_loaded,
+            shard: shard_state,
             pool,
             heartbeat_at: Mutex::new(None),
             shutdown,
             supervisor: Mutex::new(Some(supervisor)),
         });
-        tracing::info!(slot = %indexer.slot, lsn = %start, "indexer streaming");
+        if let Some(loads) = indexer.shard.as_ref().and_then(|s| s.take_loads()) {
+            tokio::spawn(shard::load_tenants(Arc::downgrade(&indexer), loads));
+        }
+        tracing::info!(slot = %indexer.slot, shard = ?indexer.shard.as_ref().map(|s| &s.name), lsn = %start, "indexer streaming");
         Ok(indexer)
     }
 
@@ -426,7 +462,10 @@ impl Indexer {
         };
         let result = async {
             let position = crate::wal::position(&self.pool).await?;
-            snapshot::snapshot(&self.pool, &shadow, position, Some(progress), only).await?;
+            let shard = self.shard.as_ref().map(|s| s.name.as_str());
+            let (_, read) =
+                snapshot::snapshot(&self.pool, &shadow, position, Some(progress), only, shard)
+                    .await?;
             if let Some(tenant) = only {
                 let (current, sh) = (self.store.current(), shadow.clone());
                 let copied = tokio::task::spawn_blocking(move || {
@@ -448,7 +487,11 @@ impl Indexer {
             let at = crate::wal::position(&self.pool).await?;
             self.wait_for(at, Duration::from_secs(60)).await;
             let (s, lsn) = (self.store.clone(), self.progress.visible());
-            tokio::task::spawn_blocking(move || s.swap_shadow(lsn)).await?
+            let n = tokio::task::spawn_blocking(move || s.swap_shadow(lsn)).await??;
+            if let (Some(s), Some(tenants), None) = (&self.shard, read, only) {
+                s.snapshot_ready(&self.pool, &tenants, position).await?;
+            }
+            anyhow::Ok(n)
         }
         .await;
         match result {
@@ -517,6 +560,7 @@ pub(crate) mod testing {
                 database_url: "postgres://nobody@127.0.0.1:1/none".into(),
                 index_dir: std::env::temp_dir(),
                 node: Some("test".into()),
+                shard: None,
                 durable_interval,
                 durable_docs: 100_000,
                 compact_idle: durable_interval,
@@ -525,6 +569,7 @@ pub(crate) mod testing {
             store: store.clone(),
             progress: Arc::new(Progress::new(Lsn(0))),
             health: Arc::new(Health::default()),
+            shard: None,
         })
     }
 

@@ -133,10 +133,15 @@ pub(crate) async fn recreate_slot(pool: &PgPool, slot: &str, exists: bool) -> Re
 /// Decides where to stream from; rebuilds from a snapshot when needed.
 /// Returns where to stream from and, after a rebuild, the position up to
 /// which replayed transactions may already be in the snapshot.
+/// `rebuild`: a reason to rebuild whatever the slot says; `shard`: the
+/// shard followed, whose tenants a snapshot reads (and marks ready).
 pub(crate) async fn prepare_slot(
     pool: &PgPool,
     store: &Arc<IndexStore>,
     slot: &str,
+    cfg: &crate::IndexerConfig,
+    rebuild: Option<&'static str>,
+    shard: Option<&super::shard::ShardState>,
 ) -> crate::Result<(Lsn, Option<Lsn>)> {
     let indexed = store.committed_lsn()?;
     let row = slot_row(pool, slot).await?;
@@ -158,6 +163,7 @@ pub(crate) async fn prepare_slot(
         });
     }
     let reason = match (&row, indexed) {
+        _ if rebuild.is_some() => rebuild,
         (None, _) => Some("no replication slot yet"),
         (Some(r), _) if r.lost() => Some("the replication slot was invalidated"),
         (Some(_), None) => Some("the index is empty"),
@@ -178,8 +184,40 @@ pub(crate) async fn prepare_slot(
     };
     tracing::warn!(%slot, reason, "rebuilding the index from a snapshot");
     let consistent = recreate_slot(pool, slot, row.is_some()).await?;
-    let seen = super::snapshot::snapshot(pool, &store.writing(), consistent, None, None).await?;
+    let (seen, tenants) = super::snapshot::snapshot(
+        pool,
+        &store.writing(),
+        consistent,
+        None,
+        None,
+        cfg.shard.as_deref(),
+    )
+    .await?;
+    if let (Some(s), Some(tenants)) = (shard, tenants) {
+        s.snapshot_ready(pool, &tenants, consistent).await?;
+    }
     Ok((consistent, Some(seen)))
+}
+
+/// The file in the index folder naming the shard the index follows.
+pub const SHARD_FILE: &str = "SHARD";
+
+/// The shard the index in `index_dir` was built for (None: every tenant).
+pub(crate) fn followed_shard(index_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(index_dir.join(SHARD_FILE))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+pub(crate) fn record_shard(index_dir: &Path, shard: Option<&str>) -> Result<()> {
+    let path = index_dir.join(SHARD_FILE);
+    match shard {
+        Some(s) => std::fs::write(&path, format!("{s}\n"))?,
+        None if path.exists() => std::fs::remove_file(&path)?,
+        None => {}
+    }
+    Ok(())
 }
 
 /// The index's id (made on first use), which claims its slot.
@@ -240,6 +278,7 @@ pub(crate) async fn claim(
     slot: &str,
     owner: Uuid,
     index_dir: &Path,
+    shard: Option<&str>,
 ) -> crate::Result<()> {
     let dir = std::path::absolute(index_dir).unwrap_or_else(|_| index_dir.to_owned());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -280,15 +319,17 @@ pub(crate) async fn claim(
         }
     }
     sqlx::query(
-        "INSERT INTO crmsearch_slot_claims (slot_name, owner, index_dir, host, seen_at)
-         VALUES ($1, $2, $3, $4, now())
+        "INSERT INTO crmsearch_slot_claims (slot_name, owner, index_dir, host, seen_at, shard)
+         VALUES ($1, $2, $3, $4, now(), $5)
          ON CONFLICT (slot_name) DO UPDATE
-            SET owner = EXCLUDED.owner, index_dir = EXCLUDED.index_dir, host = EXCLUDED.host, seen_at = now()",
+            SET owner = EXCLUDED.owner, index_dir = EXCLUDED.index_dir, host = EXCLUDED.host,
+                seen_at = now(), shard = EXCLUDED.shard",
     )
     .bind(slot)
     .bind(owner)
     .bind(&dir_text)
     .bind(&host)
+    .bind(shard)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -14,14 +14,17 @@ use crate::store::Generation;
 
 /// Indexes every row as of a snapshot taken after the slot's consistent
 /// point; the stream then replays from that point, idempotently. Returns a
-/// position at or after the commit of every transaction the snapshot saw.
+/// position at or after the commit of every transaction the snapshot saw,
+/// and, for a `shard` (unless `only`), the tenants the snapshot read: the
+/// shard's as of that snapshot.
 pub(crate) async fn snapshot(
     pool: &PgPool,
     store: &Arc<Generation>,
     consistent: Lsn,
     progress: Option<&(dyn Fn(u64, u64) + Sync)>,
     only: Option<Uuid>,
-) -> Result<Lsn> {
+    shard: Option<&str>,
+) -> Result<(Lsn, Option<Vec<Uuid>>)> {
     use futures_util::TryStreamExt;
     let started = Instant::now();
     let s = store.clone();
@@ -37,26 +40,35 @@ pub(crate) async fn snapshot(
     // the first statement takes the snapshot; WAL inserted before it covers
     // the commit of everything it sees
     let seen = crate::wal::position(&mut *tx).await?;
+    // a shard's tenants, as of the same snapshot (None: every tenant)
+    let members: Option<Vec<Uuid>> = match (shard, only) {
+        (Some(s), None) => Some(
+            sqlx::query_scalar(
+                "SELECT tenant_id FROM crmsearch_tenant_shards WHERE shard = $1 OR also_on = $1",
+            )
+            .bind(s)
+            .fetch_all(&mut *tx)
+            .await?,
+        ),
+        _ => None,
+    };
+    const WHERE: &str = "WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::uuid[] IS NULL OR tenant_id = ANY($2))";
     let mut expected = 0u64;
     if progress.is_some() {
         for table in [Table::Companies, Table::Contacts, Table::Memories] {
-            let n: i64 = sqlx::query_scalar(&format!(
-                "SELECT count(*) FROM {} WHERE $1::uuid IS NULL OR tenant_id = $1",
-                table.name()
-            ))
-            .bind(only)
-            .fetch_one(&mut *tx)
-            .await?;
+            let n: i64 =
+                sqlx::query_scalar(&format!("SELECT count(*) FROM {} {WHERE}", table.name()))
+                    .bind(only)
+                    .bind(&members)
+                    .fetch_one(&mut *tx)
+                    .await?;
             expected += n as u64;
         }
     }
     let mut total = 0u64;
     for table in [Table::Companies, Table::Contacts, Table::Memories] {
-        let sql = format!(
-            "{} WHERE $1::uuid IS NULL OR tenant_id = $1",
-            table.select_text()
-        );
-        let mut rows = sqlx::query(&sql).bind(only).fetch(&mut *tx);
+        let sql = format!("{} {WHERE}", table.select_text());
+        let mut rows = sqlx::query(&sql).bind(only).bind(&members).fetch(&mut *tx);
         let mut ops = Vec::with_capacity(4096);
         let mut n = 0u64;
         while let Some(row) = rows.try_next().await? {
@@ -108,5 +120,5 @@ pub(crate) async fn snapshot(
     })
     .await??;
     tracing::info!(rows = total, lsn = %consistent, secs = started.elapsed().as_secs_f64(), "snapshot indexed");
-    Ok(seen)
+    Ok((seen, members))
 }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::slot::{SlotRow, recreate_slot, slot_row};
 use super::snapshot::snapshot;
-use super::{Change, HEARTBEAT_PREFIX, IndexerConfig, PUBLICATION, Progress, Shared, SourceMsg};
+use super::{Change, HEARTBEAT_PREFIX, IndexerConfig, Progress, Shared, SourceMsg};
 use crate::Lsn;
 use crate::pgoutput::Decoder;
 use crate::pgoutput::Message;
@@ -44,7 +44,7 @@ pub(super) async fn run_source(
                 progress.set_error(Some(format!("{e:#}")));
                 tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "replication stream lost");
                 tokio::select! {
-                    rebuilt = rebuild_if_slot_lost(cfg, pool, store, progress) => {
+                    rebuilt = rebuild_if_slot_lost(cfg, pool, store, progress, sh.shard.as_deref()) => {
                         if let Err(e) = rebuilt {
                             tracing::error!(error = %format!("{e:#}"), "rebuilding after the loss of the replication slot failed; retrying");
                         }
@@ -73,6 +73,7 @@ async fn rebuild_if_slot_lost(
     pool: &PgPool,
     store: &Arc<IndexStore>,
     progress: &Arc<Progress>,
+    shard: Option<&super::shard::ShardState>,
 ) -> Result<()> {
     let slot = cfg.slot();
     let row = slot_row(pool, &slot).await?;
@@ -91,13 +92,17 @@ async fn rebuild_if_slot_lost(
     let s = store.clone();
     let shadow = tokio::task::spawn_blocking(move || s.begin_shadow()).await??;
     let rebuilt = async {
-        let seen = snapshot(pool, &shadow, consistent, None, None).await?;
+        let (seen, tenants) =
+            snapshot(pool, &shadow, consistent, None, None, cfg.shard.as_deref()).await?;
         let s = store.clone();
         tokio::task::spawn_blocking(move || {
             s.shadow_loaded()?;
             s.swap_shadow(consistent)
         })
         .await??;
+        if let (Some(s), Some(tenants)) = (shard, tenants) {
+            s.snapshot_ready(pool, &tenants, consistent).await?;
+        }
         anyhow::Ok(seen)
     }
     .await;
@@ -183,8 +188,23 @@ fn on_event(
             let msg = decoder.decode(&data)?;
             let table_of =
                 |rel: u32, d: &Decoder| d.relation(rel).and_then(|r| Table::from_name(&r.name));
+            let placements = |rel: u32, d: &Decoder| {
+                d.relation(rel)
+                    .is_some_and(|r| r.name == super::shard::TENANT_SHARDS)
+            };
             let change = match msg {
                 Message::Relation(_) | Message::Ignored => None,
+                Message::Insert { relation, new } | Message::Update { relation, new }
+                    if placements(relation, decoder) =>
+                {
+                    let (tenant, p) = super::shard::Placement::from_tuple(&new)?;
+                    Some(Change::Placement(tenant, Some(p)))
+                }
+                Message::Delete { relation, old } if placements(relation, decoder) => {
+                    let tenant = schema::pgtext::uuid(&old, "tenant_id")
+                        .map_err(|e| anyhow::anyhow!("placement delete: {e}"))?;
+                    Some(Change::Placement(tenant, None))
+                }
                 Message::Insert { relation, new } => {
                     table_of(relation, decoder).map(|t| Change::Upsert(t, new, true))
                 }
@@ -256,17 +276,22 @@ fn replication_config(cfg: &IndexerConfig, start: Lsn, ack: Lsn) -> Result<Repli
     let user = decode(url.username());
     let password = url.password().map(decode).unwrap_or_default();
     let database = url.path().trim_start_matches('/').to_owned();
-    Ok(
-        ReplicationConfig::new(host, user, password, database, cfg.slot(), PUBLICATION)
-            .with_port(url.port().unwrap_or(5432))
-            .with_tls(TlsConfig::disabled())
-            .with_start_lsn(pgwire_replication::Lsn::from_u64(start.0))
-            .with_ack_lsn(pgwire_replication::Lsn::from_u64(ack.0))
-            .with_status_interval(Duration::from_secs(1))
-            .with_wakeup_interval(Duration::from_secs(1))
-            .with_application_name(format!("crmsearch {}", cfg.slot()))
-            .with_options("-c TimeZone=UTC"),
+    Ok(ReplicationConfig::new(
+        host,
+        user,
+        password,
+        database,
+        cfg.slot(),
+        cfg.publication().as_str(),
     )
+    .with_port(url.port().unwrap_or(5432))
+    .with_tls(TlsConfig::disabled())
+    .with_start_lsn(pgwire_replication::Lsn::from_u64(start.0))
+    .with_ack_lsn(pgwire_replication::Lsn::from_u64(ack.0))
+    .with_status_interval(Duration::from_secs(1))
+    .with_wakeup_interval(Duration::from_secs(1))
+    .with_application_name(format!("crmsearch {}", cfg.slot()))
+    .with_options("-c TimeZone=UTC"))
 }
 
 #[cfg(test)]
