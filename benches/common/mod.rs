@@ -89,6 +89,7 @@ pub fn indexer_config(root: &std::path::Path, url: &str) -> indexer::IndexerConf
         database_url: url.to_owned(),
         index_dir: root.join("index"),
         node: Some("bench".into()),
+        shard: None,
         durable_interval: std::time::Duration::from_secs(1),
         durable_docs: 100_000,
         compact_idle: indexer::COMPACT_IDLE,

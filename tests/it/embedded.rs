@@ -74,13 +74,19 @@ pub(crate) fn serve(data: &Path) -> (Child, String) {
 
 /// `serve` with more environment; `None` when it exits before listening.
 pub(crate) fn serve_with(data: &Path, env: &[(&str, &str)]) -> Option<(Child, String)> {
+    serve_on(data, "127.0.0.1:0", env)
+}
+
+/// [`serve_with`] on `addr` (a fixed port: a node restarted where its proxy
+/// expects it).
+pub(crate) fn serve_on(data: &Path, addr: &str, env: &[(&str, &str)]) -> Option<(Child, String)> {
     let mut child = crmsearch(data)
         .env("CRMSEARCH_DURABLE_INTERVAL_MS", "200")
         // tenants made by `tenant create` are of the free tier: only the
         // tests of limits turn them on
         .env("CRMSEARCH_RATE_LIMITS", "off")
         .envs(env.iter().copied())
-        .args(["--addr", "127.0.0.1:0", "--log-format", "json", "serve"])
+        .args(["--addr", addr, "--log-format", "json", "serve"])
         .env("CRMSEARCH_MASTER_KEY", crate::common::MASTER_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -21,5 +21,6 @@ mod openapi;
 mod ops;
 mod redis;
 mod search;
+mod shards;
 mod shared_cache;
 mod surface;
