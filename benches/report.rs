@@ -18,6 +18,7 @@ use plotters::prelude::*;
 const ORDER: &[&str] = &[
     "load",
     "hostile",
+    "scaleout",
     "search",
     "cdc",
     "memories",

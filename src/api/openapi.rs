@@ -181,7 +181,7 @@ pub fn finish(api: &mut OpenApi) {
         (
             "default",
             error(
-                "any other error; `code` says which (400, 404, 405, 409, 413, 415, 422)",
+                "any other error; `code` says which (400, 404, 405, 409, 413, 415, 421 `wrong_shard` on a node of another tenant shard, 422)",
                 &[],
             ),
         ),
