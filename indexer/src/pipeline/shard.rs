@@ -92,6 +92,17 @@ pub enum Serves {
     No(Option<String>),
 }
 
+/// A shard's part of the index status.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ShardStatus {
+    pub name: String,
+    /// Tenants this index holds (none offline).
+    pub tenants: Option<usize>,
+    /// Tenants moving in whose documents are still loading: their requests
+    /// are answered 503 meanwhile.
+    pub loading: Vec<Uuid>,
+}
+
 /// The shard an index follows, and the placements as of what it applied.
 pub struct ShardState {
     pub name: String,
@@ -138,6 +149,22 @@ impl ShardState {
             }
             Some(p) => Serves::No(Some(p.shard.clone())),
             None => Serves::No(None),
+        }
+    }
+
+    pub fn status(&self) -> ShardStatus {
+        let held = self.held();
+        let ready = read(&self.ready);
+        let mut loading: Vec<Uuid> = held
+            .iter()
+            .filter(|t| !ready.contains(t))
+            .copied()
+            .collect();
+        loading.sort();
+        ShardStatus {
+            name: self.name.clone(),
+            tenants: Some(held.len()),
+            loading,
         }
     }
 

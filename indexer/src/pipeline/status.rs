@@ -91,6 +91,7 @@ impl Indexer {
             },
             vectors,
             segments,
+            shard: self.shard.as_ref().map(|s| s.status()),
         })
     }
 }
@@ -148,6 +149,8 @@ pub struct Status {
     /// The vector collections (none offline).
     pub vectors: Option<Vectors>,
     pub segments: usize,
+    /// The tenant shard followed (none: every tenant).
+    pub shard: Option<super::shard::ShardStatus>,
 }
 
 /// `/v1/admin/status` for a tenant's admin key.
@@ -226,5 +229,10 @@ pub async fn offline_status(cfg: &IndexerConfig, pool: &PgPool) -> crate::Result
         },
         vectors: None,
         segments: on_disk.segments,
+        shard: cfg.shard.as_ref().map(|name| super::shard::ShardStatus {
+            name: name.clone(),
+            tenants: None,
+            loading: Vec::new(),
+        }),
     })
 }
