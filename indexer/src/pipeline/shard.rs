@@ -346,7 +346,8 @@ pub(crate) async fn load_tenants(
             if *ix.shutdown.borrow() {
                 return;
             }
-            if !shard.holds(tenant) {
+            // moved away meanwhile, or loaded by a whole reindex meanwhile
+            if !shard.holds(tenant) || read(&shard.ready).contains(&tenant) {
                 break;
             }
             match load_tenant(&ix, &shard, tenant).await {
