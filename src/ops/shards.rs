@@ -179,6 +179,20 @@ async fn lock_writes(tx: &mut PgTransaction<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Forgets that the nodes of `shard` hold `tenant` (they load it again, or
+/// dropped it).
+async fn forget_ready(tx: &mut PgTransaction<'_>, tenant: Uuid, shard: &str) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM crmsearch_shard_ready WHERE tenant_id = $1
+           AND slot_name IN (SELECT slot_name FROM crmsearch_slot_claims WHERE shard = $2)",
+    )
+    .bind(tenant)
+    .bind(shard)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Moves `tenant` to shard `to` (or places a tenant no shard holds);
 /// `say` reports each step. Resumes a move interrupted at any step.
 pub async fn move_tenant(
@@ -245,14 +259,7 @@ pub async fn move_tenant(
         .bind(to)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "DELETE FROM crmsearch_shard_ready WHERE tenant_id = $1
-               AND slot_name IN (SELECT slot_name FROM crmsearch_slot_claims WHERE shard = $2)",
-        )
-        .bind(tenant)
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
+        forget_ready(&mut tx, tenant, to).await?;
         sync_publication(&mut tx, to).await?;
         tx.commit().await?;
     }
@@ -314,14 +321,7 @@ pub async fn move_tenant(
     .bind(tenant)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "DELETE FROM crmsearch_shard_ready WHERE tenant_id = $1
-           AND slot_name IN (SELECT slot_name FROM crmsearch_slot_claims WHERE shard = $2)",
-    )
-    .bind(tenant)
-    .bind(&from)
-    .execute(&mut *tx)
-    .await?;
+    forget_ready(&mut tx, tenant, &from).await?;
     sync_publication(&mut tx, &from).await?;
     tx.commit().await?;
     Ok(Moved {
