@@ -489,7 +489,8 @@ impl Indexer {
             let (s, lsn) = (self.store.clone(), self.progress.visible());
             let n = tokio::task::spawn_blocking(move || s.swap_shadow(lsn)).await??;
             if let (Some(s), Some(tenants), None) = (&self.shard, read, only) {
-                s.snapshot_ready(&self.pool, &tenants, position).await?;
+                s.snapshot_ready(&self.pool, &tenants, position, false)
+                    .await?;
             }
             anyhow::Ok(n)
         }

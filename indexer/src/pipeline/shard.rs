@@ -271,21 +271,28 @@ impl ShardState {
     }
 
     /// After a snapshot of the shard at `lsn`: every tenant it read is ready.
+    /// `replace`: nothing else is (a new index); else those made ready
+    /// meanwhile stay so (a reindex while the stream runs: a tenant created
+    /// after its snapshot was never in it, and is ready all the same).
     pub(crate) async fn snapshot_ready(
         &self,
         pool: &PgPool,
         tenants: &[Uuid],
         lsn: Lsn,
+        replace: bool,
     ) -> Result<()> {
         let mut tx = pool.begin().await?;
-        sqlx::query("DELETE FROM crmsearch_shard_ready WHERE slot_name = $1")
-            .bind(&self.slot)
-            .execute(&mut *tx)
-            .await?;
+        if replace {
+            sqlx::query("DELETE FROM crmsearch_shard_ready WHERE slot_name = $1")
+                .bind(&self.slot)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO crmsearch_shard_ready (slot_name, tenant_id, lsn)
              SELECT $1, t, $3::text::pg_lsn FROM unnest($2::uuid[]) t
-             WHERE EXISTS (SELECT 1 FROM tenants WHERE id = t)",
+             WHERE EXISTS (SELECT 1 FROM tenants WHERE id = t)
+             ON CONFLICT (slot_name, tenant_id) DO UPDATE SET lsn = EXCLUDED.lsn, ready_at = now()",
         )
         .bind(&self.slot)
         .bind(tenants)
@@ -293,8 +300,16 @@ impl ShardState {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        *write(&self.ready) = tenants.iter().copied().collect();
+        self.snapshot_read(tenants, replace);
         Ok(())
+    }
+
+    fn snapshot_read(&self, tenants: &[Uuid], replace: bool) {
+        let mut ready = write(&self.ready);
+        if replace {
+            ready.clear();
+        }
+        ready.extend(tenants.iter().copied());
     }
 
     async fn mark_ready(&self, pool: &PgPool, tenant: Uuid, lsn: Lsn) -> Result<()> {
@@ -538,5 +553,9 @@ mod tests {
         assert!(!s.placed(&pool, new, Some(created)));
         assert_eq!(s.serves(new), Serves::Yes);
         assert!(loads.try_recv().is_err());
+        // a reindex whose snapshot was read before that tenant existed
+        // leaves it served
+        s.snapshot_read(&[], false);
+        assert_eq!(s.serves(new), Serves::Yes);
     }
 }

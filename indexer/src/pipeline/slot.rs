@@ -194,7 +194,7 @@ pub(crate) async fn prepare_slot(
     )
     .await?;
     if let (Some(s), Some(tenants)) = (shard, tenants) {
-        s.snapshot_ready(pool, &tenants, consistent).await?;
+        s.snapshot_ready(pool, &tenants, consistent, true).await?;
     }
     Ok((consistent, Some(seen)))
 }

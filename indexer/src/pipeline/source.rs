@@ -101,7 +101,7 @@ async fn rebuild_if_slot_lost(
         })
         .await??;
         if let (Some(s), Some(tenants)) = (shard, tenants) {
-            s.snapshot_ready(pool, &tenants, consistent).await?;
+            s.snapshot_ready(pool, &tenants, consistent, true).await?;
         }
         anyhow::Ok(seen)
     }
