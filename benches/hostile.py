@@ -18,7 +18,6 @@ the last answer it idles 10 s and is sampled again. Writes
 target/bench-results/hostile.json (BENCHMARKS.md's section). Traffic goes to
 127.0.0.1 only; the server is stopped at the end.
 """
-import http.client
 import json
 import os
 import random
@@ -29,6 +28,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import benchlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = int(os.environ.get("HOSTILE_N", "12000"))
@@ -55,19 +56,7 @@ KINDS = [
 
 
 def req(method, path, key, body=None, ctype="application/json"):
-    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
-    h = {"Authorization": f"Bearer {key}"}
-    if body is not None:
-        h["Content-Type"] = ctype
-    try:
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        data = r.read()
-        return r.status, data
-    except Exception as e:  # a connection the server refused or cut
-        return 0, str(e).encode()
-    finally:
-        c.close()
+    return benchlib.request(PORT, method, path, key, body, ctype)[:2]
 
 
 def rss(pid):
@@ -230,10 +219,7 @@ def run(pid):
                    "x_label": "seconds", "y_label": "MiB", "label": "RSS", "values": [],
                    "points": samples}],
     }
-    out = os.path.join(ROOT, "target/bench-results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "hostile.json"), "w") as f:
-        json.dump(results, f)
+    benchlib.save_results(results)
 
 
 if __name__ == "__main__":

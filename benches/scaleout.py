@@ -26,7 +26,6 @@ snapshot). Then:
 Writes target/bench-results/scaleout.json (BENCHMARKS.md's section). Every
 process started is stopped at the end.
 """
-import http.client
 import json
 import os
 import random
@@ -39,6 +38,8 @@ import sys
 import threading
 import time
 import urllib.parse
+
+import benchlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("SCALE_BIN", os.path.join(ROOT, "target/release/crmsearch"))
@@ -56,19 +57,8 @@ def say(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def req(port, method, path, key, body=None, ctype="application/json", timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = {"Authorization": f"Bearer {key}"}
-    if body is not None:
-        h["Content-Type"] = ctype
-    try:
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        return r.status, r.read(), {k.lower(): v for k, v in r.getheaders()}
-    except Exception as e:
-        return 0, str(e).encode(), {}
-    finally:
-        c.close()
+def req(port, method, path, key, body=None, ctype="application/json"):
+    return benchlib.request(port, method, path, key, body, ctype, 60)
 
 
 def start(cmd, log, env=None):
@@ -401,10 +391,7 @@ def report(first_secs, snapshots, throughput, lag, wal, moved, during):
                            "lag_p99_ms": lag["p99_ms"], "move_secs": moved["total_secs"],
                            "move_failed": during["failed"]},
                "plots": []}
-    out = os.path.join(ROOT, "target/bench-results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "scaleout.json"), "w") as f:
-        json.dump(results, f)
+    benchlib.save_results(results)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,16 @@ async fn nodes(pool: &PgPool, shard: &str) -> Result<Vec<NodeInfo>> {
     .await?)
 }
 
+/// The slots of the shard's live nodes.
+async fn live_slots(pool: &PgPool, shard: &str) -> Result<Vec<String>> {
+    Ok(nodes(pool, shard)
+        .await?
+        .into_iter()
+        .filter(|n| n.live)
+        .map(|n| n.slot)
+        .collect())
+}
+
 /// The routes file: lines of an nginx `map` from a tenant's route tag to
 /// its shard. One regular expression per shard for the tags of tenants
 /// created on it (their first character is the shard's code), and the tag
@@ -220,13 +230,7 @@ pub async fn move_tenant(
             "no shard named `{to}`: a shard exists once a node has served it (CRMSEARCH_SHARD={to})"
         );
     }
-    let live = |n: &Vec<NodeInfo>| {
-        n.iter()
-            .filter(|n| n.live)
-            .map(|n| n.slot.clone())
-            .collect::<Vec<_>>()
-    };
-    if live(&nodes(pool, to).await?).is_empty() {
+    if live_slots(pool, to).await?.is_empty() {
         bail!(
             "shard `{to}` has no running node to load the tenant; start one (CRMSEARCH_SHARD={to}) first"
         );
@@ -345,12 +349,7 @@ async fn wait_ready(
     let started = Instant::now();
     let spinner = super::bar(0, "nodes loading the tenant", false);
     loop {
-        let nodes = nodes(pool, shard).await?;
-        let live: Vec<String> = nodes
-            .iter()
-            .filter(|n| n.live)
-            .map(|n| n.slot.clone())
-            .collect();
+        let live = live_slots(pool, shard).await?;
         let ready: Vec<String> = sqlx::query_scalar(
             "SELECT slot_name FROM crmsearch_shard_ready WHERE tenant_id = $1 AND slot_name = ANY($2)",
         )
